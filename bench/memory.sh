@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Flat memory: landline's peak RSS at two (or more) data sizes, against the same S3 server.
+#
+#   bench/memory.sh [--api rust|python] [--server s3s|moto] [RECORDS ...]
+#
+# Default: the project's mock API at 8,369 and 83,688 records of ~28.6 KB (0.24 GB and
+# 2.39 GB of JSON Lines) into s3s-fs. `--api python` serves the data with the reference
+# mock (../shared/bench/mock_api.py) instead. Each run is measured with /usr/bin/time -v,
+# and the landed object is downloaded and its lines counted. Prints a table and the ratio
+# of the largest run's peak RSS to the smallest's.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+if [[ -z ${LANDLINE_TEST_S3S_ENDPOINT:-} ]]; then
+    cargo build --release -q -p landline-cli -p landline-mockapi
+    exec scripts/test.sh --servers-only -- "$0" "$@"
+fi
+[[ -x /usr/bin/time ]] || { echo "bench/memory.sh needs GNU time (apt-get install time)" >&2; exit 1; }
+exec "$LANDLINE_TEST_PYTHON" bench/memory.py "$@"

@@ -1,0 +1,265 @@
+//! The `landline` command: run a pipeline file, or the self-contained demo.
+//!
+//! This is the binary's edge: argument parsing, logging, the progress bar, signals, exit codes
+//! and error reporting live here; everything else is the `landline` library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use landline::config::PipelineFile;
+use landline::report::Progress;
+use landline::{Pipeline, RunError, RunOptions, RunReport};
+
+/// Land paged HTTP APIs in object storage as gzipped JSON Lines, in constant memory.
+#[derive(Debug, Parser)]
+#[command(name = "landline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format; `auto` is human-readable text with a progress bar on a terminal and JSON
+    /// lines elsewhere. The level comes from LANDLINE_LOG (e.g. `debug`), default `info`.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
+    /// No progress bar and only warnings and errors in the log.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline file: every page of the source, into one compressed object.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// The `{ingest_date}` of the run (YYYY-MM-DD); default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        ingest_date: Option<chrono::NaiveDate>,
+        /// Also write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Run the whole path on an embedded mock API into ./landline-demo/ (no cloud account).
+    Demo {
+        /// Records the mock API serves (about 28.6 KB each).
+        #[arg(long, default_value_t = 4_000)]
+        records: u64,
+        /// Also write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("expected YYYY-MM-DD: {e}"))
+}
+
+/// Exit status for a failed run (configuration errors and usage errors exit 2).
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+/// 128 + SIGINT, as shells report an interrupted command.
+const EXIT_CANCELLED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let interactive = std::io::stderr().is_terminal() && cli.log_format != LogFormat::Json;
+    init_logging(cli.log_format, cli.quiet, interactive);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let show_progress = interactive && !cli.quiet;
+    match runtime.block_on(dispatch(cli.command, show_progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", chain(&err));
+            let code = match err.downcast_ref::<RunError>() {
+                Some(RunError::Cancelled) => EXIT_CANCELLED,
+                Some(_) => EXIT_FAILED,
+                None if err.downcast_ref::<landline::ConfigError>().is_some() => EXIT_CONFIG,
+                None => EXIT_FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            pipeline,
+            ingest_date,
+            report_json,
+        } => {
+            let loaded = Pipeline::load(&pipeline)?;
+            let report = run(&loaded, ingest_date, show_progress).await?;
+            finish(&report, report_json.as_deref())
+        }
+        Command::Demo {
+            records,
+            report_json,
+        } => demo(records, show_progress, report_json.as_deref()).await,
+    }
+}
+
+async fn run(
+    pipeline: &Pipeline,
+    ingest_date: Option<chrono::NaiveDate>,
+    show_progress: bool,
+) -> Result<RunReport, RunError> {
+    let progress = Arc::new(Progress::default());
+    let bar = show_progress.then(|| progress_bar(Arc::clone(&progress)));
+    let options = RunOptions {
+        ingest_date,
+        store_env: std::env::vars().collect(),
+        progress: Some(progress),
+    };
+    let result = landline::run(pipeline, options, shutdown_signal()).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    result
+}
+
+fn finish(report: &RunReport, report_json: Option<&Path>) -> anyhow::Result<()> {
+    println!("{report}");
+    if let Some(path) = report_json {
+        let json = serde_json::to_vec_pretty(report).context("encoding the report")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The demo: the mock API in this process, a local directory as the destination.
+async fn demo(records: u64, show_progress: bool, report_json: Option<&Path>) -> anyhow::Result<()> {
+    let data = landline_mockapi::DataConfig {
+        total: records,
+        pool: 400,
+        ..Default::default()
+    };
+    let server = landline_mockapi::spawn(landline_mockapi::MockConfig {
+        data,
+        ..Default::default()
+    })
+    .await
+    .context("starting the mock API")?;
+    let api = server.base_url();
+    eprintln!("mock API serving {records} records at {api}/variants");
+    let pipeline = PipelineFile::parse(include_str!("demo.toml"), "demo.toml")?
+        .validate(&|name| (name == "DEMO_API").then(|| api.clone()))?;
+    let report = run(&pipeline, None, show_progress).await?;
+    server.shutdown().await;
+    finish(&report, report_json)?;
+    if let Some(object) = report.objects.first() {
+        let path = object.trim_start_matches("file://");
+        println!("try: zcat {path} | head -c 400");
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::warn!("interrupted: aborting the upload"),
+        () = term => tracing::warn!("terminated: aborting the upload"),
+    }
+}
+
+fn progress_bar(progress: Arc<Progress>) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let lines = progress.bytes_uncompressed.load(Relaxed) as f64;
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            shown.set_message(format!(
+                "{} pages, {} records, {:.0} MiB of JSON Lines ({:.0} MB/s)",
+                progress.pages.load(Relaxed),
+                progress.records.load(Relaxed),
+                lines / 1048576.0,
+                lines / 1e6 / secs
+            ));
+            shown.tick();
+        }
+    });
+    (bar, ticker)
+}
+
+fn init_logging(format: LogFormat, quiet: bool, interactive: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet || interactive { "warn" } else { "info" };
+    let filter =
+        EnvFilter::try_from_env("LANDLINE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !interactive,
+    };
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+/// The error and its causes in one paragraph, each cause once.
+fn chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}

@@ -1,0 +1,137 @@
+//! The `landline` binary as users run it: help, version, the demo, and bad input.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn landline(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_landline"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LANDLINE_LOG")
+        .output()
+        .expect("landline starts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let help = landline(dir.path(), &["--help"]);
+    assert!(help.status.success());
+    let out = text(&help.stdout);
+    for word in ["run", "demo", "--log-format"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let run_help = text(&landline(dir.path(), &["run", "--help"]).stdout);
+    for word in ["--ingest-date", "--report-json", "PIPELINE"] {
+        assert!(run_help.contains(word), "{run_help}");
+    }
+    let version = landline(dir.path(), &["--version"]);
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("landline {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// The demo runs with nothing but the binary and writes gzip any reader takes.
+#[test]
+fn demo_writes_a_readable_object_and_a_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = landline(
+        dir.path(),
+        &["demo", "--records", "700", "--report-json", "report.json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("700 records in 4 pages"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).expect("report"))
+            .expect("json");
+    for key in [
+        "records",
+        "pages",
+        "bytes_uncompressed",
+        "bytes_written",
+        "parts",
+        "objects",
+        "peak_rss_bytes",
+        "wall_seconds",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing in {report}");
+    }
+    assert_eq!(report["records"], 700);
+    let object = report["objects"][0].as_str().expect("an object");
+    let path = object.strip_prefix("file://").expect("a local file");
+    assert!(
+        path.starts_with(&*dir.path().canonicalize().expect("dir").to_string_lossy())
+            || path.contains("landline-demo")
+    );
+    let mut lines = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("object"))
+        .read_to_string(&mut lines)
+        .expect("gzip");
+    assert_eq!(lines.lines().count(), 700);
+    let zcat = Command::new("zcat").arg(path).output().expect("zcat runs");
+    assert!(zcat.status.success());
+    assert_eq!(text(&zcat.stdout).lines().count(), 700);
+}
+
+/// Bad pipeline files exit 2 with one paragraph naming the key.
+#[test]
+fn bad_pipeline_files_name_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[source]\nurl = \"http://127.0.0.1:1/x\"\nrecords = \"/r\"\nbogus = 1\n[sink]\nurl = \"o.gz\"\n",
+            "bogus",
+        ),
+        (
+            "[source]\nurl = \"http://127.0.0.1:1/x\"\nrecords = \"/r\"\nheaders = { Authorization = \"Bearer ${LANDLINE_TEST_UNSET_VAR}\" }\n[sink]\nurl = \"o.gz\"\n",
+            "source.headers.Authorization: environment variable LANDLINE_TEST_UNSET_VAR is not set",
+        ),
+        (
+            "[source]\nurl = \"http://127.0.0.1:1/x\"\nrecords = \"/r\"\n[sink]\nurl = \"o.gz\"\npart_size_bytes = 1000\n",
+            "sink.part_size_bytes",
+        ),
+    ];
+    for (file, want) in cases {
+        std::fs::write(dir.path().join("p.toml"), file).expect("write");
+        let out = landline(dir.path(), &["run", "p.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+/// A run against an API that is not there fails with exit 1, naming the URL.
+#[test]
+fn unreachable_api_fails_with_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let file = format!(
+        "[source]\nurl = \"http://127.0.0.1:{port}/x\"\nquery = {{ api_key = \"hunter2\" }}\nrecords = \"/r\"\n\
+         [source.retry]\nmax_attempts = 2\ninitial_backoff_ms = 1\n[sink]\nurl = \"o.jsonl.gz\"\n"
+    );
+    std::fs::write(dir.path().join("p.toml"), file).expect("write");
+    let out = landline(dir.path(), &["run", "p.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "page 1 of http://127.0.0.1:{port}/x?api_key=REDACTED"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!dir.path().join("o.jsonl.gz").exists());
+}

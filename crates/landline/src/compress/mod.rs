@@ -1,0 +1,303 @@
+//! The compressor stage: JSON Lines chunks in, one gzip member out, cut into upload parts.
+//!
+//! The compressor runs on its own thread so that fetching the next page overlaps compressing
+//! the current one. Chunks arrive through a bounded queue (backpressure to the encoder), are
+//! deflated with zlib-rs into the part being filled, and every part that reaches the size the
+//! [`PartSizer`] gives for its number is sent to the upload stage, whose bounded channel in turn
+//! makes this thread wait. Emptied chunk buffers go back to the encoder for reuse.
+//!
+//! The output is a single gzip member (our own header and trailer around one raw deflate
+//! stream), so every reader, including those that stop after the first member, sees all records.
+//!
+//! Memory: `queue_depth` chunks + zlib state (~300 KiB at level 6) + the part being filled.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::sink::PartSizer;
+
+/// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// Spare output room kept before each deflate call, so a call always makes progress.
+const MIN_SPARE_OUTPUT: usize = 64 * 1024;
+
+/// Why compression stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompressError {
+    /// zlib reported an error (not expected for valid input).
+    #[error("deflate failed: {0}")]
+    Deflate(#[from] flate2::CompressError),
+    /// The upload stage stopped taking parts (it failed; its error is the cause).
+    #[error("the upload stage stopped taking parts")]
+    OutputClosed,
+    /// The compressor thread stopped (it failed or panicked).
+    #[error("the compressor thread stopped")]
+    ThreadGone,
+}
+
+/// Figures from one compressed stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompressStats {
+    /// Uncompressed bytes in.
+    pub bytes_in: u64,
+    /// Compressed bytes out, gzip header and trailer included.
+    pub bytes_out: u64,
+    /// Parts emitted.
+    pub parts: u64,
+}
+
+/// One gzip member written incrementally into caller-provided buffers.
+pub struct GzipStream {
+    deflate: Compress,
+    crc: crc32fast::Hasher,
+    bytes_in: u64,
+}
+
+impl GzipStream {
+    /// A stream at zlib `level` (0–9); writes the gzip header into `out`.
+    pub fn new(level: u32, out: &mut Vec<u8>) -> Self {
+        out.extend_from_slice(&GZIP_HEADER);
+        GzipStream {
+            deflate: Compress::new(Compression::new(level), false),
+            crc: crc32fast::Hasher::new(),
+            bytes_in: 0,
+        }
+    }
+
+    /// Deflates all of `input`, appending to `out`; `on_output` may take `out` away whenever
+    /// it wants (it is called after each deflate step).
+    pub fn write(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        mut on_output: impl FnMut(&mut Vec<u8>) -> Result<(), CompressError>,
+    ) -> Result<(), CompressError> {
+        self.crc.update(input);
+        self.bytes_in += input.len() as u64;
+        while !input.is_empty() {
+            reserve_spare(out);
+            let before = self.deflate.total_in();
+            self.deflate.compress_vec(input, out, FlushCompress::None)?;
+            let consumed = (self.deflate.total_in() - before) as usize;
+            input = &input[consumed..];
+            on_output(out)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the deflate stream and writes the gzip trailer into `out`.
+    pub fn finish(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut on_output: impl FnMut(&mut Vec<u8>) -> Result<(), CompressError>,
+    ) -> Result<(), CompressError> {
+        loop {
+            reserve_spare(out);
+            let status = self.deflate.compress_vec(&[], out, FlushCompress::Finish)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+            on_output(out)?;
+        }
+        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        // ISIZE is the input size modulo 2^32 (RFC 1952), hence the truncation.
+        out.extend_from_slice(&(self.bytes_in as u32).to_le_bytes());
+        Ok(())
+    }
+
+    /// Uncompressed bytes written so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+}
+
+fn reserve_spare(out: &mut Vec<u8>) {
+    if out.capacity() - out.len() < MIN_SPARE_OUTPUT {
+        out.reserve(MIN_SPARE_OUTPUT * 4);
+    }
+}
+
+/// Settings of the compressor stage.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressorConfig {
+    /// zlib level, 0–9.
+    pub level: u32,
+    /// Chunks waiting to be compressed before the encoder has to wait.
+    pub queue_depth: usize,
+    /// Part sizes, by part number.
+    pub parts: PartSizer,
+}
+
+/// Handle on the compressor thread.
+pub struct Compressor {
+    chunks: SyncSender<Vec<u8>>,
+    recycled: Receiver<Vec<u8>>,
+    thread: JoinHandle<Result<CompressStats, CompressError>>,
+}
+
+impl Compressor {
+    /// Starts the thread; parts go to `parts_out` (the last one when the stream is finished).
+    pub fn spawn(
+        config: CompressorConfig,
+        parts_out: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> std::io::Result<Self> {
+        let (chunks, chunk_rx) = mpsc::sync_channel::<Vec<u8>>(config.queue_depth.max(1));
+        let (recycle_tx, recycled) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("landline-gzip".into())
+            .spawn(move || compress_loop(config, chunk_rx, recycle_tx, parts_out))?;
+        Ok(Compressor {
+            chunks,
+            recycled,
+            thread,
+        })
+    }
+
+    /// An empty buffer for the next chunk, reusing one the thread has finished with.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        self.recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity))
+    }
+
+    /// Queues a chunk of JSON Lines; blocks while the queue is full.
+    pub fn send(&self, chunk: Vec<u8>) -> Result<(), CompressError> {
+        self.chunks
+            .send(chunk)
+            .map_err(|_| CompressError::ThreadGone)
+    }
+
+    /// Ends the stream: the thread writes the trailer, sends the last part and exits.
+    pub fn finish(self) -> Result<CompressStats, CompressError> {
+        drop(self.chunks);
+        self.thread.join().map_err(|_| CompressError::ThreadGone)?
+    }
+}
+
+fn compress_loop(
+    config: CompressorConfig,
+    chunks: Receiver<Vec<u8>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    parts_out: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<CompressStats, CompressError> {
+    let mut stats = CompressStats::default();
+    let mut part_size = config.parts.size_of(1);
+    let mut out = Vec::with_capacity(part_size + MIN_SPARE_OUTPUT * 4);
+    let mut gz = GzipStream::new(config.level, &mut out);
+    let mut ship = |out: &mut Vec<u8>, stats: &mut CompressStats, force: bool| {
+        if out.len() < part_size && !force {
+            return Ok(());
+        }
+        stats.parts += 1;
+        stats.bytes_out += out.len() as u64;
+        part_size = config.parts.size_of(stats.parts + 1);
+        let part = std::mem::replace(out, Vec::with_capacity(part_size + MIN_SPARE_OUTPUT * 4));
+        parts_out
+            .blocking_send(Bytes::from(part))
+            .map_err(|_| CompressError::OutputClosed)
+    };
+    // The encoder closes the queue to end the stream.
+    while let Ok(chunk) = chunks.recv() {
+        gz.write(&chunk, &mut out, |out| ship(out, &mut stats, false))?;
+        let mut chunk = chunk;
+        chunk.clear();
+        // The encoder may be gone already; then the buffer is simply freed.
+        let _ = recycle.send(chunk);
+    }
+    gz.finish(&mut out, |out| ship(out, &mut stats, false))?;
+    stats.bytes_in = gz.bytes_in();
+    ship(&mut out, &mut stats, true)?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.extend_from_slice(
+                format!("{{\"id\":{i},\"text\":\"row {}\"}}\n", i * 7919 % 1013).as_bytes(),
+            );
+        }
+        v
+    }
+
+    #[test]
+    fn gzip_stream_round_trips_through_a_single_member_reader() {
+        let data = sample(50_000);
+        let mut out = Vec::new();
+        let mut gz = GzipStream::new(6, &mut out);
+        for piece in data.chunks(1 + 4093) {
+            gz.write(piece, &mut out, |_| Ok(())).unwrap();
+        }
+        gz.finish(&mut out, |_| Ok(())).unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn compressor_cuts_parts_at_the_part_size() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let parts = PartSizer::new(64 * 1024, false);
+        let c = Compressor::spawn(
+            CompressorConfig {
+                level: 1,
+                queue_depth: 2,
+                parts,
+            },
+            tx,
+        )
+        .unwrap();
+        let collector = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(p) = rt.block_on(rx.recv()) {
+                got.push(p);
+            }
+            got
+        });
+        // Poorly compressible input so that several parts come out.
+        let mut x = 0x1234_5678_u64;
+        let data: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 26) as u8
+            })
+            .collect();
+        for piece in data.chunks(100_000) {
+            let mut b = c.buffer(100_000);
+            b.extend_from_slice(piece);
+            c.send(b).unwrap();
+        }
+        let stats = c.finish().unwrap();
+        let got = collector.join().unwrap();
+        assert_eq!(stats.parts as usize, got.len());
+        assert!(got.len() > 3, "{} parts", got.len());
+        for p in &got[..got.len() - 1] {
+            assert!(p.len() >= 64 * 1024);
+        }
+        let joined: Vec<u8> = got.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(joined.len() as u64, stats.bytes_out);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&joined[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(stats.bytes_in, data.len() as u64);
+    }
+}

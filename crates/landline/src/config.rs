@@ -1,0 +1,792 @@
+//! Pipeline files: TOML → [`PipelineFile`] (unknown keys rejected) → [`PipelineFile::validate`]
+//! → [`Pipeline`], with every URL, pointer, template and limit checked before any request.
+//!
+//! Environment variables (`${VAR}`) are expanded during validation, so a missing secret fails
+//! the run before it starts, naming the key that needs it. Run variables (`{ingest_date}`)
+//! stay templates until a run renders them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::pointer::JsonPointer;
+use crate::sink::{MAX_PARTS, MIN_PART_SIZE, PartSizer};
+use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig};
+use crate::template::{RunVars, Template, TemplateError, expand_env};
+use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
+
+const MIB: usize = 1024 * 1024;
+
+/// Default `[source] max_pages`.
+pub const DEFAULT_MAX_PAGES: u64 = 10_000;
+/// Default `[source] max_page_bytes`: a page body larger than this is an error.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 * MIB;
+/// Default `[source] max_record_bytes`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * MIB;
+/// Default `[sink] part_size_bytes`: the first 1,000 parts' size, in compressed bytes.
+pub const DEFAULT_PART_SIZE: usize = 8 * MIB;
+/// Default `[sink] max_parts_in_flight`.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
+/// Default `[sink] compression_level` (gzip's own default).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+
+/// Why a pipeline file was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not valid TOML for a pipeline (syntax, unknown key, wrong type).
+    #[error("{0}")]
+    Toml(String),
+    /// A value is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, as `section.key`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// `[source]`.
+    pub source: SourceSection,
+    /// `[transform]`.
+    #[serde(default)]
+    pub transform: TransformSection,
+    /// `[sink]`.
+    pub sink: SinkSection,
+}
+
+/// A scalar TOML value used as a query parameter or added field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A string.
+    String(String),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// The first page's URL; `${VAR}` allowed.
+    pub url: String,
+    /// Static query parameters; `${VAR}` allowed in values.
+    #[serde(default)]
+    pub query: BTreeMap<String, Scalar>,
+    /// Request headers; `${VAR}` allowed in values (they are never logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON pointer to the array of records in each page.
+    pub records: String,
+    /// More pages than this is an error.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u64,
+    /// A page body larger than this is an error.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: usize,
+    /// A record larger than this (as written) is an error.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Limit for one whole request, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Limit for connecting, in seconds.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    /// Query parameters hidden in messages (replaces the default list).
+    #[serde(default)]
+    pub redact_params: Option<Vec<String>>,
+    /// `[source.pagination]`.
+    #[serde(default)]
+    pub pagination: PaginationSection,
+    /// `[source.retry]`.
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+fn default_max_pages() -> u64 {
+    DEFAULT_MAX_PAGES
+}
+fn default_max_page_bytes() -> usize {
+    DEFAULT_MAX_PAGE_BYTES
+}
+fn default_max_record_bytes() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
+}
+fn default_timeout_secs() -> f64 {
+    120.0
+}
+fn default_connect_timeout_secs() -> f64 {
+    10.0
+}
+
+/// The kinds of pagination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaginationKind {
+    /// Token in the body, sent back as a query parameter.
+    Token,
+    /// URL in the body.
+    NextUrl,
+    /// RFC 8288 Link header.
+    LinkHeader,
+    /// Record offset.
+    Offset,
+    /// Page number.
+    Page,
+    /// One request.
+    #[default]
+    None,
+}
+
+/// `[source.pagination]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationSection {
+    /// The kind.
+    #[serde(rename = "type", default)]
+    pub kind: PaginationKind,
+    /// token, next_url: JSON pointer to the cursor in the body.
+    pub next: Option<String>,
+    /// token, offset, page: the query parameter that carries the cursor.
+    pub param: Option<String>,
+    /// offset, page: the page-size query parameter.
+    pub limit_param: Option<String>,
+    /// offset, page: the page size.
+    pub limit: Option<u64>,
+    /// offset (default 0), page (default 1): the first value.
+    pub start: Option<u64>,
+}
+
+/// `[source.retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts per page, the first included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First backoff, in milliseconds (doubles per retry, with jitter).
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest backoff, in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Largest `Retry-After` honoured, in seconds.
+    #[serde(default = "default_max_retry_after_secs")]
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            max_attempts: default_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            max_retry_after_secs: default_max_retry_after_secs(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+fn default_initial_backoff_ms() -> u64 {
+    500
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_max_retry_after_secs() -> u64 {
+    120
+}
+
+/// `[transform]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSection {
+    /// Fields added to every record; string values are `{run variable}` templates.
+    #[serde(default)]
+    pub add: BTreeMap<String, Scalar>,
+    /// Top-level fields whose timestamps are normalised, when present.
+    #[serde(default)]
+    pub timestamps: Vec<String>,
+    /// The zone of naive timestamps (default UTC).
+    pub timezone: Option<String>,
+    /// What to do with a timestamp that cannot be parsed.
+    #[serde(default)]
+    pub on_invalid_timestamp: OnInvalidTimestamp,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    /// Destination URL or path; `{run variable}` template.
+    pub url: String,
+    /// Size of the first 1,000 parts in compressed bytes (≥ 5 MiB for object stores).
+    #[serde(default = "default_part_size")]
+    pub part_size_bytes: usize,
+    /// Keep every part the same size (Cloudflare R2), capping objects at 10,000 parts.
+    #[serde(default)]
+    pub fixed_part_size: bool,
+    /// Parts uploading at once.
+    #[serde(default = "default_in_flight")]
+    pub max_parts_in_flight: usize,
+    /// gzip level, 0–9.
+    #[serde(default = "default_level")]
+    pub compression_level: u32,
+}
+
+fn default_part_size() -> usize {
+    DEFAULT_PART_SIZE
+}
+fn default_in_flight() -> usize {
+    DEFAULT_PARTS_IN_FLIGHT
+}
+fn default_level() -> u32 {
+    DEFAULT_COMPRESSION_LEVEL
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The source, ready to build a client from.
+    pub source: SourceConfig,
+    /// Where the records are in each page.
+    pub records: JsonPointer,
+    /// The transform, before run variables are known.
+    pub transform: TransformSpec,
+    /// The sink.
+    pub sink: SinkSpec,
+}
+
+/// `[transform]`, validated.
+#[derive(Debug, Clone)]
+pub struct TransformSpec {
+    added: Vec<(String, AddedValue)>,
+    timestamps: Vec<String>,
+    timezone: TimeZone,
+    on_invalid: OnInvalidTimestamp,
+    max_record_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+enum AddedValue {
+    Template(Template),
+    Json(String),
+}
+
+impl TransformSpec {
+    /// The transform for one run.
+    pub fn build(&self, vars: &RunVars) -> Result<Transform, TransformBuildError> {
+        let added = self
+            .added
+            .iter()
+            .map(|(k, v)| {
+                let json = match v {
+                    AddedValue::Template(t) => {
+                        serde_json::Value::String(t.render(vars)).to_string()
+                    }
+                    AddedValue::Json(j) => j.clone(),
+                };
+                (k.clone(), json)
+            })
+            .collect();
+        Transform::new(
+            added,
+            self.timestamps.clone(),
+            self.timezone,
+            self.on_invalid,
+            self.max_record_bytes,
+        )
+    }
+}
+
+/// `[sink]`, validated.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// The destination template.
+    pub url: Template,
+    /// Part sizes.
+    pub parts: PartSizer,
+    /// The configured first part size.
+    pub part_size_bytes: usize,
+    /// Parts uploading at once.
+    pub max_parts_in_flight: usize,
+    /// gzip level.
+    pub compression_level: u32,
+}
+
+impl PipelineFile {
+    /// Parses a pipeline file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))
+    }
+
+    /// Checks every value and expands `${VAR}` references with `env`.
+    pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
+        let s = &self.source;
+        let expand = |key: &str, text: &str| {
+            expand_env(text, env).map_err(|e: TemplateError| invalid(key, e))
+        };
+        let mut url = Url::parse(&expand("source.url", &s.url)?)
+            .map_err(|e| invalid("source.url", format!("not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("source.url", "must be an http:// or https:// URL"));
+        }
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in &s.query {
+                let key = format!("source.query.{name}");
+                let value = match value {
+                    Scalar::String(v) => expand(&key, v)?,
+                    Scalar::Integer(i) => i.to_string(),
+                    Scalar::Float(f) => f.to_string(),
+                    Scalar::Bool(b) => b.to_string(),
+                };
+                pairs.append_pair(name, &value);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &s.headers {
+            let key = format!("source.headers.{name}");
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(&key, "not a valid header name"))?;
+            let value = expand(&key, value)?;
+            reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| invalid(&key, "the value (not shown) is not a valid header value"))?;
+            headers.push((name.clone(), value));
+        }
+        let records = JsonPointer::parse(&s.records).map_err(|e| invalid("source.records", e))?;
+        let pagination = pagination(&s.pagination, &records)?;
+        if s.max_pages == 0 {
+            return Err(invalid("source.max_pages", "must be at least 1"));
+        }
+        if s.max_page_bytes < 1024 {
+            return Err(invalid("source.max_page_bytes", "must be at least 1024"));
+        }
+        if s.max_record_bytes == 0 {
+            return Err(invalid("source.max_record_bytes", "must be at least 1"));
+        }
+        let secs = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(invalid(
+                    key,
+                    "must be a number of seconds between 0 and 86400",
+                ))
+            }
+        };
+        let r = &s.retry;
+        if r.max_attempts == 0 {
+            return Err(invalid("source.retry.max_attempts", "must be at least 1"));
+        }
+        let retry = RetryPolicy {
+            max_attempts: r.max_attempts,
+            initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+            max_backoff: Duration::from_millis(r.max_backoff_ms),
+            max_retry_after: Duration::from_secs(r.max_retry_after_secs),
+        };
+        let redactor = match &s.redact_params {
+            Some(list) => Redactor::new(list.iter().cloned()),
+            None => Redactor::default(),
+        };
+        let source = SourceConfig {
+            url,
+            headers,
+            pagination,
+            max_pages: s.max_pages,
+            max_page_bytes: s.max_page_bytes,
+            timeout: secs("source.timeout_secs", s.timeout_secs)?,
+            connect_timeout: secs("source.connect_timeout_secs", s.connect_timeout_secs)?,
+            retry,
+            redactor,
+        };
+
+        let t = &self.transform;
+        let mut added = Vec::new();
+        for (name, value) in &t.add {
+            let key = format!("transform.add.{name}");
+            let value = match value {
+                Scalar::String(text) => {
+                    AddedValue::Template(Template::parse(text).map_err(|e| invalid(&key, e))?)
+                }
+                Scalar::Integer(i) => AddedValue::Json(i.to_string()),
+                Scalar::Float(f) => AddedValue::Json(
+                    serde_json::Number::from_f64(*f)
+                        .ok_or_else(|| invalid(&key, "not a finite number"))?
+                        .to_string(),
+                ),
+                Scalar::Bool(b) => AddedValue::Json(b.to_string()),
+            };
+            added.push((name.clone(), value));
+        }
+        let timezone = match &t.timezone {
+            Some(tz) => tz
+                .parse::<TimeZone>()
+                .map_err(|e| invalid("transform.timezone", e))?,
+            None => TimeZone::Utc,
+        };
+        let transform = TransformSpec {
+            added,
+            timestamps: t.timestamps.clone(),
+            timezone,
+            on_invalid: t.on_invalid_timestamp,
+            max_record_bytes: s.max_record_bytes,
+        };
+        // Check the combination once with placeholder values.
+        transform
+            .build(&RunVars {
+                ingest_date: String::new(),
+                ingest_ts: String::new(),
+            })
+            .map_err(|e| invalid("transform", e))?;
+
+        let k = &self.sink;
+        let sink_url = Template::parse(&k.url).map_err(|e| invalid("sink.url", e))?;
+        if k.part_size_bytes < MIN_PART_SIZE {
+            return Err(invalid(
+                "sink.part_size_bytes",
+                format!("must be at least {MIN_PART_SIZE} (5 MiB, S3's minimum part size)"),
+            ));
+        }
+        if k.part_size_bytes > crate::sink::multipart::MAX_PART_SIZE {
+            return Err(invalid("sink.part_size_bytes", "must be at most 5 GiB"));
+        }
+        if k.max_parts_in_flight == 0 || k.max_parts_in_flight > 64 {
+            return Err(invalid(
+                "sink.max_parts_in_flight",
+                "must be between 1 and 64",
+            ));
+        }
+        if k.compression_level > 9 {
+            return Err(invalid("sink.compression_level", "must be between 0 and 9"));
+        }
+        let parts = PartSizer::new(k.part_size_bytes, k.fixed_part_size);
+        debug_assert!(parts.size_of(MAX_PARTS) >= k.part_size_bytes);
+        Ok(Pipeline {
+            source,
+            records,
+            transform,
+            sink: SinkSpec {
+                url: sink_url,
+                parts,
+                part_size_bytes: k.part_size_bytes,
+                max_parts_in_flight: k.max_parts_in_flight,
+                compression_level: k.compression_level,
+            },
+        })
+    }
+}
+
+fn pagination(p: &PaginationSection, records: &JsonPointer) -> Result<Pagination, ConfigError> {
+    let key = |name: &str| format!("source.pagination.{name}");
+    let required = |name: &str, v: &Option<String>| {
+        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            invalid(
+                key(name),
+                format!("required for type = {:?}", kind_name(p.kind)),
+            )
+        })
+    };
+    let unused = |names: &[(&str, bool)]| {
+        for (name, present) in names {
+            if *present {
+                return Err(invalid(
+                    key(name),
+                    format!("not used by type = {:?}", kind_name(p.kind)),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let pointer = |text: String| {
+        let next = JsonPointer::parse(&text).map_err(|e| invalid(key("next"), e))?;
+        if next.is_prefix_of(records) || records.is_prefix_of(&next) {
+            return Err(invalid(key("next"), "must not overlap source.records"));
+        }
+        Ok(next)
+    };
+    let limit = || match (&p.limit_param, p.limit) {
+        (Some(param), Some(limit)) if limit > 0 => Ok(Some((param.clone(), limit))),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid(key("limit"), "must be at least 1")),
+        (Some(_), None) => Err(invalid(key("limit"), "required with limit_param")),
+        (None, Some(_)) => Err(invalid(key("limit_param"), "required with limit")),
+    };
+    let has_limit = p.limit.is_some() || p.limit_param.is_some();
+    Ok(match p.kind {
+        PaginationKind::Token => {
+            unused(&[("limit", has_limit), ("start", p.start.is_some())])?;
+            Pagination::Token {
+                next: pointer(required("next", &p.next)?)?,
+                param: required("param", &p.param)?,
+            }
+        }
+        PaginationKind::NextUrl => {
+            unused(&[
+                ("param", p.param.is_some()),
+                ("limit", has_limit),
+                ("start", p.start.is_some()),
+            ])?;
+            Pagination::NextUrl {
+                next: pointer(required("next", &p.next)?)?,
+            }
+        }
+        PaginationKind::LinkHeader | PaginationKind::None => {
+            unused(&[
+                ("next", p.next.is_some()),
+                ("param", p.param.is_some()),
+                ("limit", has_limit),
+                ("start", p.start.is_some()),
+            ])?;
+            if p.kind == PaginationKind::None {
+                Pagination::None
+            } else {
+                Pagination::LinkHeader
+            }
+        }
+        PaginationKind::Offset => {
+            unused(&[("next", p.next.is_some())])?;
+            Pagination::Offset {
+                param: required("param", &p.param)?,
+                limit: limit()?,
+                start: p.start.unwrap_or(0),
+            }
+        }
+        PaginationKind::Page => {
+            unused(&[("next", p.next.is_some())])?;
+            Pagination::Page {
+                param: required("param", &p.param)?,
+                limit: limit()?,
+                start: p.start.unwrap_or(1),
+            }
+        }
+    })
+}
+
+fn kind_name(kind: PaginationKind) -> &'static str {
+    match kind {
+        PaginationKind::Token => "token",
+        PaginationKind::NextUrl => "next_url",
+        PaginationKind::LinkHeader => "link_header",
+        PaginationKind::Offset => "offset",
+        PaginationKind::Page => "page",
+        PaginationKind::None => "none",
+    }
+}
+
+impl Pipeline {
+    /// Reads, parses and validates a pipeline file with the process environment.
+    pub fn load(path: &std::path::Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Toml(format!("{}: {e}", path.display())))?;
+        PipelineFile::parse(&text, &path.display().to_string())?
+            .validate(&|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[source]
+url = "http://127.0.0.1:18080/variants"
+query = { count = "200" }
+headers = { Authorization = "Bearer ${API_TOKEN}" }
+records = "/variants"
+max_pages = 450
+[source.pagination]
+type = "token"
+next = "/next_token"
+param = "token"
+[transform]
+add = { ingest_date = "{ingest_date}", ingest_ts = "{ingest_ts}" }
+timestamps = ["created_at", "updated_at", "published_at"]
+[sink]
+url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "API_TOKEN").then(|| "s3cr3t".to_owned())
+    }
+
+    fn validate(text: &str) -> Result<Pipeline, ConfigError> {
+        PipelineFile::parse(text, "p.toml")?.validate(&env)
+    }
+
+    #[test]
+    fn the_documented_example_validates() {
+        let p = validate(EXAMPLE).unwrap();
+        assert_eq!(
+            p.source.url.as_str(),
+            "http://127.0.0.1:18080/variants?count=200"
+        );
+        assert_eq!(
+            p.source.headers,
+            [("Authorization".to_owned(), "Bearer s3cr3t".to_owned())]
+        );
+        assert_eq!(p.source.max_pages, 450);
+        assert!(matches!(p.source.pagination, Pagination::Token { .. }));
+        let vars = RunVars {
+            ingest_date: "2026-11-25".into(),
+            ingest_ts: "2026-11-25T00:00:00.000Z".into(),
+        };
+        assert_eq!(
+            p.sink.url.render(&vars),
+            "s3://bench/variants/date=2026-11-25/variants.jsonl.gz"
+        );
+        assert_eq!(p.sink.part_size_bytes, DEFAULT_PART_SIZE);
+    }
+
+    /// Each invalid file and the key its error must name.
+    #[test]
+    fn invalid_files_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "url = \"http://127.0.0.1:18080/variants\"",
+                "url = \"not a url\"",
+                "source.url",
+            ),
+            (
+                "url = \"http://127.0.0.1:18080/variants\"",
+                "url = \"ftp://h/x\"",
+                "source.url",
+            ),
+            ("${API_TOKEN}", "${NOPE}", "source.headers.Authorization"),
+            (
+                "records = \"/variants\"",
+                "records = \"variants\"",
+                "source.records",
+            ),
+            (
+                "type = \"token\"",
+                "type = \"cursor\"",
+                "unknown variant `cursor`",
+            ),
+            (
+                "next = \"/next_token\"",
+                "next = \"next_token\"",
+                "source.pagination.next",
+            ),
+            ("param = \"token\"", "", "source.pagination.param"),
+            ("max_pages = 450", "max_pages = 0", "source.max_pages"),
+            (
+                "max_pages = 450",
+                "max_pages = 450\nmax_pagez = 1",
+                "unknown field `max_pagez`",
+            ),
+            (
+                "[sink]",
+                "[sink]\npart_size_bytes = 5000000",
+                "sink.part_size_bytes",
+            ),
+            (
+                "[sink]",
+                "[sink]\ncompression_level = 10",
+                "sink.compression_level",
+            ),
+            (
+                "[sink]",
+                "[sink]\nmax_parts_in_flight = 0",
+                "sink.max_parts_in_flight",
+            ),
+            (
+                "\"{ingest_date}\", ingest_ts",
+                "\"{today}\", ingest_ts",
+                "transform.add.ingest_date",
+            ),
+            (
+                "[transform]",
+                "[transform]\ntimezone = \"Mars/Olympus\"",
+                "transform.timezone",
+            ),
+            (
+                "[transform]",
+                "[transform]\nextra = 1",
+                "unknown field `extra`",
+            ),
+            ("variants.jsonl.gz\"", "{x}.gz\"", "sink.url"),
+        ];
+        for (from, to, want) in cases {
+            assert!(EXAMPLE.contains(from), "{from}");
+            let text = EXAMPLE.replacen(from, to, 1);
+            let err = validate(&text).expect_err(to).to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let text = EXAMPLE.replace("max_pages = 450", "max_pages = 450\nbogus = true");
+        let err = validate(&text).unwrap_err().to_string();
+        assert!(err.contains("line 8"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_in_errors() {
+        let text = EXAMPLE.replace("Bearer ${API_TOKEN}", "Bearer ${API_TOKEN}\n");
+        let err = validate(&text).unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn pagination_kinds_validate() {
+        let base = "[source]\nurl = \"http://h/x\"\nrecords = \"/r\"\n[sink]\nurl = \"out.gz\"\n";
+        let ok = [
+            "[source.pagination]\ntype = \"none\"",
+            "[source.pagination]\ntype = \"link_header\"",
+            "[source.pagination]\ntype = \"next_url\"\nnext = \"/links/next\"",
+            "[source.pagination]\ntype = \"offset\"\nparam = \"offset\"\nlimit_param = \"limit\"\nlimit = 100",
+            "[source.pagination]\ntype = \"page\"\nparam = \"page\"\nstart = 0",
+        ];
+        for section in ok {
+            let text = base.replace("[sink]", &format!("{section}\n[sink]"));
+            validate(&text).unwrap_or_else(|e| panic!("{section}: {e}"));
+        }
+        let bad = [
+            (
+                "[source.pagination]\ntype = \"offset\"\nparam = \"o\"\nlimit = 5",
+                "limit_param",
+            ),
+            (
+                "[source.pagination]\ntype = \"link_header\"\nnext = \"/n\"",
+                "source.pagination.next",
+            ),
+            (
+                "[source.pagination]\ntype = \"next_url\"\nnext = \"/r/0\"",
+                "must not overlap",
+            ),
+        ];
+        for (section, want) in bad {
+            let text = base.replace("[sink]", &format!("{section}\n[sink]"));
+            let err = validate(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{section}: {err}");
+        }
+    }
+}

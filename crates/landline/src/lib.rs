@@ -1,0 +1,53 @@
+//! landline streams records from paged HTTP APIs into object storage as gzipped JSON Lines,
+//! in memory bounded by configuration, never by the amount of data.
+//!
+//! ```text
+//!  HTTP API ─pages─▶ source ─records─▶ transform ─lines─▶ encode ─chunks─▶ compress ─parts─▶ sink
+//!                   (paging,          (add fields,        (JSON Lines     (one gzip        (multipart
+//!                    retries,          timestamps,         chunks)         member)          upload,
+//!                    page guard)       raw pass-through)                                    abort)
+//! ```
+//!
+//! | stage | module | job |
+//! |---|---|---|
+//! | configuration | [`config`], [`template`], [`pointer`] | pipeline file → validated [`Pipeline`] |
+//! | source | [`source`] | fetch pages ([`source::HttpSource`]), split them ([`source::page`]), paging ([`source::paginate`]) |
+//! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
+//! | encode | [`encode`] | JSON Lines into chunks for the compressor |
+//! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
+//! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload, bounded, abort) |
+//! | run | [`pipeline`], [`report`] | [`pipeline::run`] wires the stages; [`report::RunReport`] sums up |
+//!
+//! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
+//! or a blocking call. A stage that is full makes the one before it wait, which is how memory
+//! stays bounded: one page body, a few 1 MiB chunks, the part being filled and the parts in
+//! flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
+//! each bound visible where the buffer lives.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipeline = landline::Pipeline::load("variants.toml".as_ref())?;
+//! let options = landline::pipeline::RunOptions {
+//!     store_env: std::env::vars().collect(),
+//!     ..Default::default()
+//! };
+//! let report = landline::pipeline::run(&pipeline, options, std::future::pending()).await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod compress;
+pub mod config;
+pub mod encode;
+pub mod pipeline;
+pub mod pointer;
+pub mod report;
+pub mod sink;
+pub mod source;
+pub mod template;
+pub mod transform;
+
+pub use config::{ConfigError, Pipeline, PipelineFile};
+pub use pipeline::{RunError, RunOptions, run};
+pub use report::RunReport;

@@ -1,0 +1,144 @@
+//! The run report: what a run did, from counters kept along the data path.
+//!
+//! [`Progress`] holds live counters (atomics, updated once per page) that a progress bar can
+//! read while the run goes on; [`RunReport`] is the summary at the end, printed as text or
+//! written as JSON (`--report-json`).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Live counters of a run, updated once per page.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Pages fetched and processed.
+    pub pages: AtomicU64,
+    /// Records written.
+    pub records: AtomicU64,
+    /// Bytes of page bodies received.
+    pub bytes_in: AtomicU64,
+    /// Bytes of JSON Lines produced.
+    pub bytes_uncompressed: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn page(&self, records: u64, body: u64, lines: u64) {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes_in.fetch_add(body, Ordering::Relaxed);
+        self.bytes_uncompressed.store(lines, Ordering::Relaxed);
+    }
+}
+
+/// Settings that bound a run's memory, reported beside the measured peak.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// Size of the first 1,000 parts.
+    pub part_size_bytes: u64,
+    /// Parts uploading at once.
+    pub max_parts_in_flight: u64,
+    /// JSON Lines chunk size handed to the compressor.
+    pub chunk_bytes: u64,
+    /// Chunks queued for the compressor.
+    pub chunk_queue: u64,
+    /// Largest page body accepted.
+    pub max_page_bytes: u64,
+    /// Largest page body actually seen.
+    pub largest_page_bytes: u64,
+}
+
+/// The summary of one run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    /// Records written.
+    pub records: u64,
+    /// Pages fetched.
+    pub pages: u64,
+    /// Page retries that succeeded in the end.
+    pub retries: u64,
+    /// Bytes of page bodies received.
+    pub bytes_in: u64,
+    /// Bytes of JSON Lines (before compression).
+    pub bytes_uncompressed: u64,
+    /// Compressed bytes written to the object.
+    pub bytes_written: u64,
+    /// Upload parts.
+    pub parts: u64,
+    /// Objects written (URLs); empty when the source had no records.
+    pub objects: Vec<String>,
+    /// The object's ETag, when the store gave one.
+    pub e_tag: Option<String>,
+    /// Peak resident memory of the process, in bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Wall-clock time of the run.
+    pub wall_seconds: f64,
+    /// The run's `{ingest_date}`.
+    pub ingest_date: String,
+    /// The run's `{ingest_ts}`.
+    pub ingest_ts: String,
+    /// Settings that bound memory.
+    pub memory: MemorySettings,
+}
+
+/// Peak resident set size of this process so far (Linux `VmHWM`; elsewhere `None`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.objects.first() {
+            Some(object) => writeln!(f, "wrote {object}")?,
+            None => writeln!(f, "the source returned no records: no object written")?,
+        }
+        let ratio = if self.bytes_written > 0 {
+            self.bytes_uncompressed as f64 / self.bytes_written as f64
+        } else {
+            0.0
+        };
+        writeln!(
+            f,
+            "  {} records in {} pages ({} retries), {:.1} MiB received",
+            self.records,
+            self.pages,
+            self.retries,
+            mib(self.bytes_in)
+        )?;
+        writeln!(
+            f,
+            "  {:.1} MiB of JSON Lines -> {:.1} MiB gzip (ratio {ratio:.1}) in {} parts",
+            mib(self.bytes_uncompressed),
+            mib(self.bytes_written),
+            self.parts
+        )?;
+        let rss = self
+            .peak_rss_bytes
+            .map_or("unknown".to_owned(), |b| format!("{:.1} MiB", mib(b)));
+        let secs = self.wall_seconds.max(1e-9);
+        write!(
+            f,
+            "  {:.2} s wall ({:.0} MB/s of JSON Lines), peak RSS {rss}",
+            self.wall_seconds,
+            self.bytes_uncompressed as f64 / 1e6 / secs
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_peak_rss() {
+        let rss = peak_rss_bytes().unwrap();
+        assert!(rss > 1024 * 1024, "{rss}");
+    }
+}

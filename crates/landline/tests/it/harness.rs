@@ -1,0 +1,189 @@
+//! Shared pieces of the integration tests: pipeline files for each endpoint of the mock API,
+//! running a pipeline in-process, and checking a landed object record by record.
+
+use std::io::{BufRead, BufReader, Read};
+
+use chrono::{DateTime, NaiveDate, SecondsFormat};
+use landline::config::PipelineFile;
+use landline::{Pipeline, RunError, RunOptions, RunReport};
+use landline_mockapi::{DataConfig, MockConfig, MockServer, expected_record, record_times};
+use serde_json::Value;
+
+/// The fixed `--ingest-date` of the tests, so object keys are reproducible.
+pub(crate) const INGEST_DATE: &str = "2026-11-25";
+
+/// A small data set: `total` records cut from a pool of 50.
+pub(crate) fn data(total: u64) -> DataConfig {
+    DataConfig {
+        total,
+        pool: 50,
+        ..DataConfig::default()
+    }
+}
+
+/// Starts the mock API.
+pub(crate) async fn mock(data: DataConfig, tweak: impl FnOnce(&mut MockConfig)) -> MockServer {
+    let mut config = MockConfig {
+        data,
+        ..MockConfig::default()
+    };
+    tweak(&mut config);
+    landline_mockapi::spawn(config)
+        .await
+        .expect("mock API starts")
+}
+
+/// The pagination styles of the mock API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    Token,
+    NextUrl,
+    LinkHeader,
+    Offset,
+    Page,
+    None,
+}
+
+impl Style {
+    pub(crate) const ALL: [Style; 6] = [
+        Style::Token,
+        Style::NextUrl,
+        Style::LinkHeader,
+        Style::Offset,
+        Style::Page,
+        Style::None,
+    ];
+
+    /// The `[source]` section (with its pagination) for this style at `api`, `page` records a page.
+    pub(crate) fn source(self, api: &str, page: u64) -> String {
+        match self {
+            Style::Token => format!(
+                "[source]\nurl = \"{api}/variants\"\nquery = {{ count = {page} }}\nrecords = \"/variants\"\n\
+                 [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n"
+            ),
+            Style::NextUrl => format!(
+                "[source]\nurl = \"{api}/next_url/variants\"\nquery = {{ count = {page} }}\nrecords = \"/data/items\"\n\
+                 [source.pagination]\ntype = \"next_url\"\nnext = \"/links/next\"\n"
+            ),
+            Style::LinkHeader => format!(
+                "[source]\nurl = \"{api}/link/variants\"\nquery = {{ per_page = {page} }}\nrecords = \"\"\n\
+                 [source.pagination]\ntype = \"link_header\"\n"
+            ),
+            Style::Offset => format!(
+                "[source]\nurl = \"{api}/offset/variants\"\nrecords = \"/results\"\n\
+                 [source.pagination]\ntype = \"offset\"\nparam = \"offset\"\nlimit_param = \"limit\"\nlimit = {page}\n"
+            ),
+            Style::Page => format!(
+                "[source]\nurl = \"{api}/page/variants\"\nrecords = \"/items\"\n\
+                 [source.pagination]\ntype = \"page\"\nparam = \"page\"\nlimit_param = \"per_page\"\nlimit = {page}\n"
+            ),
+            Style::None => {
+                format!("[source]\nurl = \"{api}/single/variants\"\nrecords = \"/variants\"\n")
+            }
+        }
+    }
+}
+
+/// The `[transform]` section the tests use: the two ingest fields and three timestamps.
+pub(crate) const TRANSFORM: &str = "[transform]\n\
+    add = { ingest_date = \"{ingest_date}\", ingest_ts = \"{ingest_ts}\" }\n\
+    timestamps = [\"created_at\", \"updated_at\", \"published_at\"]\n";
+
+/// A whole pipeline file.
+pub(crate) fn pipeline_text(source: &str, sink: &str) -> String {
+    format!("{source}{TRANSFORM}[sink]\n{sink}\n")
+}
+
+/// Parses and validates a pipeline file (no environment variables).
+pub(crate) fn pipeline(text: &str) -> Pipeline {
+    PipelineFile::parse(text, "test.toml")
+        .and_then(|f| f.validate(&|_| None))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Runs a pipeline in-process with the given store environment.
+pub(crate) async fn run(
+    pipeline: &Pipeline,
+    store_env: Vec<(String, String)>,
+) -> Result<RunReport, RunError> {
+    let options = RunOptions {
+        ingest_date: Some(NaiveDate::parse_from_str(INGEST_DATE, "%Y-%m-%d").expect("date")),
+        store_env,
+        progress: None,
+    };
+    landline::run(pipeline, options, std::future::pending()).await
+}
+
+/// Decompresses with flate2's single-member reader, which stops after the first gzip member:
+/// every record must be in that member.
+pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+fn iso_millis(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .expect("in range")
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The line the run should have written for record `index`.
+pub(crate) fn expected_line(index: u64, data: &DataConfig, ingest_ts: &str) -> Value {
+    let mut record = expected_record(index, data);
+    let times = record_times(index, data);
+    let object = record.as_object_mut().expect("records are objects");
+    object.insert("created_at".into(), iso_millis(times.created_at_ms).into());
+    object.insert("updated_at".into(), iso_millis(times.updated_at_ms).into());
+    object.insert(
+        "published_at".into(),
+        iso_millis(times.published_at_ms).into(),
+    );
+    object.insert("ingest_date".into(), INGEST_DATE.into());
+    object.insert("ingest_ts".into(), ingest_ts.into());
+    record
+}
+
+/// Checks that `jsonl` holds exactly records 0..total, in order, transformed. Every
+/// `full_every`-th record is compared whole; all are checked for id, timestamps and added fields.
+pub(crate) fn verify(jsonl: &[u8], data: &DataConfig, report: &RunReport, full_every: u64) {
+    let mut count = 0u64;
+    for (i, line) in BufReader::new(jsonl).lines().enumerate() {
+        let i = i as u64;
+        let line = line.expect("utf-8 lines");
+        let got: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("line {i}: {e}"));
+        assert_eq!(
+            got["id"],
+            landline_mockapi::ID_BASE + i,
+            "line {i} out of order"
+        );
+        if i % full_every == 0 || i + 1 == data.total {
+            assert_eq!(got, expected_line(i, data, &report.ingest_ts), "record {i}");
+        } else {
+            let times = record_times(i, data);
+            assert_eq!(
+                got["created_at"],
+                iso_millis(times.created_at_ms),
+                "record {i}"
+            );
+            assert_eq!(
+                got["updated_at"],
+                iso_millis(times.updated_at_ms),
+                "record {i}"
+            );
+            assert_eq!(
+                got["published_at"],
+                iso_millis(times.published_at_ms),
+                "record {i}"
+            );
+            assert_eq!(got["ingest_date"], INGEST_DATE, "record {i}");
+            assert_eq!(got["ingest_ts"], report.ingest_ts.as_str(), "record {i}");
+        }
+        count += 1;
+    }
+    assert_eq!(count, data.total, "records in the object");
+    assert_eq!(report.records, data.total, "records in the report");
+    assert_eq!(report.bytes_uncompressed, jsonl.len() as u64);
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the mock API and real S3 servers (moto, s3s-fs) over TCP on 127.0.0.1.
+//!
+//! Run them through `scripts/test.sh`, which starts the S3 servers and exports their
+//! addresses; a test that needs a server and finds none fails, it never skips.
+
+mod e2e;
+mod failures;
+mod harness;
+mod s3;

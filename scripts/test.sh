@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# The landline test command.
+#
+#   scripts/test.sh [NEXTEST ARGS...]        fmt, clippy, nextest, doc tests
+#   scripts/test.sh --servers-only -- CMD... start the S3 servers, run CMD
+#
+# It installs two S3 servers into the build directory (cached, so a second run
+# starts in seconds) and runs them on free ports of 127.0.0.1 for the duration
+# of the run:
+#   - moto (Python), with IAM authentication on: every request must be SigV4
+#     signed with the access key this script creates (checked below);
+#   - s3s-fs (Rust), storing into a temporary directory, with fixed credentials.
+# Tests find them through the LANDLINE_TEST_* variables exported below (see
+# crates/landline/tests/it/s3.rs). No AWS_* variable is exported.
+#
+# Environment:
+#   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt and cargo clippy
+#   LANDLINE_S3S_LOG=info       RUST_LOG of s3s-fs (default warn)
+#   CARGO_TARGET_DIR            the tools go to $CARGO_TARGET_DIR/tools
+# Server logs: target/tools/logs/{moto,s3s-fs}.log.
+set -euo pipefail
+
+MOTO_VERSION=5.2.5
+S3S_FS_VERSION=0.14.1
+SERVER_DEADLINE_SECS=60
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/tools
+case $TOOLS in /*) ;; *) TOOLS=$ROOT/$TOOLS ;; esac
+VENV=$TOOLS/moto-venv
+S3S_FS=$TOOLS/s3s-fs/bin/s3s-fs
+LOGS=$TOOLS/logs
+
+if [[ -t 2 ]]; then bold=$'\e[1m' red=$'\e[31m' off=$'\e[0m'; else bold= red= off=; fi
+log() { printf '%s==> %s%s\n' "$bold" "$*" "$off" >&2; }
+die() { printf '%sERROR: %s%s\n' "$red" "$*" "$off" >&2; exit 1; }
+
+servers_only=0
+if [[ ${1:-} == --servers-only ]]; then
+    servers_only=1
+    shift
+    [[ ${1:-} == -- ]] && shift
+    (($# > 0)) || die "usage: scripts/test.sh --servers-only -- CMD [ARGS...]"
+elif [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
+
+command -v python3 >/dev/null || die "python3 is required"
+mkdir -p "$TOOLS" "$LOGS"
+
+# ---------------------------------------------------------------- install --
+install_moto() {
+    local stamp=$VENV/.landline-moto-$MOTO_VERSION
+    if [[ -f $stamp ]] && "$VENV/bin/python" -c 'import moto, boto3' 2>/dev/null; then
+        return
+    fi
+    log "installing moto[server]==$MOTO_VERSION into $VENV"
+    local start=$SECONDS
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install --quiet --no-input \
+        "moto[server]==$MOTO_VERSION" || die "pip install moto[server]==$MOTO_VERSION failed"
+    touch "$stamp"
+    log "moto installed in $((SECONDS - start)) s"
+}
+
+install_s3s_fs() {
+    if [[ -x $S3S_FS ]] && [[ $("$S3S_FS" --version 2>/dev/null) == "s3s-fs $S3S_FS_VERSION" ]]; then
+        return
+    fi
+    log "installing s3s-fs $S3S_FS_VERSION into $TOOLS/s3s-fs"
+    local start=$SECONDS
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked \
+        --root "$TOOLS/s3s-fs" --force || die "cargo install s3s-fs failed"
+    log "s3s-fs installed in $((SECONDS - start)) s"
+}
+
+# pip mostly waits on the network and cargo on the CPU: install both at once.
+install_moto >"$LOGS/moto-install.log" 2>&1 &
+moto_install_pid=$!
+install_s3s_fs
+if ! wait "$moto_install_pid"; then
+    cat "$LOGS/moto-install.log" >&2
+    die "installing moto failed"
+fi
+cat "$LOGS/moto-install.log" >&2
+
+# ---------------------------------------------------------------- servers --
+MOTO_PID=
+S3S_PID=
+S3S_ROOT=$TOOLS/s3s-root-$$
+
+cleanup() {
+    local pid
+    for pid in $MOTO_PID $S3S_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $MOTO_PID $S3S_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    MOTO_PID= S3S_PID=
+    rm -rf "$S3S_ROOT"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+read -r MOTO_PORT S3S_PORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+
+MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT
+S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT
+S3S_ACCESS_KEY_ID=landline-test-ak
+S3S_SECRET_ACCESS_KEY=landline-test-sk-0123456789
+BUCKET=landline-test
+REGION=us-east-1
+
+log "starting moto on $MOTO_ENDPOINT and s3s-fs on $S3S_ENDPOINT (logs in $LOGS)"
+# The first three AWS actions are unauthenticated (the IAM setup below); all
+# the later ones must be signed by the access key created then.
+INITIAL_NO_AUTH_ACTION_COUNT=3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
+    >"$LOGS/moto.log" 2>&1 </dev/null &
+MOTO_PID=$!
+mkdir -p "$S3S_ROOT"
+RUST_LOG=${LANDLINE_S3S_LOG:-warn} "$S3S_FS" --host 127.0.0.1 --port "$S3S_PORT" \
+    --access-key "$S3S_ACCESS_KEY_ID" --secret-key "$S3S_SECRET_ACCESS_KEY" "$S3S_ROOT" \
+    >"$LOGS/s3s-fs.log" 2>&1 </dev/null &
+S3S_PID=$!
+
+# Waits for both servers, sets moto's IAM up, checks that moto rejects a bad
+# signature, creates the bucket on both. Prints the moto access key pair.
+setup_servers() {
+    MOTO_ENDPOINT=$MOTO_ENDPOINT S3S_ENDPOINT=$S3S_ENDPOINT MOTO_PID=$MOTO_PID S3S_PID=$S3S_PID \
+        S3S_AK=$S3S_ACCESS_KEY_ID S3S_SK=$S3S_SECRET_ACCESS_KEY BUCKET=$BUCKET REGION=$REGION \
+        DEADLINE=$SERVER_DEADLINE_SECS "$VENV/bin/python" - <<'EOF'
+import json, os, socket, sys, time, urllib.parse, urllib.request
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+env = os.environ
+deadline = time.monotonic() + float(env["DEADLINE"])
+
+
+def fail(msg):
+    print(f"ERROR: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def wait_for(name, pid, probe):
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except OSError:
+            fail(f"{name} exited during start-up")
+        try:
+            probe()
+            return
+        except Exception as e:  # noqa: BLE001
+            last = e
+            time.sleep(0.2)
+    fail(f"{name} not ready after {env['DEADLINE']} s: {last!r}")
+
+
+def moto_probe():
+    # Not an AWS action: doesn't use up one of the unauthenticated calls.
+    with urllib.request.urlopen(env["MOTO_ENDPOINT"] + "/moto-api/", timeout=2) as r:
+        r.read()
+
+
+def tcp_probe():
+    u = urllib.parse.urlsplit(env["S3S_ENDPOINT"])
+    socket.create_connection((u.hostname, u.port), timeout=2).close()
+
+
+def client(service, endpoint, ak, sk):
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 1},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=env["REGION"],
+        aws_access_key_id=ak,
+        aws_secret_access_key=sk,
+        config=config,
+    )
+
+
+wait_for("moto", env["MOTO_PID"], moto_probe)
+wait_for("s3s-fs", env["S3S_PID"], tcp_probe)
+
+# moto: exactly three unauthenticated IAM calls.
+iam = client("iam", env["MOTO_ENDPOINT"], "bootstrap", "bootstrap")
+iam.create_user(UserName="landline-test")
+key = iam.create_access_key(UserName="landline-test")["AccessKey"]
+iam.put_user_policy(
+    UserName="landline-test",
+    PolicyName="s3-all",
+    PolicyDocument=json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+    ),
+)
+ak, sk = key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def expect_rejected(name, s3, codes):
+    try:
+        s3.list_buckets()
+    except ClientError as e:
+        code = e.response["Error"]["Code"]
+        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+        if code in codes or status == 403:
+            return
+        fail(f"{name}: a request with a wrong secret failed with {code} {status}, not a 403")
+    fail(f"{name} accepted a request signed with a wrong secret: authentication is NOT enforced")
+
+
+moto = client("s3", env["MOTO_ENDPOINT"], ak, sk)
+moto.list_buckets()
+expect_rejected("moto", client("s3", env["MOTO_ENDPOINT"], ak, sk + "x"), {"SignatureDoesNotMatch"})
+moto.create_bucket(Bucket=env["BUCKET"])
+
+s3s = client("s3", env["S3S_ENDPOINT"], env["S3S_AK"], env["S3S_SK"])
+wait_for("s3s-fs", env["S3S_PID"], s3s.list_buckets)
+expect_rejected("s3s-fs", client("s3", env["S3S_ENDPOINT"], env["S3S_AK"], "wrong"), {"SignatureDoesNotMatch"})
+s3s.create_bucket(Bucket=env["BUCKET"])
+
+print(ak, sk)
+EOF
+}
+
+start=$SECONDS
+if ! keys=$(setup_servers); then
+    for f in moto s3s-fs; do
+        echo "---- tail of $LOGS/$f.log" >&2
+        tail -n 30 "$LOGS/$f.log" >&2 || true
+    done
+    die "S3 test servers failed to start"
+fi
+read -r MOTO_ACCESS_KEY_ID MOTO_SECRET_ACCESS_KEY <<<"$keys"
+log "servers ready in $((SECONDS - start)) s (moto enforces SigV4 with key $MOTO_ACCESS_KEY_ID)"
+
+export LANDLINE_TEST_MOTO_ENDPOINT=$MOTO_ENDPOINT
+export LANDLINE_TEST_MOTO_ACCESS_KEY_ID=$MOTO_ACCESS_KEY_ID
+export LANDLINE_TEST_MOTO_SECRET_ACCESS_KEY=$MOTO_SECRET_ACCESS_KEY
+export LANDLINE_TEST_S3S_ENDPOINT=$S3S_ENDPOINT
+export LANDLINE_TEST_S3S_ACCESS_KEY_ID=$S3S_ACCESS_KEY_ID
+export LANDLINE_TEST_S3S_SECRET_ACCESS_KEY=$S3S_SECRET_ACCESS_KEY
+export LANDLINE_TEST_REGION=$REGION
+export LANDLINE_TEST_BUCKET=$BUCKET
+export LANDLINE_TEST_PYTHON=$VENV/bin/python
+
+if ((servers_only)); then
+    log "running: $*"
+    status=0
+    "$@" || status=$?
+    exit "$status"
+fi
+
+# ------------------------------------------------------------------ steps --
+failed=()
+step() {
+    local name=$1
+    shift
+    log "$name: $*"
+    local start=$SECONDS status=0
+    "$@" || status=$?
+    if ((status != 0)); then
+        printf '%sFAILED: %s (exit %d, %d s)%s\n' "$red" "$name" "$status" "$((SECONDS - start))" "$off" >&2
+        failed+=("$name")
+    else
+        log "$name: ok ($((SECONDS - start)) s)"
+    fi
+}
+
+if [[ ${LANDLINE_TEST_SKIP_LINT:-0} == 1 ]]; then
+    log "LANDLINE_TEST_SKIP_LINT=1: skipping cargo fmt and cargo clippy"
+else
+    step "cargo fmt" cargo fmt --all -- --check
+    step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+    step "tests (nextest)" cargo nextest run --workspace --no-fail-fast "$@"
+else
+    log "cargo-nextest not found: falling back to cargo test"
+    step "tests (cargo test)" cargo test --workspace --no-fail-fast "$@"
+fi
+step "doc tests" cargo test --workspace --doc
+
+if ((${#failed[@]})); then
+    printf '%sFAILED STEPS: %s%s\n' "$red" "$(IFS=,; echo "${failed[*]}")" "$off" >&2
+    exit 1
+fi
+log "all steps passed"
