@@ -170,17 +170,31 @@ pub fn normalise(raw: &str, tz: &TimeZone, out: &mut Vec<u8>) -> Result<(), Time
 /// Instants outside 0000-01-01T00:00:00.000Z ..= 9999-12-31T23:59:59.999Z are clamped to
 /// that range, the only one this format can express; [`normalise`] never produces them.
 pub fn format_utc_millis(ms: i64, out: &mut Vec<u8>) {
-    // The clamped value is always representable, so the default (the epoch) is never used.
-    let t = DateTime::from_timestamp_millis(ms.clamp(MIN_MILLIS, MAX_MILLIS)).unwrap_or_default();
+    let ms = ms.clamp(MIN_MILLIS, MAX_MILLIS);
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
     let mut buf = *b"0000-00-00T00:00:00.000Z";
-    put_digits(&mut buf[0..4], t.year().unsigned_abs());
-    put_digits(&mut buf[5..7], t.month());
-    put_digits(&mut buf[8..10], t.day());
-    put_digits(&mut buf[11..13], t.hour());
-    put_digits(&mut buf[14..16], t.minute());
-    put_digits(&mut buf[17..19], t.second());
-    put_digits(&mut buf[20..23], t.timestamp_subsec_millis());
+    put_digits(&mut buf[0..4], year as u32);
+    put_digits(&mut buf[5..7], month as u32);
+    put_digits(&mut buf[8..10], day as u32);
+    put_digits(&mut buf[11..13], (secs_of_day / 3600) as u32);
+    put_digits(&mut buf[14..16], (secs_of_day / 60 % 60) as u32);
+    put_digits(&mut buf[17..19], (secs_of_day % 60) as u32);
+    put_digits(&mut buf[20..23], milli as u32);
     out.extend_from_slice(&buf);
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Writes the lowest `field.len()` decimal digits of `value`, zero-padded.

@@ -16,9 +16,9 @@ const FAST_RETRY: &str =
 /// and the object an earlier run wrote at the same key is untouched.
 #[tokio::test]
 async fn api_failing_mid_run_leaves_no_object_and_no_upload() {
-    let data = data(3_000);
-    let server = mock(data, |c| c.faults.error_after_pages = Some(3)).await;
     for s3 in s3::servers() {
+        // A fresh API per server: the fault counts pages served.
+        let server = mock(data(3_000), |c| c.faults.error_after_pages = Some(3)).await;
         let prefix = s3.unique_prefix("api-500");
         let key = format!("{prefix}/variants.jsonl.gz");
         s3.put_object(&key, b"earlier run".to_vec()).await;
@@ -68,8 +68,8 @@ async fn api_failing_mid_run_leaves_no_object_and_no_upload() {
                 s3.name
             );
         }
+        server.shutdown().await;
     }
-    server.shutdown().await;
 }
 
 /// Transient 503s with Retry-After are retried and the object is complete.
@@ -106,9 +106,8 @@ async fn transient_api_errors_are_retried() {
 /// the API has been read.
 #[tokio::test]
 async fn wrong_secret_key_fails_at_once() {
-    let data = data(5_000);
-    let server = mock(data, |_| {}).await;
     for s3 in s3::servers() {
+        let server = mock(data(5_000), |_| {}).await;
         let prefix = s3.unique_prefix("bad-secret");
         let mut env = s3.env();
         for (k, v) in &mut env {
@@ -135,8 +134,9 @@ async fn wrong_secret_key_fails_at_once() {
         assert!(!message.contains("definitely-not-the-secret"), "{message}");
         assert!(server.stats().pages_served <= 1, "streamed before failing");
         assert!(s3.list_keys(&prefix).await.is_empty());
+        eprintln!("{}: {message}", s3.name);
+        server.shutdown().await;
     }
-    server.shutdown().await;
 }
 
 /// Records that are not objects, or a record path that is not an array: the error names the
