@@ -19,12 +19,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{NaiveDate, SecondsFormat, Utc};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::compress::{CompressError, Compressor, CompressorConfig};
+use crate::compress::{CompressError, Compressor, CompressorConfig, Part};
 use crate::config::Pipeline;
 use crate::encode::LineEncoder;
 use crate::report::{MemorySettings, Progress, RunReport, peak_rss_bytes};
@@ -119,19 +118,23 @@ pub async fn run(
         Err(e) => return Err(abort(writer, e.into()).await),
     };
 
-    let (parts_tx, parts_rx) = mpsc::channel::<Bytes>(1);
+    // One slot per part alive at once: the one being filled, plus those queued or uploading.
+    let part_slots = Arc::new(Semaphore::new(pipeline.sink.max_parts_in_flight + 1));
+    let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let uploader = tokio::spawn(upload_parts(writer, parts_rx, stop_rx));
+    let uploader = tokio::spawn(upload_parts(writer, parts_rx, stop_rx, Arc::clone(&part_slots)));
     let compressor = match Compressor::spawn(
         CompressorConfig {
             level: pipeline.sink.compression_level,
             queue_depth: CHUNK_QUEUE,
             parts: pipeline.sink.parts,
+            part_slots: Some(Arc::clone(&part_slots)),
         },
         parts_tx,
     ) {
         Ok(c) => c,
         Err(e) => {
+            part_slots.close();
             let _ = stop_tx.send(());
             let writer = join_uploader(uploader).await?.0;
             return Err(abort(
@@ -167,6 +170,8 @@ pub async fn run(
     let stats = match finished {
         Ok(stats) => stats,
         Err(err) => {
+            // Wake the compressor if it waits for a slot, and stop taking parts.
+            part_slots.close();
             let _ = stop_tx.send(());
             let (writer, upload) = join_uploader(uploader).await?;
             // When the compressor stopped because the upload failed, the upload's error is
@@ -317,14 +322,18 @@ fn is_downstream_closed(err: &RunError) -> bool {
 /// upload slot is free. Returns the writer, so the caller can complete or abort it.
 async fn upload_parts(
     mut writer: ObjectWriter,
-    mut parts: mpsc::Receiver<Bytes>,
+    mut parts: mpsc::Receiver<Part>,
     mut stop: oneshot::Receiver<()>,
+    part_slots: Arc<Semaphore>,
 ) -> (ObjectWriter, Result<(), SinkError>) {
     loop {
         let step = async {
             writer.wait_for_capacity().await?;
             match parts.recv().await {
-                Some(part) => writer.put_part(part).await.map(|()| true),
+                Some(part) => writer
+                    .put_part_holding(part.data, part.slot)
+                    .await
+                    .map(|()| true),
                 None => Ok(false),
             }
         };
@@ -336,7 +345,11 @@ async fn upload_parts(
         match result {
             Ok(true) => {}
             Ok(false) => return (writer, Ok(())),
-            Err(e) => return (writer, Err(e)),
+            Err(e) => {
+                // The compressor may be waiting for a slot: let it see that nobody will upload.
+                part_slots.close();
+                return (writer, Err(e));
+            }
         }
     }
 }

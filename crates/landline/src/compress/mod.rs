@@ -10,12 +10,17 @@
 //! stream), so every reader, including those that stop after the first member, sees all records.
 //!
 //! Memory: `queue_depth` chunks + zlib state (~300 KiB at level 6) + the part being filled.
+//! A part is started only with a slot from [`CompressorConfig::part_slots`], and the slot
+//! travels with the part until its upload ends, so the parts alive at once (filling, queued and
+//! uploading) never exceed the slots.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::sink::PartSizer;
 
@@ -123,7 +128,7 @@ fn reserve_spare(out: &mut Vec<u8>) {
 }
 
 /// Settings of the compressor stage.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CompressorConfig {
     /// zlib level, 0–9.
     pub level: u32,
@@ -131,6 +136,27 @@ pub struct CompressorConfig {
     pub queue_depth: usize,
     /// Part sizes, by part number.
     pub parts: PartSizer,
+    /// One permit per part alive at once; `None` for no limit.
+    pub part_slots: Option<Arc<Semaphore>>,
+}
+
+/// A part of the compressed stream, holding its memory slot until dropped.
+#[derive(Debug)]
+pub struct Part {
+    /// The bytes.
+    pub data: Bytes,
+    /// The slot, released when the part (and its upload) is done.
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Waits for a part slot on this (non-async) thread; `Err` when the slots were closed.
+fn take_slot(slots: &Option<Arc<Semaphore>>) -> Result<Option<OwnedSemaphorePermit>, CompressError> {
+    match slots {
+        None => Ok(None),
+        Some(s) => futures::executor::block_on(Arc::clone(s).acquire_owned())
+            .map(Some)
+            .map_err(|_| CompressError::OutputClosed),
+    }
 }
 
 /// Handle on the compressor thread.
@@ -144,7 +170,7 @@ impl Compressor {
     /// Starts the thread; parts go to `parts_out` (the last one when the stream is finished).
     pub fn spawn(
         config: CompressorConfig,
-        parts_out: tokio::sync::mpsc::Sender<Bytes>,
+        parts_out: tokio::sync::mpsc::Sender<Part>,
     ) -> std::io::Result<Self> {
         let (chunks, chunk_rx) = mpsc::sync_channel::<Vec<u8>>(config.queue_depth.max(1));
         let (recycle_tx, recycled) = mpsc::channel();
@@ -183,23 +209,34 @@ fn compress_loop(
     config: CompressorConfig,
     chunks: Receiver<Vec<u8>>,
     recycle: mpsc::Sender<Vec<u8>>,
-    parts_out: tokio::sync::mpsc::Sender<Bytes>,
+    parts_out: tokio::sync::mpsc::Sender<Part>,
 ) -> Result<CompressStats, CompressError> {
     let mut stats = CompressStats::default();
     let mut part_size = config.parts.size_of(1);
+    let mut slot = take_slot(&config.part_slots)?;
     let mut out = Vec::with_capacity(part_size + MIN_SPARE_OUTPUT * 4);
     let mut gz = GzipStream::new(config.level, &mut out);
-    let mut ship = |out: &mut Vec<u8>, stats: &mut CompressStats, force: bool| {
-        if out.len() < part_size && !force {
+    let mut ship = |out: &mut Vec<u8>, stats: &mut CompressStats, last: bool| {
+        if out.len() < part_size && !last {
             return Ok(());
         }
         stats.parts += 1;
         stats.bytes_out += out.len() as u64;
         part_size = config.parts.size_of(stats.parts + 1);
-        let part = std::mem::replace(out, Vec::with_capacity(part_size + MIN_SPARE_OUTPUT * 4));
+        let capacity = if last { 0 } else { part_size + MIN_SPARE_OUTPUT * 4 };
+        let data = Bytes::from(std::mem::replace(out, Vec::with_capacity(capacity)));
+        let part = Part {
+            data,
+            slot: slot.take(),
+        };
         parts_out
-            .blocking_send(Bytes::from(part))
-            .map_err(|_| CompressError::OutputClosed)
+            .blocking_send(part)
+            .map_err(|_| CompressError::OutputClosed)?;
+        if !last {
+            // The next part needs a slot before it takes memory.
+            slot = take_slot(&config.part_slots)?;
+        }
+        Ok(())
     };
     // The encoder closes the queue to end the stream.
     while let Ok(chunk) = chunks.recv() {
@@ -265,7 +302,9 @@ mod tests {
         let collector = std::thread::spawn(move || {
             let mut got = Vec::new();
             while let Some(p) = rt.block_on(rx.recv()) {
-                got.push(p);
+                // At most two parts exist at once: this one and the one being filled.
+                assert!(p.slot.is_some());
+                got.push(p.data);
             }
             got
         });

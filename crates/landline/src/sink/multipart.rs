@@ -141,6 +141,16 @@ impl ObjectWriter {
     ///
     /// A failed earlier part is reported here (then call [`ObjectWriter::abort`]).
     pub async fn put_part(&mut self, part: Bytes) -> Result<(), SinkError> {
+        self.put_part_holding(part, ()).await
+    }
+
+    /// Like [`ObjectWriter::put_part`], keeping `guard` alive until the part's upload ends
+    /// (a memory slot, say).
+    pub async fn put_part_holding<G: Send + 'static>(
+        &mut self,
+        part: Bytes,
+        guard: G,
+    ) -> Result<(), SinkError> {
         self.wait_for_capacity().await?;
         if self.parts >= MAX_PARTS {
             return Err(SinkError::TooManyParts {
@@ -151,8 +161,11 @@ impl ObjectWriter {
         self.bytes += part.len() as u64;
         let number = self.parts;
         let upload = self.upload.put_part(PutPayload::from(part));
-        self.in_flight
-            .spawn(async move { upload.await.map_err(|e| (number, e)) });
+        self.in_flight.spawn(async move {
+            let result = upload.await.map_err(|e| (number, e));
+            drop(guard);
+            result
+        });
         Ok(())
     }
 
