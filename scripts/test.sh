@@ -14,7 +14,7 @@
 # crates/landline/tests/it/s3.rs). No AWS_* variable is exported.
 #
 # Environment:
-#   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt and cargo clippy
+#   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt, cargo clippy and cargo doc
 #   LANDLINE_S3S_LOG=info       RUST_LOG of s3s-fs (default warn)
 #   CARGO_TARGET_DIR            the tools go to $CARGO_TARGET_DIR/tools
 # Server logs: target/tools/logs/{moto,s3s-fs}.log.
@@ -290,10 +290,11 @@ step() {
 }
 
 if [[ ${LANDLINE_TEST_SKIP_LINT:-0} == 1 ]]; then
-    log "LANDLINE_TEST_SKIP_LINT=1: skipping cargo fmt and cargo clippy"
+    log "LANDLINE_TEST_SKIP_LINT=1: skipping cargo fmt, cargo clippy and cargo doc"
 else
     step "cargo fmt" cargo fmt --all -- --check
     step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+    step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     step "tests (nextest)" cargo nextest run --workspace --no-fail-fast "$@"

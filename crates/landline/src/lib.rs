@@ -10,7 +10,7 @@
 //!
 //! | stage | module | job |
 //! |---|---|---|
-//! | configuration | [`config`], [`template`], [`pointer`] | pipeline file → validated [`Pipeline`] |
+//! | configuration | [`config`], [`template`], [`pointer`](mod@pointer) | pipeline file → validated [`Pipeline`] |
 //! | source | [`source`] | fetch pages ([`source::HttpSource`]), split them ([`source::page`]), paging ([`source::paginate`]) |
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |

@@ -122,7 +122,12 @@ pub async fn run(
     let part_slots = Arc::new(Semaphore::new(pipeline.sink.max_parts_in_flight + 1));
     let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let uploader = tokio::spawn(upload_parts(writer, parts_rx, stop_rx, Arc::clone(&part_slots)));
+    let uploader = tokio::spawn(upload_parts(
+        writer,
+        parts_rx,
+        stop_rx,
+        Arc::clone(&part_slots),
+    ));
     let compressor = match Compressor::spawn(
         CompressorConfig {
             level: pipeline.sink.compression_level,

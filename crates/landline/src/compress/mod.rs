@@ -27,8 +27,11 @@ use crate::sink::PartSizer;
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// Spare output room kept before each deflate call, so a call always makes progress.
-const MIN_SPARE_OUTPUT: usize = 64 * 1024;
+/// Room an [`Output`] must have before each deflate call, so every call makes progress.
+pub const MIN_SPARE_OUTPUT: usize = 64 * 1024;
+/// A part buffer holds its part size plus this much: a part is cut as soon as it reaches its
+/// size, so the room past that size is never less than this when a deflate call starts.
+const PART_SLACK: usize = 4 * MIN_SPARE_OUTPUT;
 
 /// Why compression stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub enum CompressError {
     /// The upload stage stopped taking parts (it failed; its error is the cause).
     #[error("the upload stage stopped taking parts")]
     OutputClosed,
+    /// A part buffer could not be mapped.
+    #[error("allocating a part buffer: {0}")]
+    Memory(#[source] std::io::Error),
     /// The compressor thread stopped (it failed or panicked).
     #[error("the compressor thread stopped")]
     ThreadGone,
@@ -56,6 +62,20 @@ pub struct CompressStats {
     pub parts: u64,
 }
 
+/// Where compressed bytes go: a buffer with room at its end.
+pub trait Output {
+    /// Room for at least [`MIN_SPARE_OUTPUT`] more bytes (callers make sure there is).
+    fn spare(&mut self) -> &mut [u8];
+    /// Marks `n` bytes of [`Output::spare`] as written.
+    fn commit(&mut self, n: usize);
+    /// Appends `bytes`.
+    fn extend(&mut self, bytes: &[u8]) {
+        let spare = self.spare();
+        spare[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
+    }
+}
+
 /// One gzip member written incrementally into caller-provided buffers.
 pub struct GzipStream {
     deflate: Compress,
@@ -65,8 +85,8 @@ pub struct GzipStream {
 
 impl GzipStream {
     /// A stream at zlib `level` (0–9); writes the gzip header into `out`.
-    pub fn new(level: u32, out: &mut Vec<u8>) -> Self {
-        out.extend_from_slice(&GZIP_HEADER);
+    pub fn new(level: u32, out: &mut impl Output) -> Self {
+        out.extend(&GZIP_HEADER);
         GzipStream {
             deflate: Compress::new(Compression::new(level), false),
             crc: crc32fast::Hasher::new(),
@@ -74,21 +94,30 @@ impl GzipStream {
         }
     }
 
-    /// Deflates all of `input`, appending to `out`; `on_output` may take `out` away whenever
-    /// it wants (it is called after each deflate step).
-    pub fn write(
+    fn deflate_into<O: Output>(
+        &mut self,
+        input: &[u8],
+        out: &mut O,
+        flush: FlushCompress,
+    ) -> Result<(usize, Status), CompressError> {
+        let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+        let status = self.deflate.compress(input, out.spare(), flush)?;
+        out.commit((self.deflate.total_out() - before_out) as usize);
+        Ok(((self.deflate.total_in() - before_in) as usize, status))
+    }
+
+    /// Deflates all of `input` into `out`; after each step `on_output` may swap `out` for an
+    /// empty buffer, and must leave at least [`MIN_SPARE_OUTPUT`] bytes of room in it.
+    pub fn write<O: Output>(
         &mut self,
         mut input: &[u8],
-        out: &mut Vec<u8>,
-        mut on_output: impl FnMut(&mut Vec<u8>) -> Result<(), CompressError>,
+        out: &mut O,
+        mut on_output: impl FnMut(&mut O) -> Result<(), CompressError>,
     ) -> Result<(), CompressError> {
         self.crc.update(input);
         self.bytes_in += input.len() as u64;
         while !input.is_empty() {
-            reserve_spare(out);
-            let before = self.deflate.total_in();
-            self.deflate.compress_vec(input, out, FlushCompress::None)?;
-            let consumed = (self.deflate.total_in() - before) as usize;
+            let (consumed, _) = self.deflate_into(input, out, FlushCompress::None)?;
             input = &input[consumed..];
             on_output(out)?;
         }
@@ -96,22 +125,20 @@ impl GzipStream {
     }
 
     /// Ends the deflate stream and writes the gzip trailer into `out`.
-    pub fn finish(
+    pub fn finish<O: Output>(
         &mut self,
-        out: &mut Vec<u8>,
-        mut on_output: impl FnMut(&mut Vec<u8>) -> Result<(), CompressError>,
+        out: &mut O,
+        mut on_output: impl FnMut(&mut O) -> Result<(), CompressError>,
     ) -> Result<(), CompressError> {
-        loop {
-            reserve_spare(out);
-            let status = self.deflate.compress_vec(&[], out, FlushCompress::Finish)?;
-            if status == Status::StreamEnd {
-                break;
-            }
+        while self.deflate_into(&[], out, FlushCompress::Finish)?.1 != Status::StreamEnd {
             on_output(out)?;
         }
-        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        on_output(out)?;
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // ISIZE is the input size modulo 2^32 (RFC 1952), hence the truncation.
-        out.extend_from_slice(&(self.bytes_in as u32).to_le_bytes());
+        trailer[4..].copy_from_slice(&(self.bytes_in as u32).to_le_bytes());
+        out.extend(&trailer);
         Ok(())
     }
 
@@ -121,9 +148,55 @@ impl GzipStream {
     }
 }
 
-fn reserve_spare(out: &mut Vec<u8>) {
-    if out.capacity() - out.len() < MIN_SPARE_OUTPUT {
-        out.reserve(MIN_SPARE_OUTPUT * 4);
+/// A part's buffer: an anonymous memory map of fixed size, not a heap allocation.
+///
+/// Why: the allocator keeps freed multi-MiB heap blocks (glibc raises its mmap threshold
+/// after the first large free, then serves and retains them from the heap), so parts
+/// allocated and freed one after another made resident memory creep up with the run's
+/// length. A map is returned to the kernel the moment its last reference, held by the upload,
+/// is dropped, so resident memory follows the parts alive, and nothing else.
+pub struct PartBuffer {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl PartBuffer {
+    /// A buffer that holds `capacity` bytes.
+    pub fn new(capacity: usize) -> std::io::Result<Self> {
+        Ok(PartBuffer {
+            map: memmap2::MmapMut::map_anon(capacity.max(1))?,
+            len: 0,
+        })
+    }
+
+    /// Bytes written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The written bytes as [`Bytes`], without a copy; the map lives as long as they do.
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for PartBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+}
+
+impl Output for PartBuffer {
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.map[self.len..]
+    }
+    fn commit(&mut self, n: usize) {
+        self.len += n;
     }
 }
 
@@ -150,7 +223,9 @@ pub struct Part {
 }
 
 /// Waits for a part slot on this (non-async) thread; `Err` when the slots were closed.
-fn take_slot(slots: &Option<Arc<Semaphore>>) -> Result<Option<OwnedSemaphorePermit>, CompressError> {
+fn take_slot(
+    slots: &Option<Arc<Semaphore>>,
+) -> Result<Option<OwnedSemaphorePermit>, CompressError> {
     match slots {
         None => Ok(None),
         Some(s) => futures::executor::block_on(Arc::clone(s).acquire_owned())
@@ -212,21 +287,22 @@ fn compress_loop(
     parts_out: tokio::sync::mpsc::Sender<Part>,
 ) -> Result<CompressStats, CompressError> {
     let mut stats = CompressStats::default();
+    let new_part = |size: usize| PartBuffer::new(size + PART_SLACK).map_err(CompressError::Memory);
     let mut part_size = config.parts.size_of(1);
     let mut slot = take_slot(&config.part_slots)?;
-    let mut out = Vec::with_capacity(part_size + MIN_SPARE_OUTPUT * 4);
+    let mut out = new_part(part_size)?;
     let mut gz = GzipStream::new(config.level, &mut out);
-    let mut ship = |out: &mut Vec<u8>, stats: &mut CompressStats, last: bool| {
+    let mut ship = |out: &mut PartBuffer, stats: &mut CompressStats, last: bool| {
         if out.len() < part_size && !last {
             return Ok(());
         }
         stats.parts += 1;
         stats.bytes_out += out.len() as u64;
         part_size = config.parts.size_of(stats.parts + 1);
-        let capacity = if last { 0 } else { part_size + MIN_SPARE_OUTPUT * 4 };
-        let data = Bytes::from(std::mem::replace(out, Vec::with_capacity(capacity)));
+        // After the last part nothing more is written: a one-byte stand-in will do.
+        let next = new_part(if last { 0 } else { part_size })?;
         let part = Part {
-            data,
+            data: std::mem::replace(out, next).freeze(),
             slot: slot.take(),
         };
         parts_out
@@ -270,12 +346,13 @@ mod tests {
     #[test]
     fn gzip_stream_round_trips_through_a_single_member_reader() {
         let data = sample(50_000);
-        let mut out = Vec::new();
+        let mut out = PartBuffer::new(data.len()).unwrap();
         let mut gz = GzipStream::new(6, &mut out);
         for piece in data.chunks(1 + 4093) {
             gz.write(piece, &mut out, |_| Ok(())).unwrap();
         }
         gz.finish(&mut out, |_| Ok(())).unwrap();
+        let out = out.freeze();
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&out[..])
             .read_to_end(&mut back)
@@ -290,15 +367,14 @@ mod tests {
             .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let parts = PartSizer::new(64 * 1024, false);
-        let c = Compressor::spawn(
-            CompressorConfig {
-                level: 1,
-                queue_depth: 2,
-                parts,
-            },
-            tx,
-        )
-        .unwrap();
+        let slots = Arc::new(Semaphore::new(2));
+        let config = CompressorConfig {
+            level: 1,
+            queue_depth: 2,
+            parts,
+            part_slots: Some(Arc::clone(&slots)),
+        };
+        let c = Compressor::spawn(config, tx).unwrap();
         let collector = std::thread::spawn(move || {
             let mut got = Vec::new();
             while let Some(p) = rt.block_on(rx.recv()) {

@@ -7,7 +7,7 @@
 //! what keeps a ~28 KB record at memory-copy cost when two fields are added.
 //!
 //! Output per record: `{` + top-level entries (raw) + added fields + `}` + `\n`, appended to a
-//! caller's buffer ([`crate::encode::LineBuffer`] hands full buffers to the compressor).
+//! caller's buffer ([`crate::encode::LineEncoder`] hands full buffers to the compressor).
 //! An added field whose key the record already has replaces that value in place.
 
 pub mod timestamp;

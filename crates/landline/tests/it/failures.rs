@@ -60,7 +60,7 @@ async fn api_failing_mid_run_leaves_no_object_and_no_upload() {
             "{}",
             s3.name
         );
-        assert_eq!(s3.list_keys(&prefix).await, [key.clone()], "{}", s3.name);
+        assert_eq!(s3.list_keys(&prefix).await, [key.as_str()], "{}", s3.name);
         if s3.supports_list_multipart_uploads {
             assert!(
                 s3.list_multipart_uploads(&prefix).await.is_empty(),
