@@ -111,6 +111,17 @@ pub enum PaginationError {
         /// Why.
         reason: String,
     },
+    /// A next-page link leads to another origin, where the source's headers (credentials)
+    /// must not be sent.
+    #[error(
+        "the next-page link leads to {found}, not to the source's origin {expected}; landline does not send the source's headers to another host"
+    )]
+    CrossOrigin {
+        /// The link's origin.
+        found: String,
+        /// The source URL's origin.
+        expected: String,
+    },
     /// The API sent a cursor it sent before.
     #[error(
         "pagination loop: page {page} leads back to an earlier page (its cursor was seen before)"
@@ -223,11 +234,11 @@ impl Paginator {
                 None => Cursor::Done,
             },
             Pagination::NextUrl { next } => match body_cursor(next, outcome.body_next)? {
-                Some(link) => Cursor::Url(resolve(requested, &link)?),
+                Some(link) => Cursor::Url(self.same_origin(resolve(requested, &link)?)?),
                 None => Cursor::Done,
             },
             Pagination::LinkHeader => match outcome.link_next {
-                Some(link) => Cursor::Url(resolve(requested, link)?),
+                Some(link) => Cursor::Url(self.same_origin(resolve(requested, link)?)?),
                 None => Cursor::Done,
             },
             Pagination::Offset { limit, .. } => {
@@ -257,6 +268,20 @@ impl Paginator {
             }
         };
         Ok(())
+    }
+}
+
+impl Paginator {
+    /// `url`, if it is on the source URL's origin (scheme, host and port).
+    fn same_origin(&self, url: Url) -> Result<Url, PaginationError> {
+        if url.origin() == self.base.origin() {
+            Ok(url)
+        } else {
+            Err(PaginationError::CrossOrigin {
+                found: url.origin().ascii_serialization(),
+                expected: self.base.origin().ascii_serialization(),
+            })
+        }
     }
 }
 
@@ -418,6 +443,23 @@ mod tests {
         );
         p.advance(&u, outcome(2, None, None)).unwrap();
         assert_eq!(p.next_url().unwrap(), None);
+    }
+
+    #[test]
+    fn next_links_must_stay_on_the_source_origin() {
+        let mut p = Paginator::new(Pagination::LinkHeader, base(), 10);
+        let u = p.next_url().unwrap().unwrap();
+        for link in [
+            "http://evil.example/v?page=2",
+            "https://127.0.0.1:1/v",
+            "http://127.0.0.1:2/v",
+        ] {
+            let err = p.advance(&u, outcome(2, None, Some(link))).unwrap_err();
+            assert!(
+                matches!(err, PaginationError::CrossOrigin { .. }),
+                "{link}: {err}"
+            );
+        }
     }
 
     #[test]
