@@ -114,10 +114,11 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "  {:.1} MiB of JSON Lines -> {:.1} MiB gzip (ratio {ratio:.1}) in {} parts",
+            "  {:.1} MiB of JSON Lines -> {:.1} MiB gzip (ratio {ratio:.1}) in {} part{}",
             mib(self.bytes_uncompressed),
             mib(self.bytes_written),
-            self.parts
+            self.parts,
+            if self.parts == 1 { "" } else { "s" }
         )?;
         let rss = self
             .peak_rss_bytes
