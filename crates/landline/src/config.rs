@@ -26,9 +26,11 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 * MIB;
 /// Default `[source] max_record_bytes`.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * MIB;
 /// Default `[sink] part_size_bytes`: the first 1,000 parts' size, in compressed bytes.
-pub const DEFAULT_PART_SIZE: usize = 8 * MIB;
+pub const DEFAULT_PART_SIZE: usize = 5 * MIB;
 /// Default `[sink] max_parts_in_flight`.
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
+/// Most `[sink] compression_threads`.
+pub const MAX_COMPRESSION_THREADS: usize = 64;
 /// Default `[sink] compression_level` (gzip's own default).
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 
@@ -254,6 +256,9 @@ pub struct SinkSection {
     /// gzip level, 0–9.
     #[serde(default = "default_level")]
     pub compression_level: u32,
+    /// Deflate threads; 0 (the default) means one per core.
+    #[serde(default)]
+    pub compression_threads: usize,
 }
 
 fn default_part_size() -> usize {
@@ -334,6 +339,8 @@ pub struct SinkSpec {
     pub max_parts_in_flight: usize,
     /// gzip level.
     pub compression_level: u32,
+    /// Deflate threads (resolved: at least 1).
+    pub compression_threads: usize,
 }
 
 impl PipelineFile {
@@ -485,6 +492,17 @@ impl PipelineFile {
         if k.compression_level > 9 {
             return Err(invalid("sink.compression_level", "must be between 0 and 9"));
         }
+        if k.compression_threads > MAX_COMPRESSION_THREADS {
+            return Err(invalid(
+                "sink.compression_threads",
+                format!("must be between 0 (one per core) and {MAX_COMPRESSION_THREADS}"),
+            ));
+        }
+        let compression_threads = match k.compression_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(MAX_COMPRESSION_THREADS)),
+            n => n,
+        };
         let parts = PartSizer::new(k.part_size_bytes, k.fixed_part_size);
         debug_assert!(parts.size_of(MAX_PARTS) >= k.part_size_bytes);
         Ok(Pipeline {
@@ -497,6 +515,7 @@ impl PipelineFile {
                 part_size_bytes: k.part_size_bytes,
                 max_parts_in_flight: k.max_parts_in_flight,
                 compression_level: k.compression_level,
+                compression_threads,
             },
         })
     }

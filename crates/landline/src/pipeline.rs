@@ -35,8 +35,8 @@ use crate::transform::{RecordWriter, TransformBuildError};
 
 /// JSON Lines are handed to the compressor in chunks of this size.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
-/// Chunks that may wait for the compressor.
-pub const CHUNK_QUEUE: usize = 2;
+/// Chunks that may wait for the compressor's coordinator.
+pub const CHUNK_QUEUE: usize = 1;
 
 /// Per-run choices that are not part of the pipeline file.
 #[derive(Debug, Default)]
@@ -131,6 +131,7 @@ pub async fn run(
     let compressor = match Compressor::spawn(
         CompressorConfig {
             level: pipeline.sink.compression_level,
+            workers: pipeline.sink.compression_threads,
             queue_depth: CHUNK_QUEUE,
             parts: pipeline.sink.parts,
             part_slots: Some(Arc::clone(&part_slots)),
@@ -228,6 +229,7 @@ pub async fn run(
             max_parts_in_flight: pipeline.sink.max_parts_in_flight as u64,
             chunk_bytes: CHUNK_BYTES as u64,
             chunk_queue: CHUNK_QUEUE as u64,
+            compression_threads: pipeline.sink.compression_threads as u64,
             max_page_bytes: pipeline.source.max_page_bytes as u64,
             largest_page_bytes: state.largest_page,
         },

@@ -42,6 +42,8 @@ pub struct MemorySettings {
     pub chunk_bytes: u64,
     /// Chunks queued for the compressor.
     pub chunk_queue: u64,
+    /// Deflate threads (each has `chunk_bytes` in flight, plus one waiting to be collected).
+    pub compression_threads: u64,
     /// Largest page body accepted.
     pub max_page_bytes: u64,
     /// Largest page body actually seen.

@@ -1,37 +1,31 @@
 //! The compressor stage: JSON Lines chunks in, one gzip member out, cut into upload parts.
 //!
-//! The compressor runs on its own thread so that fetching the next page overlaps compressing
-//! the current one. Chunks arrive through a bounded queue (backpressure to the encoder), are
-//! deflated with zlib-rs into the part being filled, and every part that reaches the size the
-//! [`PartSizer`] gives for its number is sent to the upload stage, whose bounded channel in turn
-//! makes this thread wait. Emptied chunk buffers go back to the encoder for reuse.
+//! Chunks arrive from the encoder through a bounded queue. A coordinator thread hands each
+//! chunk, with the last 32 KiB of the chunk before it, to a pool of deflate workers (one per
+//! core by default) and collects their outputs strictly in order, so the member is the same
+//! whatever finishes first (see [`block`] for the format). Outputs are appended to the part
+//! being filled; a full part goes to the upload stage, whose bounded channel makes the
+//! coordinator wait, which in turn makes the encoder wait. Emptied chunk buffers go back to
+//! the encoder.
 //!
-//! The output is a single gzip member (our own header and trailer around one raw deflate
-//! stream), so every reader, including those that stop after the first member, sees all records.
-//!
-//! Memory: `queue_depth` chunks + zlib state (~300 KiB at level 6) + the part being filled.
-//! A part is started only with a slot from [`CompressorConfig::part_slots`], and the slot
-//! travels with the part until its upload ends, so the parts alive at once (filling, queued and
-//! uploading) never exceed the slots.
+//! Memory: `queue_depth` chunks waiting, `workers + 1` chunks being deflated or waiting to be
+//! collected, and the parts alive. A part is started only with a slot from
+//! [`CompressorConfig::part_slots`], and the slot travels with the part until its upload ends,
+//! so the parts alive at once (filling, queued and uploading) never exceed the slots. Parts are
+//! [`PartBuffer`]s: every part but the last holds exactly its part size.
 
+pub mod block;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::sink::PartSizer;
-
-/// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
-/// Room an [`Output`] must have before each deflate call, so every call makes progress.
-pub const MIN_SPARE_OUTPUT: usize = 64 * 1024;
-/// A part buffer holds its part size plus this much: a part is cut as soon as it reaches its
-/// size, so the room past that size is never less than this when a deflate call starts.
-const PART_SLACK: usize = 4 * MIN_SPARE_OUTPUT;
+use block::{BlockDeflater, DICTIONARY_BYTES, FINAL_BLOCK, GZIP_HEADER};
 
 /// Why compression stopped.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +37,10 @@ pub enum CompressError {
     /// The upload stage stopped taking parts (it failed; its error is the cause).
     #[error("the upload stage stopped taking parts")]
     OutputClosed,
-    /// A part buffer could not be mapped.
+    /// A part buffer could not be mapped, or a thread could not be started.
     #[error("allocating a part buffer: {0}")]
     Memory(#[source] std::io::Error),
-    /// The compressor thread stopped (it failed or panicked).
+    /// A compressor thread stopped (it failed or panicked).
     #[error("the compressor thread stopped")]
     ThreadGone,
 }
@@ -60,92 +54,6 @@ pub struct CompressStats {
     pub bytes_out: u64,
     /// Parts emitted.
     pub parts: u64,
-}
-
-/// Where compressed bytes go: a buffer with room at its end.
-pub trait Output {
-    /// Room for at least [`MIN_SPARE_OUTPUT`] more bytes (callers make sure there is).
-    fn spare(&mut self) -> &mut [u8];
-    /// Marks `n` bytes of [`Output::spare`] as written.
-    fn commit(&mut self, n: usize);
-    /// Appends `bytes`.
-    fn extend(&mut self, bytes: &[u8]) {
-        let spare = self.spare();
-        spare[..bytes.len()].copy_from_slice(bytes);
-        self.commit(bytes.len());
-    }
-}
-
-/// One gzip member written incrementally into caller-provided buffers.
-pub struct GzipStream {
-    deflate: Compress,
-    crc: crc32fast::Hasher,
-    bytes_in: u64,
-}
-
-impl GzipStream {
-    /// A stream at zlib `level` (0–9); writes the gzip header into `out`.
-    pub fn new(level: u32, out: &mut impl Output) -> Self {
-        out.extend(&GZIP_HEADER);
-        GzipStream {
-            deflate: Compress::new(Compression::new(level), false),
-            crc: crc32fast::Hasher::new(),
-            bytes_in: 0,
-        }
-    }
-
-    fn deflate_into<O: Output>(
-        &mut self,
-        input: &[u8],
-        out: &mut O,
-        flush: FlushCompress,
-    ) -> Result<(usize, Status), CompressError> {
-        let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
-        let status = self.deflate.compress(input, out.spare(), flush)?;
-        out.commit((self.deflate.total_out() - before_out) as usize);
-        Ok(((self.deflate.total_in() - before_in) as usize, status))
-    }
-
-    /// Deflates all of `input` into `out`; after each step `on_output` may swap `out` for an
-    /// empty buffer, and must leave at least [`MIN_SPARE_OUTPUT`] bytes of room in it.
-    pub fn write<O: Output>(
-        &mut self,
-        mut input: &[u8],
-        out: &mut O,
-        mut on_output: impl FnMut(&mut O) -> Result<(), CompressError>,
-    ) -> Result<(), CompressError> {
-        self.crc.update(input);
-        self.bytes_in += input.len() as u64;
-        while !input.is_empty() {
-            let (consumed, _) = self.deflate_into(input, out, FlushCompress::None)?;
-            input = &input[consumed..];
-            on_output(out)?;
-        }
-        Ok(())
-    }
-
-    /// Ends the deflate stream and writes the gzip trailer into `out`.
-    pub fn finish<O: Output>(
-        &mut self,
-        out: &mut O,
-        mut on_output: impl FnMut(&mut O) -> Result<(), CompressError>,
-    ) -> Result<(), CompressError> {
-        while self.deflate_into(&[], out, FlushCompress::Finish)?.1 != Status::StreamEnd {
-            on_output(out)?;
-        }
-        on_output(out)?;
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
-        // ISIZE is the input size modulo 2^32 (RFC 1952), hence the truncation.
-        trailer[4..].copy_from_slice(&(self.bytes_in as u32).to_le_bytes());
-        out.extend(&trailer);
-        Ok(())
-    }
-
-    /// Uncompressed bytes written so far.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in
-    }
 }
 
 /// A part's buffer: an anonymous memory map of fixed size, not a heap allocation.
@@ -179,6 +87,19 @@ impl PartBuffer {
         self.len == 0
     }
 
+    /// Copies as much of `bytes` as fits; returns how much did.
+    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.map.len() - self.len);
+        self.map[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+
+    /// Whether the buffer is full.
+    pub fn is_full(&self) -> bool {
+        self.len == self.map.len()
+    }
+
     /// The written bytes as [`Bytes`], without a copy; the map lives as long as they do.
     pub fn freeze(self) -> Bytes {
         Bytes::from_owner(self)
@@ -191,21 +112,14 @@ impl AsRef<[u8]> for PartBuffer {
     }
 }
 
-impl Output for PartBuffer {
-    fn spare(&mut self) -> &mut [u8] {
-        &mut self.map[self.len..]
-    }
-    fn commit(&mut self, n: usize) {
-        self.len += n;
-    }
-}
-
 /// Settings of the compressor stage.
 #[derive(Debug, Clone)]
 pub struct CompressorConfig {
     /// zlib level, 0–9.
     pub level: u32,
-    /// Chunks waiting to be compressed before the encoder has to wait.
+    /// Deflate worker threads.
+    pub workers: usize,
+    /// Chunks waiting for the coordinator before the encoder has to wait.
     pub queue_depth: usize,
     /// Part sizes, by part number.
     pub parts: PartSizer,
@@ -222,19 +136,7 @@ pub struct Part {
     pub slot: Option<OwnedSemaphorePermit>,
 }
 
-/// Waits for a part slot on this (non-async) thread; `Err` when the slots were closed.
-fn take_slot(
-    slots: &Option<Arc<Semaphore>>,
-) -> Result<Option<OwnedSemaphorePermit>, CompressError> {
-    match slots {
-        None => Ok(None),
-        Some(s) => futures::executor::block_on(Arc::clone(s).acquire_owned())
-            .map(Some)
-            .map_err(|_| CompressError::OutputClosed),
-    }
-}
-
-/// Handle on the compressor thread.
+/// Handle on the compressor threads.
 pub struct Compressor {
     chunks: SyncSender<Vec<u8>>,
     recycled: Receiver<Vec<u8>>,
@@ -242,7 +144,7 @@ pub struct Compressor {
 }
 
 impl Compressor {
-    /// Starts the thread; parts go to `parts_out` (the last one when the stream is finished).
+    /// Starts the threads; parts go to `parts_out` (the last one when the stream is finished).
     pub fn spawn(
         config: CompressorConfig,
         parts_out: tokio::sync::mpsc::Sender<Part>,
@@ -251,7 +153,7 @@ impl Compressor {
         let (recycle_tx, recycled) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("landline-gzip".into())
-            .spawn(move || compress_loop(config, chunk_rx, recycle_tx, parts_out))?;
+            .spawn(move || coordinate(config, chunk_rx, recycle_tx, parts_out))?;
         Ok(Compressor {
             chunks,
             recycled,
@@ -259,7 +161,7 @@ impl Compressor {
         })
     }
 
-    /// An empty buffer for the next chunk, reusing one the thread has finished with.
+    /// An empty buffer for the next chunk, reusing one the compressor has finished with.
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
         self.recycled
             .try_recv()
@@ -273,58 +175,209 @@ impl Compressor {
             .map_err(|_| CompressError::ThreadGone)
     }
 
-    /// Ends the stream: the thread writes the trailer, sends the last part and exits.
+    /// Ends the stream: the coordinator writes the trailer, sends the last part and exits.
     pub fn finish(self) -> Result<CompressStats, CompressError> {
         drop(self.chunks);
         self.thread.join().map_err(|_| CompressError::ThreadGone)?
     }
 }
 
-fn compress_loop(
+/// A block for a worker, and the buffers it comes back in.
+struct Job {
+    input: Vec<u8>,
+    dictionary: Vec<u8>,
+    output: Vec<u8>,
+    done: SyncSender<Done>,
+}
+
+struct Done {
+    input: Vec<u8>,
+    dictionary: Vec<u8>,
+    output: Vec<u8>,
+    crc: crc32fast::Hasher,
+    result: Result<(), CompressError>,
+}
+
+fn work(level: u32, jobs: Receiver<Job>) {
+    let mut deflater = BlockDeflater::new(level);
+    // The coordinator closes the channel to end the stream.
+    while let Ok(job) = jobs.recv() {
+        let Job {
+            input,
+            dictionary,
+            mut output,
+            done,
+        } = job;
+        output.clear();
+        let result = deflater.deflate(&dictionary, &input, &mut output);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&input);
+        // The coordinator may have stopped; then the result is not needed.
+        let _ = done.send(Done {
+            input,
+            dictionary,
+            output,
+            crc,
+            result,
+        });
+    }
+}
+
+/// Fills parts in order and ships each full one with its slot.
+struct PartWriter {
+    sizes: PartSizer,
+    slots: Option<Arc<Semaphore>>,
+    out: tokio::sync::mpsc::Sender<Part>,
+    current: PartBuffer,
+    slot: Option<OwnedSemaphorePermit>,
+    stats: CompressStats,
+}
+
+impl PartWriter {
+    fn new(
+        sizes: PartSizer,
+        slots: Option<Arc<Semaphore>>,
+        out: tokio::sync::mpsc::Sender<Part>,
+    ) -> Result<Self, CompressError> {
+        let slot = take_slot(&slots)?;
+        let current = PartBuffer::new(sizes.size_of(1)).map_err(CompressError::Memory)?;
+        Ok(PartWriter {
+            sizes,
+            slots,
+            out,
+            current,
+            slot,
+            stats: CompressStats::default(),
+        })
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> Result<(), CompressError> {
+        while !bytes.is_empty() {
+            let n = self.current.fill(bytes);
+            bytes = &bytes[n..];
+            if self.current.is_full() {
+                self.ship(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self, last: bool) -> Result<(), CompressError> {
+        self.stats.parts += 1;
+        self.stats.bytes_out += self.current.len() as u64;
+        // After the last part nothing is written: a one-page stand-in takes its place.
+        let size = if last {
+            0
+        } else {
+            self.sizes.size_of(self.stats.parts + 1)
+        };
+        let next = PartBuffer::new(size).map_err(CompressError::Memory)?;
+        let part = Part {
+            data: std::mem::replace(&mut self.current, next).freeze(),
+            slot: self.slot.take(),
+        };
+        self.out
+            .blocking_send(part)
+            .map_err(|_| CompressError::OutputClosed)?;
+        if !last {
+            // The next part needs a slot before it takes memory.
+            self.slot = take_slot(&self.slots)?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for a part slot on this (non-async) thread; `Err` when the slots were closed.
+fn take_slot(
+    slots: &Option<Arc<Semaphore>>,
+) -> Result<Option<OwnedSemaphorePermit>, CompressError> {
+    match slots {
+        None => Ok(None),
+        Some(s) => futures::executor::block_on(Arc::clone(s).acquire_owned())
+            .map(Some)
+            .map_err(|_| CompressError::OutputClosed),
+    }
+}
+
+fn coordinate(
     config: CompressorConfig,
     chunks: Receiver<Vec<u8>>,
     recycle: mpsc::Sender<Vec<u8>>,
     parts_out: tokio::sync::mpsc::Sender<Part>,
 ) -> Result<CompressStats, CompressError> {
-    let mut stats = CompressStats::default();
-    let new_part = |size: usize| PartBuffer::new(size + PART_SLACK).map_err(CompressError::Memory);
-    let mut part_size = config.parts.size_of(1);
-    let mut slot = take_slot(&config.part_slots)?;
-    let mut out = new_part(part_size)?;
-    let mut gz = GzipStream::new(config.level, &mut out);
-    let mut ship = |out: &mut PartBuffer, stats: &mut CompressStats, last: bool| {
-        if out.len() < part_size && !last {
-            return Ok(());
-        }
-        stats.parts += 1;
-        stats.bytes_out += out.len() as u64;
-        part_size = config.parts.size_of(stats.parts + 1);
-        // After the last part nothing more is written: a one-byte stand-in will do.
-        let next = new_part(if last { 0 } else { part_size })?;
-        let part = Part {
-            data: std::mem::replace(out, next).freeze(),
-            slot: slot.take(),
-        };
-        parts_out
-            .blocking_send(part)
-            .map_err(|_| CompressError::OutputClosed)?;
-        if !last {
-            // The next part needs a slot before it takes memory.
-            slot = take_slot(&config.part_slots)?;
-        }
+    let workers = config.workers.max(1);
+    // Block n goes to worker n % workers: with a fixed share each, a run's output does not
+    // depend on thread scheduling (see `BlockDeflater::deflate`).
+    let mut job_txs = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = mpsc::sync_channel::<Job>(1);
+        let level = config.level;
+        std::thread::Builder::new()
+            .name(format!("landline-deflate-{i}"))
+            .spawn(move || work(level, rx))
+            .map_err(CompressError::Memory)?;
+        job_txs.push(tx);
+    }
+    let mut next_worker = 0;
+    let mut parts = PartWriter::new(config.parts, config.part_slots.clone(), parts_out)?;
+    parts.write(&GZIP_HEADER)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut bytes_in = 0u64;
+    // Results in submission order; at most `workers + 1` outstanding.
+    let mut pending: VecDeque<Receiver<Done>> = VecDeque::new();
+    let mut spare: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut tail: Vec<u8> = Vec::with_capacity(DICTIONARY_BYTES);
+
+    let mut collect = |done: Done,
+                       parts: &mut PartWriter,
+                       spare: &mut Vec<(Vec<u8>, Vec<u8>)>|
+     -> Result<(), CompressError> {
+        done.result?;
+        parts.write(&done.output)?;
+        crc.combine(&done.crc);
+        let mut input = done.input;
+        input.clear();
+        // The encoder may be gone already; then the buffer is simply freed.
+        let _ = recycle.send(input);
+        spare.push((done.dictionary, done.output));
         Ok(())
     };
+    let wait = |rx: Receiver<Done>| rx.recv().map_err(|_| CompressError::ThreadGone);
+
     // The encoder closes the queue to end the stream.
     while let Ok(chunk) = chunks.recv() {
-        gz.write(&chunk, &mut out, |out| ship(out, &mut stats, false))?;
-        let mut chunk = chunk;
-        chunk.clear();
-        // The encoder may be gone already; then the buffer is simply freed.
-        let _ = recycle.send(chunk);
+        bytes_in += chunk.len() as u64;
+        let (mut dictionary, output) = spare.pop().unwrap_or_default();
+        dictionary.clear();
+        dictionary.extend_from_slice(&tail);
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(DICTIONARY_BYTES)..]);
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        job_txs[next_worker]
+            .send(Job {
+                input: chunk,
+                dictionary,
+                output,
+                done: done_tx,
+            })
+            .map_err(|_| CompressError::ThreadGone)?;
+        next_worker = (next_worker + 1) % workers;
+        pending.push_back(done_rx);
+        while pending.len() > workers {
+            if let Some(rx) = pending.pop_front() {
+                collect(wait(rx)?, &mut parts, &mut spare)?;
+            }
+        }
     }
-    gz.finish(&mut out, |out| ship(out, &mut stats, false))?;
-    stats.bytes_in = gz.bytes_in();
-    ship(&mut out, &mut stats, true)?;
+    drop(job_txs);
+    while let Some(rx) = pending.pop_front() {
+        collect(wait(rx)?, &mut parts, &mut spare)?;
+    }
+    parts.write(&FINAL_BLOCK)?;
+    parts.write(&block::trailer(&crc, bytes_in))?;
+    parts.ship(true)?;
+    let mut stats = parts.stats;
+    stats.bytes_in = bytes_in;
     Ok(stats)
 }
 
@@ -333,86 +386,95 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn sample(n: usize) -> Vec<u8> {
-        let mut v = Vec::new();
-        for i in 0..n {
-            v.extend_from_slice(
-                format!("{{\"id\":{i},\"text\":\"row {}\"}}\n", i * 7919 % 1013).as_bytes(),
-            );
-        }
-        v
-    }
-
-    #[test]
-    fn gzip_stream_round_trips_through_a_single_member_reader() {
-        let data = sample(50_000);
-        let mut out = PartBuffer::new(data.len()).unwrap();
-        let mut gz = GzipStream::new(6, &mut out);
-        for piece in data.chunks(1 + 4093) {
-            gz.write(piece, &mut out, |_| Ok(())).unwrap();
-        }
-        gz.finish(&mut out, |_| Ok(())).unwrap();
-        let out = out.freeze();
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&out[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, data);
-    }
-
-    #[test]
-    fn compressor_cuts_parts_at_the_part_size() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let parts = PartSizer::new(64 * 1024, false);
-        let slots = Arc::new(Semaphore::new(2));
-        let config = CompressorConfig {
-            level: 1,
-            queue_depth: 2,
-            parts,
-            part_slots: Some(Arc::clone(&slots)),
-        };
-        let c = Compressor::spawn(config, tx).unwrap();
-        let collector = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            while let Some(p) = rt.block_on(rx.recv()) {
-                // At most two parts exist at once: this one and the one being filled.
-                assert!(p.slot.is_some());
-                got.push(p.data);
-            }
-            got
-        });
-        // Poorly compressible input so that several parts come out.
+    fn noise(n: usize) -> Vec<u8> {
         let mut x = 0x1234_5678_u64;
-        let data: Vec<u8> = (0..2_000_000)
+        (0..n)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 b'a' + (x % 26) as u8
             })
-            .collect();
-        for piece in data.chunks(100_000) {
-            let mut b = c.buffer(100_000);
+            .collect()
+    }
+
+    /// Runs the compressor over `data` in `chunk`-byte chunks; returns stats and parts.
+    fn compress(
+        data: &[u8],
+        chunk: usize,
+        workers: usize,
+        part: usize,
+    ) -> (CompressStats, Vec<Bytes>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let slots = Arc::new(Semaphore::new(2));
+        let config = CompressorConfig {
+            level: 6,
+            workers,
+            queue_depth: 2,
+            parts: PartSizer::new(part, false),
+            part_slots: Some(Arc::clone(&slots)),
+        };
+        let c = Compressor::spawn(config, tx).unwrap();
+        let collector = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(p) = rt.block_on(rx.recv()) {
+                assert!(p.slot.is_some());
+                got.push(p.data);
+            }
+            got
+        });
+        for piece in data.chunks(chunk) {
+            let mut b = c.buffer(chunk);
             b.extend_from_slice(piece);
             c.send(b).unwrap();
         }
         let stats = c.finish().unwrap();
-        let got = collector.join().unwrap();
-        assert_eq!(stats.parts as usize, got.len());
-        assert!(got.len() > 3, "{} parts", got.len());
-        for p in &got[..got.len() - 1] {
-            assert!(p.len() >= 64 * 1024);
+        (stats, collector.join().unwrap())
+    }
+
+    #[test]
+    fn parallel_output_is_one_member_cut_into_exact_parts() {
+        let data = noise(3_000_000);
+        for workers in [1, 2, 3] {
+            let (stats, parts) = compress(&data, 100_000, workers, 256 * 1024);
+            assert_eq!(stats.parts as usize, parts.len());
+            assert!(parts.len() > 3, "{} parts", parts.len());
+            for p in &parts[..parts.len() - 1] {
+                assert_eq!(p.len(), 256 * 1024);
+            }
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(joined.len() as u64, stats.bytes_out);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&joined[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data, "{workers} workers: the data differs");
+            // Reproducible: the same bytes on every run with the same settings.
+            let (_, again) = compress(&data, 100_000, workers, 256 * 1024);
+            assert!(
+                again == parts,
+                "{workers} workers: output differs between runs"
+            );
+            if workers == 1 {
+                let reference = block::gzip_blocks(&data, 100_000, 6).unwrap();
+                assert!(joined == reference, "one worker: not the reference output");
+            }
+            assert_eq!(stats.bytes_in, data.len() as u64);
         }
-        let joined: Vec<u8> = got.iter().flat_map(|p| p.iter().copied()).collect();
-        assert_eq!(joined.len() as u64, stats.bytes_out);
+    }
+
+    #[test]
+    fn an_empty_stream_is_a_valid_empty_member() {
+        let (stats, parts) = compress(&[], 1000, 2, 64 * 1024);
+        assert_eq!(parts.len(), 1);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&joined[..])
+        flate2::read::GzDecoder::new(&parts[0][..])
             .read_to_end(&mut back)
             .unwrap();
-        assert_eq!(back, data);
-        assert_eq!(stats.bytes_in, data.len() as u64);
+        assert!(back.is_empty());
+        assert_eq!(stats.bytes_in, 0);
     }
 }

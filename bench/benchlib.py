@@ -1,0 +1,144 @@
+"""Shared pieces of the benchmark scripts: the S3 server from scripts/test.sh, the mock API,
+/usr/bin/time -v, and reading a landed object back.
+
+Standard library plus boto3 (from the test servers' virtualenv, which bench/*.sh use).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+LANDLINE = ROOT / "target/release/landline"
+MOCKAPI = ROOT / "target/release/landline-mockapi"
+SHARED_BENCH = ROOT.parent / "shared/bench"
+INCIDENT_RECORDS = 83_688
+
+PIPELINE = """
+[source]
+url = "{api}/variants"
+query = {{ count = 200 }}
+records = "/variants"
+max_pages = 100000
+[source.pagination]
+type = "token"
+next = "/next_token"
+param = "token"
+[transform]
+add = {{ ingest_date = "{{ingest_date}}", ingest_ts = "{{ingest_ts}}" }}
+timestamps = ["created_at", "updated_at", "published_at"]
+[sink]
+url = "s3://{bucket}/{key}"
+{sink_extra}
+"""
+
+
+def server_env(name: str) -> dict[str, str]:
+    """The AWS variables for the test server `name` (s3s or moto)."""
+    p = f"LANDLINE_TEST_{name.upper()}_"
+    region = os.environ["LANDLINE_TEST_REGION"]
+    return {
+        "AWS_ENDPOINT_URL": os.environ[p + "ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": os.environ[p + "ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ[p + "SECRET_ACCESS_KEY"],
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+def s3_client(env: dict[str, str]):
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(s3={"addressing_style": "path"}))
+
+
+def start_api(kind: str, records: int) -> tuple[subprocess.Popen, str]:
+    """Starts the project's mock API (`rust`) or the reference one (`python`)."""
+    if kind == "rust":
+        proc = subprocess.Popen([str(MOCKAPI), "--port", "0", "--total", str(records)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline().strip()
+        m = re.match(r"listening on (http://\S+)", line)
+        if not m:
+            proc.kill()
+            sys.exit(f"mock API did not start: {line!r}")
+        return proc, m.group(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(SHARED_BENCH / "mock_api.py"), "--port", str(port),
+                             "--total", str(records)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    sys.exit("reference mock API did not start within 120 s")
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> dict:
+    """Runs `cmd` under /usr/bin/time -v; returns wall, cpu and rss_mib (exits on failure)."""
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr[-3000:]}")
+    err = out.stderr
+
+    def grab(label: str) -> str:
+        return re.search(label + r": (\S+)", err).group(1)
+
+    wall = 0.0
+    for part in grab(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\)").split(":"):
+        wall = wall * 60 + float(part)
+    return {
+        "wall": wall,
+        "cpu": float(grab(r"User time \(seconds\)")) + float(grab(r"System time \(seconds\)")),
+        "rss_mib": int(grab(r"Maximum resident set size \(kbytes\)")) / 1024,
+    }
+
+
+def object_lines(s3, bucket: str, key: str) -> tuple[int, int]:
+    """(compressed size, lines) of an object, read with Python's gzip module."""
+    size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    n = 0
+    with gzip.GzipFile(fileobj=body) as f:
+        for _ in f:
+            n += 1
+    return size, n
+
+
+def gzip6_size(s3, bucket: str, key: str) -> int:
+    """Size of `gzip -6` of the object's JSON Lines (decompressed by Python, piped to gzip)."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    gz = subprocess.Popen(["gzip", "-6", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    counter = subprocess.Popen(["wc", "-c"], stdin=gz.stdout, stdout=subprocess.PIPE, text=True)
+    gz.stdout.close()
+    with gzip.GzipFile(fileobj=body) as f:
+        while chunk := f.read(1 << 20):
+            gz.stdin.write(chunk)
+    gz.stdin.close()
+    gz.wait()
+    return int(counter.communicate()[0].strip())
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
