@@ -1,0 +1,128 @@
+//! Throughput of the pieces of the hot path, on the mock API's records (~28.6 KB each):
+//! splitting a page into records, transform + encode, and deflate. Setup stays outside the
+//! timed closures; figures are reported per byte of page body / JSON Lines and per record.
+//!
+//! `cargo bench -p landline --bench hot_path`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use landline::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
+use landline::pointer::JsonPointer;
+use landline::source::page::{PageError, RecordSink, scan_page};
+use landline::transform::{OnInvalidTimestamp, TimeZone, Transform, RecordWriter};
+use landline_mockapi::{DataConfig, Pool};
+use serde::Deserializer;
+
+const RECORDS_PER_PAGE: u64 = 200;
+
+/// One page body as the mock API serves it.
+fn page() -> Vec<u8> {
+    let pool = Pool::build(&DataConfig {
+        total: RECORDS_PER_PAGE,
+        pool: RECORDS_PER_PAGE as usize,
+        ..DataConfig::default()
+    });
+    let mut body = b"{\"variants\":[".to_vec();
+    for i in 0..RECORDS_PER_PAGE {
+        if i > 0 {
+            body.push(b',');
+        }
+        pool.write_record(i, &mut body);
+    }
+    body.extend_from_slice(b"],\"next_token\":\"djE6MjAw\"}");
+    body
+}
+
+fn transform() -> Transform {
+    Transform::new(
+        vec![
+            ("ingest_date".into(), "\"2026-11-25\"".into()),
+            ("ingest_ts".into(), "\"2026-11-25T02:00:00.000Z\"".into()),
+        ],
+        vec!["created_at".into(), "updated_at".into(), "published_at".into()],
+        TimeZone::Utc,
+        OnInvalidTimestamp::Error,
+        usize::MAX,
+    )
+    .expect("valid transform")
+}
+
+/// Skips each record: the cost of splitting alone.
+struct Skip;
+
+impl RecordSink for Skip {
+    fn record<'de, D: Deserializer<'de>>(&mut self, _: u64, d: D) -> Result<(), D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| ())
+    }
+    fn take_error(&mut self) -> Option<PageError> {
+        None
+    }
+}
+
+use serde::Deserialize;
+
+fn split_and_transform(c: &mut Criterion) {
+    let body = page();
+    let records = JsonPointer::parse("/variants").expect("pointer");
+    let next = JsonPointer::parse("/next_token").expect("pointer");
+    let t = transform();
+    let mut out = Vec::with_capacity(body.len() * 2);
+
+    let mut g = c.benchmark_group("page");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("split only (MB/s of page body)", |b| {
+        b.iter(|| scan_page(black_box(&body), &records, Some(&next), &mut Skip).expect("scan"))
+    });
+    g.bench_function("split + transform + encode (MB/s of page body)", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut w = RecordWriter::new(&t, &mut out);
+            scan_page(black_box(&body), &records, Some(&next), &mut w).expect("scan")
+        })
+    });
+    g.throughput(Throughput::Elements(RECORDS_PER_PAGE));
+    g.bench_function("split + transform + encode (records/s)", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut w = RecordWriter::new(&t, &mut out);
+            scan_page(black_box(&body), &records, Some(&next), &mut w).expect("scan")
+        })
+    });
+    g.finish();
+}
+
+fn compression(c: &mut Criterion) {
+    // 1 MiB of JSON Lines, as the encoder hands it to the compressor.
+    let body = page();
+    let records = JsonPointer::parse("/variants").expect("pointer");
+    let mut lines = Vec::new();
+    let mut w = RecordWriter::new(&transform(), &mut lines);
+    scan_page(&body, &records, None, &mut w).expect("scan");
+    lines.truncate(1 << 20);
+    let dictionary = lines[lines.len() - DICTIONARY_BYTES..].to_vec();
+    let mut out = Vec::with_capacity(lines.len());
+
+    let mut g = c.benchmark_group("deflate");
+    g.throughput(Throughput::Bytes(lines.len() as u64));
+    for level in [1, 6] {
+        let mut d = BlockDeflater::new(level);
+        g.bench_function(format!("1 MiB block, level {level}, primed (MB/s of JSON Lines)"), |b| {
+            b.iter(|| {
+                out.clear();
+                d.deflate(&dictionary, black_box(&lines), &mut out).expect("deflate");
+            })
+        });
+    }
+    g.bench_function("gzip member of 1 MiB, 128 KiB blocks, level 6", |b| {
+        b.iter(|| gzip_blocks(black_box(&lines), 128 * 1024, 6).expect("gzip"))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = split_and_transform, compression
+}
+criterion_main!(benches);
