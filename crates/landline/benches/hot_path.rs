@@ -10,9 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use landline::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
 use landline::pointer::JsonPointer;
 use landline::source::page::{PageError, RecordSink, scan_page};
-use landline::transform::{OnInvalidTimestamp, TimeZone, Transform, RecordWriter};
+use landline::transform::{OnInvalidTimestamp, RecordWriter, TimeZone, Transform};
 use landline_mockapi::{DataConfig, Pool};
-use serde::Deserializer;
+use serde::{Deserialize, Deserializer};
 
 const RECORDS_PER_PAGE: u64 = 200;
 
@@ -40,7 +40,11 @@ fn transform() -> Transform {
             ("ingest_date".into(), "\"2026-11-25\"".into()),
             ("ingest_ts".into(), "\"2026-11-25T02:00:00.000Z\"".into()),
         ],
-        vec!["created_at".into(), "updated_at".into(), "published_at".into()],
+        vec![
+            "created_at".into(),
+            "updated_at".into(),
+            "published_at".into(),
+        ],
         TimeZone::Utc,
         OnInvalidTimestamp::Error,
         usize::MAX,
@@ -59,8 +63,6 @@ impl RecordSink for Skip {
         None
     }
 }
-
-use serde::Deserialize;
 
 fn split_and_transform(c: &mut Criterion) {
     let body = page();
@@ -96,8 +98,9 @@ fn compression(c: &mut Criterion) {
     // 1 MiB of JSON Lines, as the encoder hands it to the compressor.
     let body = page();
     let records = JsonPointer::parse("/variants").expect("pointer");
+    let t = transform();
     let mut lines = Vec::new();
-    let mut w = RecordWriter::new(&transform(), &mut lines);
+    let mut w = RecordWriter::new(&t, &mut lines);
     scan_page(&body, &records, None, &mut w).expect("scan");
     lines.truncate(1 << 20);
     let dictionary = lines[lines.len() - DICTIONARY_BYTES..].to_vec();
@@ -107,12 +110,16 @@ fn compression(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(lines.len() as u64));
     for level in [1, 6] {
         let mut d = BlockDeflater::new(level);
-        g.bench_function(format!("1 MiB block, level {level}, primed (MB/s of JSON Lines)"), |b| {
-            b.iter(|| {
-                out.clear();
-                d.deflate(&dictionary, black_box(&lines), &mut out).expect("deflate");
-            })
-        });
+        g.bench_function(
+            format!("1 MiB block, level {level}, primed (MB/s of JSON Lines)"),
+            |b| {
+                b.iter(|| {
+                    out.clear();
+                    d.deflate(&dictionary, black_box(&lines), &mut out)
+                        .expect("deflate");
+                })
+            },
+        );
     }
     g.bench_function("gzip member of 1 MiB, 128 KiB blocks, level 6", |b| {
         b.iter(|| gzip_blocks(black_box(&lines), 128 * 1024, 6).expect("gzip"))
