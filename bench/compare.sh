@@ -9,12 +9,4 @@
 #
 # Prints wall and CPU seconds, peak RSS (/usr/bin/time -v), bytes written and the records
 # counted in each landed object, the medians, and the landline/peer ratios.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-if [[ -z ${LANDLINE_TEST_S3S_ENDPOINT:-} ]]; then
-    cargo build --release -q -p landline-cli -p landline-mockapi
-    exec scripts/test.sh --servers-only -- "$0" "$@"
-fi
-[[ -x /usr/bin/time ]] || { echo "bench/compare.sh needs GNU time (apt-get install time)" >&2; exit 1; }
-exec "$LANDLINE_TEST_PYTHON" bench/compare.py "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/run.sh" compare.py "$@"

@@ -8,12 +8,4 @@
 # mock (../shared/bench/mock_api.py) instead. Each run is measured with /usr/bin/time -v,
 # and the landed object is downloaded and its lines counted. Prints a table and the ratio
 # of the largest run's peak RSS to the smallest's.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-if [[ -z ${LANDLINE_TEST_S3S_ENDPOINT:-} ]]; then
-    cargo build --release -q -p landline-cli -p landline-mockapi
-    exec scripts/test.sh --servers-only -- "$0" "$@"
-fi
-[[ -x /usr/bin/time ]] || { echo "bench/memory.sh needs GNU time (apt-get install time)" >&2; exit 1; }
-exec "$LANDLINE_TEST_PYTHON" bench/memory.py "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/run.sh" memory.py "$@"
