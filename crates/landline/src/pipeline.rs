@@ -34,7 +34,7 @@ use crate::template::RunVars;
 use crate::transform::{RecordWriter, TransformBuildError};
 
 /// JSON Lines are handed to the compressor in chunks of this size.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+pub const CHUNK_BYTES: usize = 512 * 1024;
 /// Chunks that may wait for the compressor's coordinator.
 pub const CHUNK_QUEUE: usize = 1;
 
