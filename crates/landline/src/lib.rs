@@ -20,7 +20,7 @@
 //!
 //! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
 //! or a blocking call. A stage that is full makes the one before it wait, which is how memory
-//! stays bounded: one page body, a few 1 MiB chunks, the part being filled and the parts in
+//! stays bounded: one page body, a few 512 KiB chunks, the part being filled and the parts in
 //! flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
 //! each bound visible where the buffer lives.
 //!
