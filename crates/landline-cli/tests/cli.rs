@@ -135,3 +135,84 @@ fn unreachable_api_fails_with_exit_1() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(!dir.path().join("o.jsonl.gz").exists());
 }
+
+/// SIGTERM in the middle of a run: the upload is aborted, the exit status is 130, and no
+/// object or staging file is left behind.
+#[test]
+fn sigterm_mid_run_aborts_and_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let data = landline_mockapi::DataConfig {
+        total: 2_000,
+        pool: 50,
+        ..Default::default()
+    };
+    let server = rt
+        .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+            data,
+            latency: Duration::from_millis(100),
+            ..Default::default()
+        }))
+        .expect("mock API");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = format!(
+        "[source]\nurl = \"{}/variants\"\nquery = {{ count = 20 }}\nrecords = \"/variants\"\n\
+         [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
+         [sink]\nurl = \"out/o.jsonl.gz\"\n",
+        server.base_url()
+    );
+    std::fs::write(dir.path().join("p.toml"), file).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_landline"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("landline starts");
+    // 100 pages at 100 ms each: the run is well under way after 3 pages.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.stats().pages_served < 3 {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "landline did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("error: cancelled"), "{stderr}");
+    assert!(
+        server.stats().pages_served < 100,
+        "the run finished before the signal"
+    );
+    let mut left = Vec::new();
+    let mut dirs = vec![dir.path().join("out")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                left.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

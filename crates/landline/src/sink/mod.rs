@@ -49,7 +49,7 @@ pub enum SinkError {
         source: object_store::Error,
     },
     /// Starting the multipart upload failed (credentials, bucket, permissions, network).
-    #[error("starting the upload of {location}: {source}")]
+    #[error("starting the upload of {location}: {}{}", access_hint(.source), one_line(.source))]
     Create {
         /// The destination.
         location: String,
@@ -108,6 +108,27 @@ pub enum SinkError {
     /// A background upload task panicked or was cancelled.
     #[error("an upload task failed: {0}")]
     Task(String),
+}
+
+/// What to check when the store refused the request itself.
+fn access_hint(e: &object_store::Error) -> &'static str {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            "access denied: the store rejected the credentials (a wrong secret key shows as \
+             SignatureDoesNotMatch) or they may not write to this bucket; check \
+             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the role) and the bucket policy. "
+        }
+        _ => "",
+    }
+}
+
+/// The error on one line: servers' XML error bodies come with line breaks.
+fn one_line(e: &object_store::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A resolved destination: the store, the object's path in it, and a printable location.

@@ -131,6 +131,8 @@ async fn wrong_secret_key_fails_at_once() {
             "{}: {message}",
             s3.name
         );
+        assert!(message.contains("access denied"), "{}: {message}", s3.name);
+        assert!(!message.contains('\n'), "{}: {message}", s3.name);
         assert!(!message.contains("definitely-not-the-secret"), "{message}");
         assert!(server.stats().pages_served <= 1, "streamed before failing");
         assert!(s3.list_keys(&prefix).await.is_empty());
