@@ -216,3 +216,52 @@ fn sigterm_mid_run_aborts_and_leaves_nothing() {
     }
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A failing run with secrets in a header and in the query, logging at debug level: no
+/// secret appears anywhere in what landline prints.
+#[test]
+fn secrets_never_appear_in_output_of_a_failing_run() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+            data: landline_mockapi::DataConfig {
+                total: 500,
+                pool: 20,
+                ..Default::default()
+            },
+            require_bearer: Some("bearer-secret-4711".into()),
+            faults: landline_mockapi::Faults {
+                error_after_pages: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        }))
+        .expect("mock API");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = format!(
+        "[source]\nurl = \"{}/variants\"\nquery = {{ count = 50, api_key = \"query-secret-0815\" }}\n\
+         headers = {{ Authorization = \"Bearer ${{LANDLINE_TEST_TOKEN}}\" }}\nrecords = \"/variants\"\n\
+         [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
+         [source.retry]\nmax_attempts = 2\ninitial_backoff_ms = 1\n[sink]\nurl = \"o.jsonl.gz\"\n",
+        server.base_url()
+    );
+    std::fs::write(dir.path().join("p.toml"), file).expect("write");
+    for format in ["json", "text"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_landline"))
+            .args(["run", "p.toml", "--log-format", format])
+            .current_dir(dir.path())
+            .env("LANDLINE_LOG", "debug")
+            .env("LANDLINE_TEST_TOKEN", "bearer-secret-4711")
+            .output()
+            .expect("landline runs");
+        assert_eq!(out.status.code(), Some(1));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        // The fault counts pages across both runs: the first fails at page 3, the second at 1.
+        assert!(all.contains("HTTP 500"), "{all}");
+        assert!(all.contains("api_key=REDACTED"), "{all}");
+        for secret in ["bearer-secret-4711", "query-secret-0815"] {
+            assert!(!all.contains(secret), "{secret} leaked ({format}):\n{all}");
+        }
+    }
+    assert_eq!(server.stats().pages_served, 2);
+}
