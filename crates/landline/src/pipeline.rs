@@ -264,8 +264,9 @@ impl Pages {
         first: Option<Fetched>,
         progress: &Progress,
     ) -> Result<(), RunError> {
-        let records_ptr = pipeline.records.clone();
-        let cursor_ptr = source.cursor_pointer().cloned();
+        // Shared with each page's worker without copying the pointers' tokens every page.
+        let records_ptr = Arc::new(pipeline.records.clone());
+        let cursor_ptr = Arc::new(source.cursor_pointer().cloned());
         let mut fetched = first;
         while let Some(page) = fetched {
             let body_len = self.body.len() as u64;
@@ -277,12 +278,12 @@ impl Pages {
             };
             let body = std::mem::take(&mut self.body);
             let transform = Arc::clone(transform);
-            let records_ptr = records_ptr.clone();
-            let cursor_ptr = cursor_ptr.clone();
+            let records_ptr = Arc::clone(&records_ptr);
+            let cursor_ptr = Arc::clone(&cursor_ptr);
             // Splitting, transforming and encoding is CPU work: keep it off the async workers.
             let (body, encoder, scanned) = tokio::task::spawn_blocking(move || {
                 let mut writer = RecordWriter::new(&transform, &mut encoder);
-                let scanned = scan_page(&body, &records_ptr, cursor_ptr.as_ref(), &mut writer)
+                let scanned = scan_page(&body, &records_ptr, cursor_ptr.as_ref().as_ref(), &mut writer)
                     .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)))
                     .map_err(|e| with_pointer(e, &records_ptr));
                 (body, encoder, scanned)
