@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -93,12 +94,40 @@ def start_api(kind: str, records: int) -> tuple[subprocess.Popen, str]:
     sys.exit("reference mock API did not start within 120 s")
 
 
+def _sample_memory(parent: int, peaks: dict, done: threading.Event) -> None:
+    """Polls the command's /proc/PID/smaps_rollup every 20 ms: peak anonymous and file-backed."""
+    child = None
+    while not done.is_set():
+        try:
+            if child is None:
+                kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+                child = int(kids[0]) if kids else None
+            if child is not None:
+                fields = dict(line.split(":", 1) for line in
+                              Path(f"/proc/{child}/smaps_rollup").read_text().splitlines()[1:])
+                anon = int(fields["Anonymous"].split()[0])
+                file_backed = int(fields["Rss"].split()[0]) - anon
+                peaks["anon_mib"] = max(peaks["anon_mib"], anon / 1024)
+                peaks["file_mib"] = max(peaks["file_mib"], file_backed / 1024)
+        except (OSError, ValueError, KeyError):
+            pass  # not started yet, or already gone
+        done.wait(0.02)
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> dict:
-    """Runs `cmd` under /usr/bin/time -v; returns wall, cpu and rss_mib (exits on failure)."""
-    out = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr[-3000:]}")
-    err = out.stderr
+    """Runs `cmd` under /usr/bin/time -v; returns wall, cpu, rss_mib, and the peaks of its
+    anonymous and file-backed (code, libraries) resident memory, sampled every 20 ms."""
+    proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peaks = {"anon_mib": 0.0, "file_mib": 0.0}
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample_memory, args=(proc.pid, peaks, done))
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out}\n{err[-3000:]}")
 
     def grab(label: str) -> str:
         return re.search(label + r": (\S+)", err).group(1)
@@ -110,6 +139,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> dict:
         "wall": wall,
         "cpu": float(grab(r"User time \(seconds\)")) + float(grab(r"System time \(seconds\)")),
         "rss_mib": int(grab(r"Maximum resident set size \(kbytes\)")) / 1024,
+        **peaks,
     }
 
 

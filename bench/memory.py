@@ -35,6 +35,7 @@ def run_once(api_kind: str, server: str, records: int, tmp: Path) -> dict:
     s3.delete_object(Bucket=bucket, Key=key)
     return {
         "records": records, "lines": lines, "rss_mib": t["rss_mib"], "wall": t["wall"], "cpu": t["cpu"],
+        "anon_mib": t["anon_mib"], "file_mib": t["file_mib"],
         "json_gb": report["bytes_uncompressed"] / 1e9, "gz_mib": report["bytes_written"] / 2**20,
         "parts": report["parts"],
     }
@@ -51,13 +52,16 @@ def main() -> None:
         for n in a.records:
             print(f"running {n} records ({a.api} mock API -> {a.server}) ...", file=sys.stderr, flush=True)
             rows.append(run_once(a.api, a.server, n, Path(tmp)))
+    # "data" and "code" are the peaks of anonymous and file-backed resident memory, sampled
+    # every 20 ms from /proc/PID/smaps_rollup (they need not peak at the same moment).
     print(f"\nlandline {LANDLINE}, mock API: {a.api}, S3 server: {a.server}")
     print(f"{'records':>9} {'lines in object':>15} {'JSON GB':>8} {'gzip MiB':>9} {'parts':>5} "
-          f"{'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12}")
+          f"{'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>12} {'of it: data':>11} {'code':>5}")
     for r in rows:
         ok = "" if r["lines"] == r["records"] else "  <-- MISMATCH"
         print(f"{r['records']:>9} {r['lines']:>15} {r['json_gb']:>8.2f} {r['gz_mib']:>9.1f} {r['parts']:>5} "
-              f"{r['wall']:>7.2f} {r['cpu']:>6.2f} {r['rss_mib']:>12.1f}{ok}")
+              f"{r['wall']:>7.2f} {r['cpu']:>6.2f} {r['rss_mib']:>12.1f} {r['anon_mib']:>11.1f} "
+              f"{r['file_mib']:>5.1f}{ok}")
     if len(rows) > 1:
         ratio = rows[-1]["rss_mib"] / rows[0]["rss_mib"]
         print(f"peak RSS ratio, {rows[-1]['records']} / {rows[0]['records']} records: {ratio:.3f}")
