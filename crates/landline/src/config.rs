@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::pointer::JsonPointer;
-use crate::sink::{MAX_PARTS, MIN_PART_SIZE, PartSizer};
+use crate::sink::{MIN_PART_SIZE, PartSizer};
 use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig};
 use crate::template::{RunVars, Template, TemplateError, expand_env};
 use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
@@ -504,7 +504,6 @@ impl PipelineFile {
             n => n,
         };
         let parts = PartSizer::new(k.part_size_bytes, k.fixed_part_size);
-        debug_assert!(parts.size_of(MAX_PARTS) >= k.part_size_bytes);
         Ok(Pipeline {
             source,
             records,

@@ -283,9 +283,14 @@ impl Pages {
             // Splitting, transforming and encoding is CPU work: keep it off the async workers.
             let (body, encoder, scanned) = tokio::task::spawn_blocking(move || {
                 let mut writer = RecordWriter::new(&transform, &mut encoder);
-                let scanned = scan_page(&body, &records_ptr, cursor_ptr.as_ref().as_ref(), &mut writer)
-                    .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)))
-                    .map_err(|e| with_pointer(e, &records_ptr));
+                let scanned = scan_page(
+                    &body,
+                    &records_ptr,
+                    cursor_ptr.as_ref().as_ref(),
+                    &mut writer,
+                )
+                .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)))
+                .map_err(|e| with_pointer(e, &records_ptr));
                 (body, encoder, scanned)
             })
             .await
