@@ -13,6 +13,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use landline::config::PipelineFile;
 use landline::report::Progress;
+use landline::sink::StoreOptions;
+use landline::sink::cleanup::{CleanupError, IncompleteUploads};
 use landline::{Pipeline, RunError, RunOptions, RunReport};
 
 /// Land paged HTTP APIs in object storage as gzipped JSON Lines, in constant memory.
@@ -51,6 +53,22 @@ enum Command {
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
+    },
+    /// Abort the incomplete multipart uploads under an S3 prefix that a killed run left behind.
+    ///
+    /// A run that fails or is interrupted aborts its own upload; one killed outright (SIGKILL,
+    /// a Lambda timeout) cannot, and S3 keeps its parts until the upload is aborted. The store
+    /// is configured like a run's, from the AWS_* variables.
+    Cleanup {
+        /// s3://BUCKET/PREFIX (the prefix may be empty, or a whole key).
+        location: String,
+        /// Only uploads started longer ago than this (e.g. 90m, 24h, 7d); keep it above your
+        /// longest run, so that runs in progress are left alone.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        older_than: Duration,
+        /// Only list what would be aborted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -96,6 +114,13 @@ fn main() -> ExitCode {
                 Some(RunError::Cancelled) => EXIT_CANCELLED,
                 Some(_) => EXIT_FAILED,
                 None if err.downcast_ref::<landline::ConfigError>().is_some() => EXIT_CONFIG,
+                None if matches!(
+                    err.downcast_ref::<CleanupError>(),
+                    Some(CleanupError::Open(_))
+                ) =>
+                {
+                    EXIT_CONFIG
+                }
                 None => EXIT_FAILED,
             };
             ExitCode::from(code)
@@ -118,7 +143,60 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             records,
             report_json,
         } => demo(records, show_progress, report_json.as_deref()).await,
+        Command::Cleanup {
+            location,
+            older_than,
+            dry_run,
+        } => cleanup(&location, older_than, dry_run).await,
     }
+}
+
+/// `landline cleanup`: lists the incomplete uploads older than `older_than`, aborts them
+/// unless `dry_run`, and fails if any abort failed.
+async fn cleanup(location: &str, older_than: Duration, dry_run: bool) -> anyhow::Result<()> {
+    let uploads = IncompleteUploads::open(location, &StoreOptions::default(), std::env::vars())?;
+    let now = chrono::Utc::now();
+    let found = uploads.older_than(older_than, now).await?;
+    let age = humantime::format_duration(older_than);
+    let bucket = location
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default();
+    let mut failed = 0usize;
+    for upload in &found {
+        let ago = (now - upload.initiated).to_std().unwrap_or_default();
+        let ago = humantime::format_duration(Duration::from_secs(ago.as_secs()));
+        let what = format!(
+            "s3://{bucket}/{} (upload {}, started {}, {ago} ago)",
+            upload.key,
+            upload.upload_id,
+            upload
+                .initiated
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if dry_run {
+            println!("would abort {what}");
+            continue;
+        }
+        match uploads.abort(upload).await {
+            Ok(()) => println!("aborted {what}"),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(error = %e, "abort failed");
+                eprintln!("failed to abort {what}: {e}");
+            }
+        }
+    }
+    let verb = if dry_run { "to abort" } else { "aborted" };
+    println!(
+        "{} incomplete upload(s) under {location} older than {age}: {} {verb}",
+        found.len(),
+        found.len() - failed
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} aborts failed", found.len());
+    }
+    Ok(())
 }
 
 async fn run(

@@ -30,4 +30,7 @@ pub mod generator;
 pub mod server;
 
 pub use generator::{DataConfig, ID_BASE, Pool, RecordTimes, expected_record, record_times};
-pub use server::{Faults, MockApi, MockConfig, MockServer, Stats, serve, spawn};
+pub use server::{
+    Action, Fault, Faults, MockApi, MockConfig, MockServer, RetryAfter, Stats, Times, When, serve,
+    spawn,
+};

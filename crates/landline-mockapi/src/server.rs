@@ -19,6 +19,14 @@
 //! `{"error":"…"}`: 400 for bad parameters, 401 for a missing or wrong bearer token (every path
 //! but `/healthz`), 404 for unknown paths. [`Faults`] and latency apply to data endpoints only.
 //! Query values are not percent-decoded: the values this API accepts never need encoding.
+//!
+//! **Faults.** [`Faults::rules`] is a list of [`Fault`]s, each saying which requests it hits
+//! ([`When`]: a page number, a dataset offset, or every page), what goes wrong ([`Action`]: an
+//! error status with or without `Retry-After`, a connection dropped mid-body, a truncated body,
+//! a 200 that is not JSON, a slow answer or a body that stalls, a next cursor that leads back,
+//! a page padded past a size limit) and how often ([`Times`]: the first `n` requests of each
+//! URL, or forever). Uses are counted per request URL, so a client that retries a URL sees
+//! exactly `n` failures and then the page.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,11 +34,14 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -62,8 +73,15 @@ pub struct MockConfig {
 }
 
 /// Injected failures of the data endpoints; the default injects none.
+///
+/// [`rules`](Faults::rules) is the general mechanism. The other fields are shorthands kept for
+/// the tests that use them; rules are tried first, then `transient_errors`, then
+/// `error_after_pages`.
 #[derive(Clone, Debug)]
 pub struct Faults {
+    /// Fault rules, tried in order for every data request whose parameters are valid; see
+    /// [`Fault`].
+    pub rules: Vec<Fault>,
     /// After this many successful data pages, every data request answers `error_status`,
     /// forever.
     pub error_after_pages: Option<u64>,
@@ -79,10 +97,195 @@ pub struct Faults {
 impl Default for Faults {
     fn default() -> Self {
         Self {
+            rules: Vec::new(),
             error_after_pages: None,
             error_status: 500,
             transient_errors: 0,
             retry_after: None,
+        }
+    }
+}
+
+/// One fault rule: which requests it hits, what it does to them, and how many times per URL.
+///
+/// For each data request whose parameters are valid, the rules of [`Faults::rules`] are tried
+/// in order. The first rule whose [`when`](Fault::when) matches the request and which has uses
+/// left **for this request URL** (path and query, as sent) applies its
+/// [`what`](Fault::what) and spends one use for that URL; when none applies, the page is served
+/// normally. Uses only ever grow, so a client retrying a URL meets a [`Times::First`]`(n)` rule
+/// exactly `n` times, then the next matching rule, then the real page: rules with the same
+/// `when` play one after the other.
+///
+/// ```
+/// use std::time::Duration;
+/// use landline_mockapi::{Action, Fault, RetryAfter, Times, When};
+///
+/// let busy = Action::status(503).retry_after(RetryAfter::Seconds(1));
+/// let rules = vec![
+///     // Page 2 answers 503 twice, with `Retry-After: 1`, then a reset, then the page.
+///     Fault::new(When::Page(2), busy, Times::First(2)),
+///     Fault::new(When::Page(2), Action::ResetMidBody { after: 1024 }, Times::First(1)),
+///     // The first request of every URL is slow.
+///     Fault::new(When::Always, Action::Delay(Duration::from_secs(2)), Times::First(1)),
+/// ];
+/// # let _ = rules;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Which requests the rule applies to.
+    pub when: When,
+    /// What happens to them.
+    pub what: Action,
+    /// How many requests of each URL it applies to.
+    pub times: Times,
+}
+
+impl Fault {
+    /// A rule: `what` happens to requests matching `when`, `times` per URL.
+    pub fn new(when: When, what: Action, times: Times) -> Fault {
+        Fault { when, what, times }
+    }
+}
+
+/// The requests a [`Fault`] applies to, by the records they ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Every data request.
+    Always,
+    /// Page `n` (from 1) in pages of the requested size: the request whose first record is at
+    /// dataset offset `(n - 1) × size`. `/single/variants` is page 1.
+    Page(u64),
+    /// The request whose first record is at this dataset offset.
+    Offset(u64),
+}
+
+impl When {
+    fn matches(self, window: &Window) -> bool {
+        match self {
+            When::Always => true,
+            When::Offset(offset) => window.start == offset,
+            When::Page(0) => false,
+            When::Page(n) if window.size == 0 => n == 1,
+            When::Page(n) => (n - 1).checked_mul(window.size) == Some(window.start),
+        }
+    }
+}
+
+/// How many requests of each URL a [`Fault`] applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Times {
+    /// The first `n` requests of each matching URL that reach this rule; later ones go on to
+    /// the next rule (or the page).
+    First(u32),
+    /// Every request of a matching URL.
+    Forever,
+}
+
+/// What a [`Fault`] does to a request.
+///
+/// The body-level faults send the real page's bytes (a prefix of them), so what a client
+/// receives before the failure is exactly what it would have read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answers `status` with a JSON error body and, if set, a `Retry-After` header. An invalid
+    /// status gives a 500 saying so.
+    Status {
+        /// The HTTP status, e.g. 429, 500, 502 or 503.
+        status: u16,
+        /// The `Retry-After` header, if any.
+        retry_after: Option<RetryAfter>,
+    },
+    /// Answers 200 and the page's first `after` bytes (at most its length minus one) in
+    /// chunked encoding, then fails the body so the server drops the connection mid-body: the
+    /// client reads a chunked body that never ends.
+    ResetMidBody {
+        /// Body bytes sent before the connection drops.
+        after: usize,
+    },
+    /// Answers 200 with the page's full `Content-Length` but sends only its first `after`
+    /// bytes (at most its length minus one), then closes the connection.
+    Truncate {
+        /// Body bytes sent before the connection closes.
+        after: usize,
+    },
+    /// Answers 200 with an HTML error page (`text/html`), as a proxy in front of an API might.
+    NotJson,
+    /// Waits this long before answering (then serves the page normally).
+    Delay(Duration),
+    /// Sends the headers (full `Content-Length`) and the page's first `after` bytes, waits
+    /// `stall`, then sends the rest.
+    Stall {
+        /// Body bytes sent before the pause.
+        after: usize,
+        /// The pause.
+        stall: Duration,
+    },
+    /// Serves the page, but its next token, cursor or link leads to this dataset offset: an
+    /// earlier page's offset makes a pagination loop. No effect on `/offset`, `/page` and
+    /// `/single`, where the client computes the next page.
+    NextOffset(u64),
+    /// Serves the page with `bytes` spaces after its JSON (still valid JSON, just larger): with
+    /// its `Content-Length`, or in chunked encoding (the client learns the size only by
+    /// reading) when `chunked`.
+    Pad {
+        /// Spaces added.
+        bytes: usize,
+        /// Whether to leave out `Content-Length`.
+        chunked: bool,
+    },
+}
+
+impl Action {
+    /// [`Action::Status`] without `Retry-After`.
+    pub fn status(status: u16) -> Action {
+        Action::Status {
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// This action with a `Retry-After` header, if it is an [`Action::Status`] (else unchanged).
+    pub fn retry_after(self, after: RetryAfter) -> Action {
+        match self {
+            Action::Status { status, .. } => Action::Status {
+                status,
+                retry_after: Some(after),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the request is still answered with the whole page (perhaps late or altered),
+    /// and so counts in [`Stats::pages_served`].
+    fn serves_page(&self) -> bool {
+        matches!(
+            self,
+            Action::Delay(_) | Action::Stall { .. } | Action::NextOffset(_) | Action::Pad { .. }
+        )
+    }
+}
+
+/// A `Retry-After` header value, computed when the response is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// Delta-seconds: `Retry-After: 2`.
+    Seconds(u64),
+    /// An HTTP-date this long after the response, e.g. `Retry-After: Wed, 25 Nov 2026
+    /// 10:00:02 GMT`. HTTP-dates have whole seconds and this one is rounded down, so a client
+    /// honouring it waits up to one second less than this.
+    DateIn(Duration),
+}
+
+impl RetryAfter {
+    fn header_value(self, now: SystemTime) -> String {
+        match self {
+            RetryAfter::Seconds(secs) => secs.to_string(),
+            RetryAfter::DateIn(wait) => {
+                // HTTP-dates end with the year 9999.
+                let last = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+                let at = now.checked_add(wait).map_or(last, |at| at.min(last));
+                httpdate::fmt_http_date(at)
+            }
         }
     }
 }
@@ -96,6 +299,9 @@ pub struct Stats {
     pub bytes_served: u64,
     /// Every request received, whatever its answer.
     pub requests: u64,
+    /// Requests a fault was injected into: a [`Fault`] rule applied, or one of the
+    /// [`Faults`] shorthands answered an error.
+    pub faults_injected: u64,
 }
 
 /// A mock API with its pool built, ready to serve; clones share the pool and the counters.
@@ -110,8 +316,11 @@ struct Shared {
     pages_served: AtomicU64,
     bytes_served: AtomicU64,
     requests: AtomicU64,
+    faults_injected: AtomicU64,
     /// Failures injected so far per request URL, for [`Faults::transient_errors`].
     transient: Mutex<HashMap<String, u32>>,
+    /// Uses of each rule (by index in [`Faults::rules`]) per request URL.
+    rule_uses: Mutex<HashMap<(usize, String), u32>>,
 }
 
 impl MockApi {
@@ -125,7 +334,9 @@ impl MockApi {
                 pages_served: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
+                faults_injected: AtomicU64::new(0),
                 transient: Mutex::new(HashMap::new()),
+                rule_uses: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -146,6 +357,7 @@ impl MockApi {
             pages_served: self.shared.pages_served.load(Relaxed),
             bytes_served: self.shared.bytes_served.load(Relaxed),
             requests: self.shared.requests.load(Relaxed),
+            faults_injected: self.shared.faults_injected.load(Relaxed),
         }
     }
 
@@ -467,6 +679,15 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, [(CONTENT_TYPE, JSON)], body).into_response()
 }
 
+/// A short pause after the bytes sent before a body-level failure, so that the server flushes
+/// them (and the headers) to the socket before it drops the connection.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
+
+/// The HTML error page of [`Action::NotJson`].
+const HTML_ERROR_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n\
+    <body><h1>Bad Gateway</h1><p>The upstream server did not answer in time. Please try again \
+    later.</p></body></html>\n";
+
 async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
     let (request, _) = req.into_parts();
     let total = api.config.data.total;
@@ -474,16 +695,12 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
         Ok(window) => window,
         Err(message) => return error(StatusCode::BAD_REQUEST, &format!("bad request: {message}")),
     };
-    let next = (window.end < total && paging != Paging::Single).then_some(window.end);
-    let link = if paging == Paging::LinkHeader {
+    let host = if paging == Paging::LinkHeader {
         let host = request.headers.get(HOST).and_then(|h| h.to_str().ok());
         let Some(host) = host.or_else(|| request.uri.authority().map(|a| a.as_str())) else {
             return error(StatusCode::BAD_REQUEST, "bad request: no Host header");
         };
-        match HeaderValue::try_from(link_header(host, window.size, next)) {
-            Ok(link) => Some(link),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "bad request: bad Host header"),
-        }
+        Some(host.to_owned())
     } else {
         None
     };
@@ -491,10 +708,104 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
     if !api.config.latency.is_zero() {
         tokio::time::sleep(api.config.latency).await;
     }
-    if let Some(fault) = api.fault(&request.uri) {
-        return fault;
+    let action = match api.fault(&request.uri, &window) {
+        Verdict::Answer(action) => action,
+        Verdict::Refuse(failure) => return failure,
+    };
+    match &action {
+        Some(Action::Status {
+            status,
+            retry_after,
+        }) => return status_fault(*status, *retry_after),
+        Some(Action::NotJson) => {
+            return (
+                StatusCode::OK,
+                [(CONTENT_TYPE, "text/html")],
+                HTML_ERROR_PAGE,
+            )
+                .into_response();
+        }
+        Some(Action::Delay(delay)) => tokio::time::sleep(*delay).await,
+        _ => {}
     }
 
+    let mut next = (window.end < total && paging != Paging::Single).then_some(window.end);
+    if let Some(Action::NextOffset(offset)) = action {
+        if matches!(paging, Paging::Token | Paging::NextUrl | Paging::LinkHeader) {
+            next = Some(offset);
+        }
+    }
+    let link = match host {
+        Some(host) => match HeaderValue::try_from(link_header(&host, window.size, next)) {
+            Ok(link) => Some(link),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "bad request: bad Host header"),
+        },
+        None => None,
+    };
+
+    let body = page_body(&api.pool, paging, &window, next, total);
+    let (body, content_length) = match action {
+        Some(Action::ResetMidBody { after }) => {
+            let after = after.min(body.len().saturating_sub(1));
+            let pieces = vec![
+                Piece::Bytes(body[..after].to_vec()),
+                Piece::Pause(FLUSH_PAUSE),
+                Piece::Abort,
+            ];
+            (pieced(pieces), None)
+        }
+        Some(Action::Truncate { after }) => {
+            let after = after.min(body.len().saturating_sub(1));
+            let pieces = vec![
+                Piece::Bytes(body[..after].to_vec()),
+                Piece::Pause(FLUSH_PAUSE),
+            ];
+            (pieced(pieces), Some(body.len()))
+        }
+        Some(Action::Stall { after, stall }) => {
+            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
+            let len = body.len();
+            let mut head = body;
+            let tail = head.split_off(after.min(len));
+            let pieces = vec![Piece::Bytes(head), Piece::Pause(stall), Piece::Bytes(tail)];
+            (pieced(pieces), Some(len))
+        }
+        Some(Action::Pad { bytes, chunked }) => {
+            let mut body = body;
+            body.resize(body.len() + bytes, b' ');
+            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
+            if chunked {
+                (pieced(vec![Piece::Bytes(body)]), None)
+            } else {
+                (Body::from(body), None)
+            }
+        }
+        _ => {
+            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
+            (Body::from(body), None)
+        }
+    };
+
+    let mut response = (StatusCode::OK, [(CONTENT_TYPE, JSON)], body).into_response();
+    if let Some(len) = content_length {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Some(link) = link {
+        response.headers_mut().insert(LINK, link);
+    }
+    response
+}
+
+/// The JSON body of a page: records `window.start..window.end` and the next cursor `next`.
+fn page_body(
+    pool: &Pool,
+    paging: Paging,
+    window: &Window,
+    next: Option<u64>,
+    total: u64,
+) -> Vec<u8> {
     let (open, close): (&[u8], String) = match paging {
         Paging::Token => (
             br#"{"variants":["#,
@@ -521,33 +832,91 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
         Paging::Single => (br#"{"variants":["#, "]}".into()),
     };
     let records = window.start..window.end;
-    let mut body =
-        Vec::with_capacity(open.len() + api.pool.records_len(records.clone()) + close.len());
+    let mut body = Vec::with_capacity(open.len() + pool.records_len(records.clone()) + close.len());
     body.extend_from_slice(open);
     for index in records {
         if index > window.start {
             body.push(b',');
         }
-        api.pool.write_record(index, &mut body);
+        pool.write_record(index, &mut body);
     }
     body.extend_from_slice(close.as_bytes());
-    api.bytes_served.fetch_add(body.len() as u64, Relaxed);
+    body
+}
 
-    let mut response = (StatusCode::OK, [(CONTENT_TYPE, JSON)], body).into_response();
-    if let Some(link) = link {
-        response.headers_mut().insert(LINK, link);
+/// The answer of an [`Action::Status`] fault.
+fn status_fault(status: u16, retry_after: Option<RetryAfter>) -> Response {
+    let Ok(code) = StatusCode::from_u16(status) else {
+        let message = format!("fault status {status} is not an HTTP status");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &message);
+    };
+    let mut response = error(code, &format!("injected fault: HTTP {status}"));
+    if let Some(after) = retry_after {
+        // Digits, or an HTTP-date: always a valid header value.
+        if let Ok(value) = HeaderValue::try_from(after.header_value(SystemTime::now())) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
     }
     response
 }
 
+/// A step of a body sent piece by piece.
+enum Piece {
+    /// Sends these bytes.
+    Bytes(Vec<u8>),
+    /// Waits.
+    Pause(Duration),
+    /// Fails the body: the server drops the connection.
+    Abort,
+}
+
+/// A streamed body made of `pieces`, in order; its length is unknown to the server (it sends
+/// a `Content-Length` only if the response has one).
+fn pieced(pieces: Vec<Piece>) -> Body {
+    let stream = futures::stream::unfold(pieces.into_iter(), |mut rest| async move {
+        loop {
+            match rest.next()? {
+                Piece::Bytes(bytes) => return Some((Ok(bytes), rest)),
+                Piece::Pause(pause) => tokio::time::sleep(pause).await,
+                Piece::Abort => {
+                    let reset = io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "injected fault: connection dropped mid-body",
+                    );
+                    return Some((Err(reset), rest));
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// What [`Shared::fault`] decided for a data request.
+enum Verdict {
+    /// Answer with the page, or as this rule's action says.
+    Answer(Option<Action>),
+    /// Send this failure instead of the page.
+    Refuse(Response),
+}
+
 impl Shared {
-    /// Applies [`Faults`] to a data request that passed validation: the failure to send instead,
-    /// if any. `None` counts the request as a served page (counting atomically with the check
-    /// keeps `error_after_pages` exact under concurrency).
-    fn fault(&self, uri: &Uri) -> Option<Response> {
+    /// Applies [`Faults`] to a data request that passed validation: the failure to send
+    /// instead of the page, or the action of the rule that applies, if one does, for the
+    /// caller to carry out. A page that will be served whole is counted here (counting
+    /// atomically with the check keeps `error_after_pages` exact under concurrency).
+    fn fault(&self, uri: &Uri, window: &Window) -> Verdict {
         let faults = &self.config.faults;
+        let url = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        if let Some(action) = self.rule(url, window) {
+            self.faults_injected.fetch_add(1, Relaxed);
+            if action.serves_page() {
+                if let Some(refused) = self.admit() {
+                    return Verdict::Refuse(refused);
+                }
+            }
+            return Verdict::Answer(Some(action));
+        }
         if faults.transient_errors > 0 {
-            let url = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
             let mut failed = self
                 .transient
                 .lock()
@@ -555,30 +924,67 @@ impl Shared {
             let count = failed.entry(url.to_owned()).or_default();
             if *count < faults.transient_errors {
                 *count += 1;
+                self.faults_injected.fetch_add(1, Relaxed);
                 let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "transient fault, retry");
                 if let Some(after) = &faults.retry_after {
                     let Ok(after) = HeaderValue::try_from(after.as_str()) else {
                         let message = "faults.retry_after is not a header value";
-                        return Some(error(StatusCode::INTERNAL_SERVER_ERROR, message));
+                        return Verdict::Refuse(error(StatusCode::INTERNAL_SERVER_ERROR, message));
                     };
                     response.headers_mut().insert(RETRY_AFTER, after);
                 }
-                return Some(response);
+                return Verdict::Refuse(response);
             }
         }
+        match self.admit() {
+            Some(refused) => {
+                self.faults_injected.fetch_add(1, Relaxed);
+                Verdict::Refuse(refused)
+            }
+            None => Verdict::Answer(None),
+        }
+    }
+
+    /// The action of the first rule that applies to `url` and has uses left for it, spending
+    /// one.
+    fn rule(&self, url: &str, window: &Window) -> Option<Action> {
+        let rules = &self.config.faults.rules;
+        if rules.is_empty() {
+            return None;
+        }
+        let mut uses = self
+            .rule_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (index, rule) in rules.iter().enumerate() {
+            if !rule.when.matches(window) {
+                continue;
+            }
+            let used = uses.entry((index, url.to_owned())).or_default();
+            let left = match rule.times {
+                Times::First(n) => *used < n,
+                Times::Forever => true,
+            };
+            if left {
+                *used = used.saturating_add(1);
+                return Some(rule.what.clone());
+            }
+        }
+        None
+    }
+
+    /// Counts a page about to be served (`None`), or answers the `error_after_pages` failure.
+    fn admit(&self) -> Option<Response> {
+        let faults = &self.config.faults;
         let limit = faults.error_after_pages.unwrap_or(u64::MAX);
         let admitted = self
             .pages_served
             .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1));
-        if admitted.is_err() {
+        admitted.is_err().then(|| {
             let status = StatusCode::from_u16(faults.error_status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Some(error(
-                status,
-                &format!("injected fault after {limit} pages"),
-            ));
-        }
-        None
+            error(status, &format!("injected fault after {limit} pages"))
+        })
     }
 }
 
@@ -613,6 +1019,58 @@ mod tests {
         for bad in ["", "!!!", "djE6", "djI6MjAw", "djE6LTE", "djE6KzE"] {
             assert_eq!(decode_cursor(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn when_matches_pages_and_offsets() {
+        let window = |paging, query| Window::parse(paging, query, 23).expect("a valid query");
+        let token = format!("count=5&token={}", encode_cursor(10));
+        let third = window(Paging::Token, &token);
+        assert!(When::Always.matches(&third));
+        assert!(When::Page(3).matches(&third));
+        assert!(When::Offset(10).matches(&third));
+        for other in [When::Page(0), When::Page(2), When::Page(4), When::Offset(5)] {
+            assert!(!other.matches(&third), "{other:?}");
+        }
+        // Page numbers count pages of the requested size; an offset between pages is none.
+        assert!(When::Page(3).matches(&window(Paging::Page, "page=3&per_page=5")));
+        assert!(When::Page(3).matches(&window(Paging::Offset, "offset=10&limit=5")));
+        let between = window(Paging::Offset, "offset=12&limit=5");
+        assert!(!(1..=5).any(|n| When::Page(n).matches(&between)));
+        assert!(When::Offset(12).matches(&between));
+        // Past the end: the empty page still has a number.
+        assert!(When::Page(6).matches(&window(Paging::Offset, "offset=25&limit=5")));
+        // The single page is page 1, even of an empty data set.
+        assert!(When::Page(1).matches(&window(Paging::Single, "")));
+        let empty = Window::parse(Paging::Single, "", 0).expect("valid");
+        assert!(When::Page(1).matches(&empty));
+        assert!(!When::Page(2).matches(&empty));
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(RetryAfter::Seconds(7).header_value(now), "7");
+        assert_eq!(
+            RetryAfter::DateIn(Duration::MAX).header_value(now),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        assert_eq!(
+            RetryAfter::DateIn(Duration::from_millis(60_900)).header_value(now),
+            "Tue, 14 Nov 2023 22:14:20 GMT"
+        );
+        let action = Action::status(429).retry_after(RetryAfter::Seconds(1));
+        assert_eq!(
+            action,
+            Action::Status {
+                status: 429,
+                retry_after: Some(RetryAfter::Seconds(1))
+            }
+        );
+        assert_eq!(
+            Action::NotJson.retry_after(RetryAfter::Seconds(1)),
+            Action::NotJson
+        );
     }
 
     #[test]

@@ -3,10 +3,14 @@
 //! address and stops on SIGTERM.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
-use landline_mockapi::{DataConfig, Faults, MockConfig, MockServer, Stats, expected_record, spawn};
+use landline_mockapi::{
+    Action, DataConfig, Fault, Faults, MockConfig, MockServer, RetryAfter, Stats, Times, When,
+    expected_record, spawn,
+};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, RETRY_AFTER, TRANSFER_ENCODING};
 use serde_json::{Value, json};
 
 /// 23 records from a pool of 7: five pages of 5, the last one short, and the pool wraps.
@@ -128,7 +132,8 @@ async fn token_pages_through_every_record() {
         Stats {
             pages_served: 5,
             bytes_served: body_bytes,
-            requests: 5
+            requests: 5,
+            faults_injected: 0,
         }
     );
 
@@ -318,7 +323,8 @@ async fn health_and_meta() {
         Stats {
             pages_served: 0,
             bytes_served: 0,
-            requests: 2
+            requests: 2,
+            faults_injected: 0,
         }
     );
 }
@@ -419,7 +425,8 @@ async fn errors_forever_after_some_pages() {
         .await
         .error(StatusCode::BAD_REQUEST);
     assert_eq!(get(&format!("{base}/healthz")).await.status, StatusCode::OK);
-    assert_eq!(server.stats().pages_served, 2);
+    let stats = server.stats();
+    assert_eq!((stats.pages_served, stats.faults_injected), (2, 4));
 }
 
 #[tokio::test]
@@ -449,7 +456,425 @@ async fn transient_errors_per_url_then_success() {
         assert_eq!(get(&url).await.status, StatusCode::OK);
     }
     let stats = server.stats();
-    assert_eq!((stats.pages_served, stats.requests), (4, 8));
+    assert_eq!(
+        (stats.pages_served, stats.requests, stats.faults_injected),
+        (4, 8, 4)
+    );
+}
+
+/// A mock API over `data()` with these fault rules.
+async fn start_with(rules: Vec<Fault>) -> MockServer {
+    start(MockConfig {
+        data: data(),
+        faults: Faults {
+            rules,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    })
+    .await
+}
+
+/// What a client read of an answer whose body may fail part-way.
+struct Partial {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The body bytes received before the end or the failure.
+    body: Vec<u8>,
+    /// The failure that ended the body, if any.
+    failure: Option<reqwest::Error>,
+    /// When the first body bytes arrived, from the start of the request.
+    first_bytes_after: Option<Duration>,
+}
+
+async fn get_partial(url: &str) -> Partial {
+    let started = Instant::now();
+    let mut response = reqwest::get(url).await.expect("the headers arrive");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let (mut body, mut first_bytes_after) = (Vec::new(), None);
+    let failure = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                first_bytes_after.get_or_insert_with(|| started.elapsed());
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    Partial {
+        status,
+        headers,
+        body,
+        failure,
+        first_bytes_after,
+    }
+}
+
+/// The URL of token page `page` (from 1) of 5 records.
+fn token_page(base: &str, page: u64) -> String {
+    match page {
+        1 => format!("{base}/variants?count=5"),
+        n => format!("{base}/variants?count=5&token={}", cursor((n - 1) * 5)),
+    }
+}
+
+/// The token of dataset offset `offset`, as the server writes it.
+fn cursor(offset: u64) -> String {
+    let text = format!("v1:{offset}");
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(alphabet[(bits >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// The body a fault-free server answers at `url`.
+async fn clean_body(url: &str) -> Vec<u8> {
+    let base = url.split("/variants").next().expect("a base");
+    let clean = start(MockConfig {
+        data: data(),
+        ..MockConfig::default()
+    })
+    .await;
+    let reply = get(&url.replacen(base, &clean.base_url(), 1)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.body
+}
+
+#[tokio::test]
+async fn status_rules_fail_the_first_n_requests_of_each_matching_url() {
+    let fault = Fault::new(
+        When::Page(2),
+        Action::status(503).retry_after(RetryAfter::Seconds(1)),
+        Times::First(2),
+    );
+    let server = start_with(vec![fault]).await;
+    let base = server.base_url();
+    get(&token_page(&base, 1)).await.ok();
+    // Page 2 by token, and page 2 by offset: each URL has its own two failures.
+    for url in [
+        token_page(&base, 2),
+        format!("{base}/offset/variants?offset=5&limit=5"),
+    ] {
+        for _ in 0..2 {
+            let reply = get(&url).await;
+            assert_eq!(reply.headers[RETRY_AFTER], "1");
+            let message = reply.error(StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(message, "injected fault: HTTP 503");
+        }
+        get(&url).await.ok();
+        get(&url).await.ok();
+    }
+    get(&token_page(&base, 3)).await.ok();
+    let stats = server.stats();
+    assert_eq!(
+        (stats.pages_served, stats.requests, stats.faults_injected),
+        (6, 10, 4)
+    );
+}
+
+#[tokio::test]
+async fn forever_and_always_rules_never_let_go() {
+    let server = start_with(vec![Fault::new(
+        When::Always,
+        Action::status(502),
+        Times::Forever,
+    )])
+    .await;
+    let base = server.base_url();
+    for _ in 0..3 {
+        for url in [token_page(&base, 1), token_page(&base, 4)] {
+            get(&url).await.error(StatusCode::BAD_GATEWAY);
+        }
+    }
+    // Faults apply to valid data requests only.
+    get(&format!("{base}/variants?count=0"))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert_eq!(get(&format!("{base}/healthz")).await.status, StatusCode::OK);
+    let stats = server.stats();
+    assert_eq!((stats.pages_served, stats.faults_injected), (0, 6));
+
+    // An invalid status says so.
+    let server = start_with(vec![Fault::new(
+        When::Always,
+        Action::status(1000),
+        Times::Forever,
+    )])
+    .await;
+    let message = get(&token_page(&server.base_url(), 1))
+        .await
+        .error(StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(message.contains("1000"), "{message}");
+}
+
+#[tokio::test]
+async fn retry_after_http_date_is_computed_when_answering() {
+    let server = start_with(vec![Fault::new(
+        When::Offset(0),
+        Action::status(429).retry_after(RetryAfter::DateIn(Duration::from_secs(30))),
+        Times::First(1),
+    )])
+    .await;
+    let before = SystemTime::now();
+    let reply = get(&token_page(&server.base_url(), 1)).await;
+    let after = SystemTime::now();
+    let header = reply.headers[RETRY_AFTER].to_str().expect("ASCII");
+    assert!(header.ends_with(" GMT"), "{header}");
+    let at = httpdate::parse_http_date(header).expect("an HTTP-date");
+    // Rounded down to the second.
+    assert!(at > before + Duration::from_secs(28), "{header}");
+    assert!(at <= after + Duration::from_secs(30), "{header}");
+    reply.error(StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn reset_mid_body_sends_a_prefix_of_the_page_then_drops_the_connection() {
+    let server = start_with(vec![Fault::new(
+        When::Page(3),
+        Action::ResetMidBody { after: 1000 },
+        Times::First(1),
+    )])
+    .await;
+    let url = token_page(&server.base_url(), 3);
+    let page = clean_body(&url).await;
+    let cut = get_partial(&url).await;
+    assert_eq!(cut.status, StatusCode::OK);
+    assert_eq!(cut.headers[TRANSFER_ENCODING], "chunked");
+    assert_eq!(cut.body, page[..1000], "the prefix of the real page");
+    // reqwest reports a body cut short as a decode error; hyper says where it was cut.
+    let failure = format!("{:?}", cut.failure.expect("the body fails"));
+    assert!(failure.contains("EOF during chunk"), "{failure}");
+    // Then the page, whole.
+    let whole = get_partial(&url).await;
+    assert!(whole.failure.is_none());
+    assert_eq!(whole.body, page);
+    let stats = server.stats();
+    assert_eq!((stats.pages_served, stats.faults_injected), (1, 1));
+}
+
+#[tokio::test]
+async fn truncated_body_is_shorter_than_its_content_length() {
+    let server = start_with(vec![Fault::new(
+        When::Page(1),
+        Action::Truncate { after: 2000 },
+        Times::First(2),
+    )])
+    .await;
+    let url = token_page(&server.base_url(), 1);
+    let page = clean_body(&url).await;
+    for _ in 0..2 {
+        let cut = get_partial(&url).await;
+        assert_eq!(cut.status, StatusCode::OK);
+        assert_eq!(cut.headers[CONTENT_LENGTH], page.len().to_string().as_str());
+        assert_eq!(cut.body, page[..2000]);
+        let failure = format!("{:?}", cut.failure.expect("the body fails"));
+        assert!(failure.contains("IncompleteBody"), "{failure}");
+    }
+    assert_eq!(get_partial(&url).await.body, page);
+
+    // A cut past the end still cuts: at most all but the last byte is sent.
+    let server = start_with(vec![Fault::new(
+        When::Always,
+        Action::Truncate { after: usize::MAX },
+        Times::First(1),
+    )])
+    .await;
+    let cut = get_partial(&token_page(&server.base_url(), 1)).await;
+    assert_eq!(cut.body, page[..page.len() - 1]);
+    assert!(cut.failure.is_some());
+}
+
+#[tokio::test]
+async fn not_json_answers_200_with_an_html_page() {
+    let server = start_with(vec![Fault::new(
+        When::Page(2),
+        Action::NotJson,
+        Times::First(1),
+    )])
+    .await;
+    let url = token_page(&server.base_url(), 2);
+    let reply = get(&url).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[CONTENT_TYPE], "text/html");
+    assert!(reply.body.starts_with(b"<!DOCTYPE html>"));
+    assert!(serde_json::from_slice::<Value>(&reply.body).is_err());
+    get(&url).await.ok();
+    assert_eq!(server.stats().pages_served, 1);
+}
+
+#[tokio::test]
+async fn delay_and_stall_answer_late() {
+    let pause = Duration::from_millis(300);
+    let server = start_with(vec![
+        Fault::new(When::Page(1), Action::Delay(pause), Times::First(1)),
+        Fault::new(
+            When::Page(2),
+            Action::Stall {
+                after: 100,
+                stall: pause,
+            },
+            Times::First(1),
+        ),
+    ])
+    .await;
+    let base = server.base_url();
+    let first = token_page(&base, 1);
+    let started = Instant::now();
+    let reply = get_partial(&first).await;
+    assert!(started.elapsed() >= pause);
+    assert!(reply.failure.is_none());
+    assert_eq!(reply.body, clean_body(&first).await);
+
+    let second = token_page(&base, 2);
+    let started = Instant::now();
+    let reply = get_partial(&second).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= pause, "{elapsed:?}");
+    let first_bytes = reply.first_bytes_after.expect("bytes arrived");
+    assert!(
+        first_bytes < pause,
+        "the head came at once: {first_bytes:?}"
+    );
+    assert!(reply.failure.is_none());
+    assert_eq!(reply.headers[CONTENT_LENGTH], reply.body.len().to_string());
+    assert_eq!(reply.body, clean_body(&second).await);
+
+    // Once each: fast now.
+    let started = Instant::now();
+    get(&first).await.ok();
+    get(&second).await.ok();
+    assert!(started.elapsed() < pause);
+    let stats = server.stats();
+    assert_eq!((stats.pages_served, stats.faults_injected), (4, 2));
+}
+
+#[tokio::test]
+async fn next_offset_leads_back_to_an_earlier_page() {
+    let server = start_with(vec![Fault::new(
+        When::Page(3),
+        Action::NextOffset(5),
+        Times::Forever,
+    )])
+    .await;
+    let base = server.base_url();
+    let page = get(&token_page(&base, 3)).await.ok();
+    assert_eq!(page["next_token"], cursor(5));
+    assert_eq!(
+        records(&page["variants"])[0],
+        expected_record(10, &data()),
+        "the records are page 3's"
+    );
+    let page = get(&format!(
+        "{base}/next_url/variants?count=5&cursor={}",
+        cursor(10)
+    ))
+    .await
+    .ok();
+    assert_eq!(
+        page["links"]["next"],
+        format!("/next_url/variants?count=5&cursor={}", cursor(5))
+    );
+    let reply = get(&format!(
+        "{base}/link/variants?per_page=5&cursor={}",
+        cursor(10)
+    ))
+    .await;
+    let header = reply.headers["link"].to_str().expect("ASCII");
+    assert_eq!(
+        links(header)["next"],
+        format!("{base}/link/variants?per_page=5&cursor={}", cursor(5))
+    );
+    // Where the client computes the next page, nothing changes.
+    let page = get(&format!("{base}/page/variants?page=3&per_page=5"))
+        .await
+        .ok();
+    assert_eq!(page["page"], 3);
+}
+
+#[tokio::test]
+async fn pad_makes_a_page_larger_and_keeps_it_json() {
+    let server = start_with(vec![
+        Fault::new(
+            When::Page(1),
+            Action::Pad {
+                bytes: 100_000,
+                chunked: false,
+            },
+            Times::Forever,
+        ),
+        Fault::new(
+            When::Page(2),
+            Action::Pad {
+                bytes: 100_000,
+                chunked: true,
+            },
+            Times::Forever,
+        ),
+    ])
+    .await;
+    let base = server.base_url();
+    let mut clean_bytes = 0;
+    for (page, chunked) in [(1, false), (2, true)] {
+        let url = token_page(&base, page);
+        let clean = clean_body(&url).await;
+        clean_bytes += clean.len() as u64;
+        let reply = get_partial(&url).await;
+        assert!(reply.failure.is_none());
+        assert_eq!(reply.body.len(), clean.len() + 100_000);
+        assert_eq!(reply.body[..clean.len()], clean);
+        assert!(reply.body[clean.len()..].iter().all(|&b| b == b' '));
+        assert!(serde_json::from_slice::<Value>(&reply.body).is_ok());
+        if chunked {
+            assert!(reply.headers.get(CONTENT_LENGTH).is_none());
+            assert_eq!(reply.headers[TRANSFER_ENCODING], "chunked");
+        } else {
+            assert_eq!(reply.headers[CONTENT_LENGTH], reply.body.len().to_string());
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.pages_served,
+            stats.bytes_served,
+            stats.faults_injected
+        ),
+        (2, clean_bytes + 200_000, 2)
+    );
+}
+
+#[tokio::test]
+async fn rules_with_the_same_pages_play_one_after_the_other() {
+    let server = start_with(vec![
+        Fault::new(When::Always, Action::status(500), Times::First(1)),
+        Fault::new(
+            When::Always,
+            Action::ResetMidBody { after: 10 },
+            Times::First(1),
+        ),
+        Fault::new(When::Page(2), Action::status(429), Times::First(1)),
+    ])
+    .await;
+    let base = server.base_url();
+    for page in [1, 2] {
+        let url = token_page(&base, page);
+        get(&url).await.error(StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(get_partial(&url).await.failure.is_some());
+        if page == 2 {
+            get(&url).await.error(StatusCode::TOO_MANY_REQUESTS);
+        }
+        get(&url).await.ok();
+    }
+    let stats = server.stats();
+    assert_eq!((stats.pages_served, stats.faults_injected), (2, 5));
 }
 
 #[tokio::test]

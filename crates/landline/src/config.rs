@@ -12,9 +12,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::pointer::JsonPointer;
-use crate::sink::{MIN_PART_SIZE, PartSizer};
+use crate::sink::{MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
 use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig};
 use crate::template::{RunVars, Template, TemplateError, expand_env};
+use crate::tls::CaBundle;
 use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
 
 const MIB: usize = 1024 * 1024;
@@ -117,6 +118,8 @@ pub struct SourceSection {
     /// Query parameters hidden in messages (replaces the default list).
     #[serde(default)]
     pub redact_params: Option<Vec<String>>,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub ca_bundle: Option<String>,
     /// `[source.pagination]`.
     #[serde(default)]
     pub pagination: PaginationSection,
@@ -259,6 +262,62 @@ pub struct SinkSection {
     /// Deflate threads; 0 (the default) means one per core.
     #[serde(default)]
     pub compression_threads: usize,
+    /// Limit for one request to the store (a part upload included), in seconds.
+    #[serde(default = "default_store_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Limit for connecting to the store, in seconds.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    /// A PEM file of CA certificates trusted besides the system's (S3; else `AWS_CA_BUNDLE`).
+    pub ca_bundle: Option<String>,
+    /// `[sink.retry]`.
+    #[serde(default)]
+    pub retry: SinkRetrySection,
+}
+
+/// `[sink.retry]`: retries of each request to the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkRetrySection {
+    /// Attempts per request, the first included.
+    #[serde(default = "default_store_attempts")]
+    pub max_attempts: u32,
+    /// First backoff, in milliseconds (doubles per retry, with jitter).
+    #[serde(default = "default_store_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest backoff, in milliseconds.
+    #[serde(default = "default_store_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// No retry of a request starts later than this after its first attempt, in seconds.
+    #[serde(default = "default_store_retry_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+impl Default for SinkRetrySection {
+    fn default() -> Self {
+        SinkRetrySection {
+            max_attempts: default_store_attempts(),
+            initial_backoff_ms: default_store_initial_backoff_ms(),
+            max_backoff_ms: default_store_max_backoff_ms(),
+            timeout_secs: default_store_retry_timeout_secs(),
+        }
+    }
+}
+
+fn default_store_timeout_secs() -> f64 {
+    StoreOptions::default().timeout.as_secs_f64()
+}
+fn default_store_attempts() -> u32 {
+    StoreRetry::default().max_attempts
+}
+fn default_store_initial_backoff_ms() -> u64 {
+    StoreRetry::default().initial_backoff.as_millis() as u64
+}
+fn default_store_max_backoff_ms() -> u64 {
+    StoreRetry::default().max_backoff.as_millis() as u64
+}
+fn default_store_retry_timeout_secs() -> f64 {
+    StoreRetry::default().timeout.as_secs_f64()
 }
 
 fn default_part_size() -> usize {
@@ -341,6 +400,8 @@ pub struct SinkSpec {
     pub compression_level: u32,
     /// Deflate threads (resolved: at least 1).
     pub compression_threads: usize,
+    /// Timeouts, retries and CAs of the store's client.
+    pub store: StoreOptions,
 }
 
 impl PipelineFile {
@@ -421,7 +482,13 @@ impl PipelineFile {
             Some(list) => Redactor::new(list.iter().cloned()),
             None => Redactor::default(),
         };
+        let ca_bundle = |key: &str, path: &Option<String>| {
+            path.as_deref()
+                .map(|p| CaBundle::load(expand(key, p)?).map_err(|e| invalid(key, e)))
+                .transpose()
+        };
         let source = SourceConfig {
+            ca_bundle: ca_bundle("source.ca_bundle", &s.ca_bundle)?,
             url,
             headers,
             pagination,
@@ -474,6 +541,11 @@ impl PipelineFile {
 
         let k = &self.sink;
         let sink_url = Template::parse(&k.url).map_err(|e| invalid("sink.url", e))?;
+        let example = sink_url.render(&RunVars {
+            ingest_date: "2026-01-01".into(),
+            ingest_ts: "2026-01-01T00:00:00.000Z".into(),
+        });
+        crate::sink::Destination::check(&example).map_err(|e| invalid("sink.url", e))?;
         if k.part_size_bytes < MIN_PART_SIZE {
             return Err(invalid(
                 "sink.part_size_bytes",
@@ -504,6 +576,21 @@ impl PipelineFile {
             n => n,
         };
         let parts = PartSizer::new(k.part_size_bytes, k.fixed_part_size);
+        let r = &k.retry;
+        if r.max_attempts == 0 {
+            return Err(invalid("sink.retry.max_attempts", "must be at least 1"));
+        }
+        let store = StoreOptions {
+            timeout: secs("sink.timeout_secs", k.timeout_secs)?,
+            connect_timeout: secs("sink.connect_timeout_secs", k.connect_timeout_secs)?,
+            retry: StoreRetry {
+                max_attempts: r.max_attempts,
+                initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+                max_backoff: Duration::from_millis(r.max_backoff_ms),
+                timeout: secs("sink.retry.timeout_secs", r.timeout_secs)?,
+            },
+            ca_bundle: ca_bundle("sink.ca_bundle", &k.ca_bundle)?,
+        };
         Ok(Pipeline {
             source,
             records,
@@ -515,6 +602,7 @@ impl PipelineFile {
                 max_parts_in_flight: k.max_parts_in_flight,
                 compression_level: k.compression_level,
                 compression_threads,
+                store,
             },
         })
     }
@@ -749,6 +837,117 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
                 "unknown field `extra`",
             ),
             ("variants.jsonl.gz\"", "{x}.gz\"", "sink.url"),
+            // Every value is checked, and each error names its key.
+            (
+                "url = \"http://127.0.0.1:18080/variants\"",
+                "url = \"http://${NOPE}/variants\"",
+                "source.url",
+            ),
+            (
+                "query = { count = \"200\" }",
+                "query = { count = \"${NOPE}\" }",
+                "source.query.count",
+            ),
+            (
+                "records = \"/variants\"",
+                "records = \"/vari~2ants\"",
+                "source.records",
+            ),
+            (
+                "max_pages = 450",
+                "max_pages = \"many\"",
+                "max_pages = \"many\"",
+            ),
+            ("max_pages = 450", "max_pages = -1", "max_pages = -1"),
+            (
+                "max_pages = 450",
+                "max_page_bytes = 10",
+                "source.max_page_bytes",
+            ),
+            (
+                "max_pages = 450",
+                "max_record_bytes = 0",
+                "source.max_record_bytes",
+            ),
+            ("max_pages = 450", "timeout_secs = 0", "source.timeout_secs"),
+            (
+                "max_pages = 450",
+                "timeout_secs = nan",
+                "source.timeout_secs",
+            ),
+            (
+                "max_pages = 450",
+                "connect_timeout_secs = -1.5",
+                "source.connect_timeout_secs",
+            ),
+            (
+                "max_pages = 450",
+                "ca_bundle = \"/nonexistent/ca.pem\"",
+                "source.ca_bundle",
+            ),
+            (
+                "[transform]",
+                "[source.retry]\nmax_attempts = 0\n[transform]",
+                "source.retry.max_attempts",
+            ),
+            (
+                "[transform]",
+                "[source.retry]\nmax_attemps = 3\n[transform]",
+                "unknown field `max_attemps`",
+            ),
+            (
+                "[transform]",
+                "[transform]\non_invalid_timestamp = \"explode\"",
+                "unknown variant `explode`",
+            ),
+            (
+                "ingest_ts = \"{ingest_ts}\" }",
+                "ingest_ts = \"{ingest_ts}\", ratio = nan }",
+                "transform.add.ratio",
+            ),
+            (
+                "[sink]",
+                "[sink]\npart_size_bytes = 5368709121",
+                "sink.part_size_bytes",
+            ),
+            (
+                "[sink]",
+                "[sink]\ncompression_threads = 1000",
+                "sink.compression_threads",
+            ),
+            ("[sink]", "[sink]\ntimeout_secs = 0", "sink.timeout_secs"),
+            (
+                "[sink]",
+                "[sink]\nca_bundle = \"/nonexistent/ca.pem\"",
+                "sink.ca_bundle",
+            ),
+            (
+                "[sink]",
+                "[sink.retry]\nmax_attempts = 0\n[sink]",
+                "sink.retry.max_attempts",
+            ),
+            (
+                "[sink]",
+                "[sink.retry]\ntimeout_secs = -1\n[sink]",
+                "sink.retry.timeout_secs",
+            ),
+            (
+                "url = \"s3://bench/variants/date={ingest_date}/variants.jsonl.gz\"",
+                "url = \"s3://bench/\"",
+                "sink.url",
+            ),
+            (
+                "url = \"s3://bench/variants/date={ingest_date}/variants.jsonl.gz\"",
+                "url = \"ftp://bench/x.gz\"",
+                "sink.url",
+            ),
+            (
+                "url = \"s3://bench/variants/date={ingest_date}/variants.jsonl.gz\"",
+                "url = \"out/\"",
+                "sink.url",
+            ),
+            ("records = \"/variants\"\n", "", "missing field `records`"),
+            ("[sink]\nurl", "[sinks]\nurl", "unknown field `sinks`"),
         ];
         for (from, to, want) in cases {
             assert!(EXAMPLE.contains(from), "{from}");

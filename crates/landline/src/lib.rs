@@ -40,12 +40,14 @@
 pub mod compress;
 pub mod config;
 pub mod encode;
+mod errors;
 pub mod pipeline;
 pub mod pointer;
 pub mod report;
 pub mod sink;
 pub mod source;
 pub mod template;
+pub mod tls;
 pub mod transform;
 
 pub use config::{ConfigError, Pipeline, PipelineFile};

@@ -97,7 +97,11 @@ pub async fn run(
         ingest_ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
-    let destination = Destination::open(&pipeline.sink.url.render(&vars), options.store_env)?;
+    let destination = Destination::open(
+        &pipeline.sink.url.render(&vars),
+        &pipeline.sink.store,
+        options.store_env,
+    )?;
     let mut source = HttpSource::new(pipeline.source.clone())?;
     let progress = options.progress.unwrap_or_default();
 

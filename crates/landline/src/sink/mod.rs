@@ -7,15 +7,19 @@
 //! file beside the target and renames it into place on completion, so a local destination is
 //! as atomic as S3.
 
+pub mod cleanup;
 pub mod multipart;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
+
+use crate::tls::{CaBundle, CaBundleError};
 
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, ObjectWriter, PartSizer, Written};
 
@@ -40,7 +44,7 @@ pub enum SinkError {
         endpoint: String,
     },
     /// The object store could not be configured.
-    #[error("configuring the object store for {location}: {source}")]
+    #[error("configuring the object store for {location}: {}", crate::errors::one_line(.source))]
     Store {
         /// The destination.
         location: String,
@@ -58,7 +62,7 @@ pub enum SinkError {
         source: object_store::Error,
     },
     /// Uploading a part failed after the store's retries.
-    #[error("uploading part {part} of {location}: {source}")]
+    #[error("uploading part {part} of {location}: {}", crate::errors::one_line(.source))]
     Part {
         /// The destination.
         location: String,
@@ -75,7 +79,7 @@ pub enum SinkError {
         location: String,
     },
     /// Completing the upload failed, so the object was not created.
-    #[error("completing the upload of {location}: {source}")]
+    #[error("completing the upload of {location}: {}", crate::errors::one_line(.source))]
     Complete {
         /// The destination.
         location: String,
@@ -108,6 +112,86 @@ pub enum SinkError {
     /// A background upload task panicked or was cancelled.
     #[error("an upload task failed: {0}")]
     Task(String),
+    /// The CA bundle named by `AWS_CA_BUNDLE` could not be used.
+    #[error("AWS_CA_BUNDLE: {0}")]
+    CaBundle(#[source] CaBundleError),
+}
+
+/// How the object store's HTTP client behaves: timeouts, retries and extra trusted CAs.
+///
+/// Requests to the store are retried by object_store on 5xx, 429, timeouts and connection
+/// failures, with exponential backoff, until `retry.max_attempts` or `retry.timeout`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreOptions {
+    /// Limit for one whole request (a part upload included).
+    pub timeout: Duration,
+    /// Limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Retries of each request.
+    pub retry: StoreRetry,
+    /// CAs trusted besides the system's (else `AWS_CA_BUNDLE` from the environment, if set).
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// Retries of each request to the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreRetry {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First backoff (doubles per retry, with jitter).
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// No retry starts later than this after the first attempt.
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            retry: StoreRetry::default(),
+            ca_bundle: None,
+        }
+    }
+}
+
+impl Default for StoreRetry {
+    fn default() -> Self {
+        StoreRetry {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl StoreOptions {
+    fn client_options(&self, ca_bundle: Option<&CaBundle>) -> Result<ClientOptions, SinkError> {
+        let mut options = ClientOptions::new()
+            .with_timeout(self.timeout)
+            .with_connect_timeout(self.connect_timeout);
+        if let Some(bundle) = ca_bundle {
+            for certificate in bundle.store_certificates().map_err(SinkError::CaBundle)? {
+                options = options.with_root_certificate(certificate);
+            }
+        }
+        Ok(options)
+    }
+
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: self.retry.initial_backoff,
+                max_backoff: self.retry.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.retry.max_attempts.saturating_sub(1) as usize,
+            retry_timeout: self.retry.timeout,
+        }
+    }
 }
 
 /// What to check when the store refused the request itself.
@@ -123,12 +207,9 @@ fn access_hint(e: &object_store::Error) -> &'static str {
     }
 }
 
-/// The error on one line: servers' XML error bodies come with line breaks.
+/// The error and its causes on one line.
 fn one_line(e: &object_store::Error) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::errors::one_line(e)
 }
 
 /// A resolved destination: the store, the object's path in it, and a printable location.
@@ -145,12 +226,50 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// Checks the form of `dest` without opening anything: a supported scheme, an S3 URL with
+    /// a bucket and a key, a file name rather than a directory.
+    pub fn check(dest: &str) -> Result<(), SinkError> {
+        let bad = |reason: &str| SinkError::Destination {
+            url: dest.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let url = match Url::parse(dest) {
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ if dest.ends_with('/') => {
+                return Err(bad("is a directory; give the object's file name"));
+            }
+            _ => return Ok(()),
+        };
+        match url.scheme() {
+            "s3" | "s3a" => {
+                let key = url.path().trim_start_matches('/');
+                if url.host_str().unwrap_or_default().is_empty()
+                    || key.is_empty()
+                    || key.ends_with('/')
+                {
+                    return Err(bad("expected s3://BUCKET/KEY with a non-empty key"));
+                }
+                Ok(())
+            }
+            "file" => url
+                .to_file_path()
+                .map(drop)
+                .map_err(|()| bad("not an absolute file:// path")),
+            "gs" | "az" | "adl" | "azure" | "abfs" | "abfss" => Ok(()),
+            other => Err(bad(&format!(
+                "unsupported scheme {other:?} (use s3://, gs://, az://, file:// or a path)"
+            ))),
+        }
+    }
+
     /// Opens `dest` (a URL or a filesystem path). Store settings come from `env`, normally
     /// `std::env::vars()`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`,
-    /// `AWS_ALLOW_HTTP`, and the `GOOGLE_*`/`AZURE_*` equivalents.
+    /// `AWS_ALLOW_HTTP`, `AWS_CA_BUNDLE`, and the `GOOGLE_*`/`AZURE_*` equivalents. `options`
+    /// (timeouts, retries, CA bundle) apply to S3; the other stores use their defaults.
     pub fn open(
         dest: &str,
+        options: &StoreOptions,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Destination, SinkError> {
         let bad = |reason: String| SinkError::Destination {
@@ -163,7 +282,7 @@ impl Destination {
             _ => return local(dest),
         };
         match url.scheme() {
-            "s3" | "s3a" => s3(&url, env),
+            "s3" | "s3a" => s3(&url, options, env),
             "file" => {
                 let path = url
                     .to_file_path()
@@ -218,65 +337,140 @@ fn local(path: &str) -> Result<Destination, SinkError> {
 
 fn s3(
     url: &Url,
+    options: &StoreOptions,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Destination, SinkError> {
     let location = url.to_string();
-    let bucket = url.host_str().unwrap_or_default();
     let key = url.path().trim_start_matches('/');
-    if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+    if key.is_empty() || key.ends_with('/') {
         return Err(SinkError::Destination {
             url: location,
             reason: "expected s3://BUCKET/KEY with a non-empty key".into(),
         });
     }
-    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
-    let mut endpoint = None;
-    let mut endpoint_s3 = None;
-    let mut allow_http = false;
-    for (name, value) in env {
-        match name.as_str() {
-            "AWS_ENDPOINT_URL" => endpoint = Some(value),
-            "AWS_ENDPOINT_URL_S3" => endpoint_s3 = Some(value),
-            "AWS_ALLOW_HTTP" => allow_http = value.eq_ignore_ascii_case("true"),
-            _ if name.starts_with("AWS_") => {
-                if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                    builder = builder.with_config(key, value);
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(endpoint) = endpoint_s3.or(endpoint) {
-        let parsed = Url::parse(&endpoint).map_err(|e| SinkError::Destination {
-            url: location.clone(),
-            reason: format!("AWS endpoint {endpoint:?} is not a URL: {e}"),
-        })?;
-        if parsed.scheme() == "http" {
-            if is_loopback(&parsed) {
-                allow_http = true;
-            } else if !allow_http {
-                return Err(SinkError::InsecureEndpoint { endpoint });
-            }
-        }
-        builder = builder.with_endpoint(endpoint);
-    }
-    let store = builder
-        .with_allow_http(allow_http)
-        .build()
-        .map_err(|source| SinkError::Store {
-            location: location.clone(),
-            source,
-        })?;
+    let bucket = S3Bucket::open(url, options, env)?;
     let path = Path::parse(key).map_err(|e| SinkError::Destination {
         url: location.clone(),
         reason: e.to_string(),
     })?;
     Ok(Destination {
-        store: Arc::new(store),
+        store: Arc::new(bucket.store),
         path,
         location,
         s3_rules: true,
     })
+}
+
+/// An S3 bucket configured from the environment the standard AWS way: the store, and what a
+/// request of our own to it needs (see [`cleanup`]).
+#[derive(Debug)]
+pub(crate) struct S3Bucket {
+    /// The store, for objects.
+    pub(crate) store: AmazonS3,
+    /// The bucket's URL, as object_store derives it (path style unless virtual-hosted).
+    pub(crate) endpoint: Url,
+    /// The signing region.
+    pub(crate) region: String,
+    /// A client with the store's timeouts and trusted CAs.
+    pub(crate) client: reqwest::Client,
+}
+
+impl S3Bucket {
+    /// The bucket of `url` (`s3://BUCKET/…`).
+    pub(crate) fn open(
+        url: &Url,
+        options: &StoreOptions,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<S3Bucket, SinkError> {
+        let location = url.to_string();
+        let bad = |reason: String| SinkError::Destination {
+            url: location.clone(),
+            reason,
+        };
+        let bucket = url.host_str().unwrap_or_default();
+        if bucket.is_empty() {
+            return Err(bad("expected s3://BUCKET/…".into()));
+        }
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        let mut endpoint = None;
+        let mut endpoint_s3 = None;
+        let mut allow_http = false;
+        let mut env_ca_bundle = None;
+        for (name, value) in env {
+            match name.as_str() {
+                "AWS_ENDPOINT_URL" => endpoint = Some(value),
+                "AWS_ENDPOINT_URL_S3" => endpoint_s3 = Some(value),
+                "AWS_CA_BUNDLE" if !value.is_empty() => env_ca_bundle = Some(value),
+                "AWS_ALLOW_HTTP" => allow_http = value.eq_ignore_ascii_case("true"),
+                _ if name.starts_with("AWS_") => {
+                    if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let endpoint = endpoint_s3.or(endpoint);
+        if let Some(endpoint) = &endpoint {
+            let parsed = Url::parse(endpoint)
+                .map_err(|e| bad(format!("AWS endpoint {endpoint:?} is not a URL: {e}")))?;
+            if parsed.scheme() == "http" {
+                if is_loopback(&parsed) {
+                    allow_http = true;
+                } else if !allow_http {
+                    return Err(SinkError::InsecureEndpoint {
+                        endpoint: endpoint.clone(),
+                    });
+                }
+            }
+            builder = builder.with_endpoint(endpoint);
+        }
+        let ca_bundle = match (&options.ca_bundle, env_ca_bundle) {
+            (Some(bundle), _) => Some(bundle.clone()),
+            (None, Some(path)) => Some(CaBundle::load(path).map_err(SinkError::CaBundle)?),
+            (None, None) => None,
+        };
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let virtual_hosted = builder
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // As object_store derives it, so our own requests go where its requests go.
+        let bucket_endpoint = match (&endpoint, virtual_hosted) {
+            (Some(endpoint), true) => endpoint.clone(),
+            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        let endpoint = Url::parse(&format!("{}/", bucket_endpoint.trim_end_matches('/')))
+            .map_err(|e| bad(format!("bucket URL {bucket_endpoint:?}: {e}")))?;
+        let store_error = |source| SinkError::Store {
+            location: location.clone(),
+            source,
+        };
+        // Client options first: they carry allow_http, which the next call sets.
+        let store = builder
+            .with_client_options(options.client_options(ca_bundle.as_ref())?)
+            .with_allow_http(allow_http)
+            .with_retry(options.retry_config())
+            .build()
+            .map_err(store_error)?;
+        let mut client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout);
+        if let Some(bundle) = &ca_bundle {
+            let certificates = bundle.reqwest_certificates().map_err(SinkError::CaBundle)?;
+            client = client.tls_certs_merge(certificates);
+        }
+        let client = client.build().map_err(|e| bad(e.to_string()))?;
+        Ok(S3Bucket {
+            store,
+            endpoint,
+            region,
+            client,
+        })
+    }
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -292,6 +486,19 @@ fn is_loopback(url: &Url) -> bool {
 mod tests {
     use super::*;
 
+    fn open(dest: &str, env: Vec<(String, String)>) -> Result<Destination, SinkError> {
+        Destination::open(dest, &StoreOptions::default(), env)
+    }
+
+    #[test]
+    fn aws_ca_bundle_is_read_and_checked() {
+        let err = open("s3://b/k", env(&[("AWS_CA_BUNDLE", "/nonexistent/ca.pem")])).unwrap_err();
+        assert!(matches!(err, SinkError::CaBundle(_)), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        // Empty means unset, as in the AWS CLI.
+        open("s3://b/k", env(&[("AWS_CA_BUNDLE", "")])).unwrap();
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -301,7 +508,7 @@ mod tests {
 
     #[test]
     fn opens_s3_destinations() {
-        let d = Destination::open(
+        let d = open(
             "s3://bench/variants/date=2026-11-25/variants.jsonl.gz",
             env(&[
                 ("AWS_ACCESS_KEY_ID", "ak"),
@@ -319,13 +526,13 @@ mod tests {
 
     #[test]
     fn refuses_plain_http_off_loopback() {
-        let err = Destination::open(
+        let err = open(
             "s3://b/k",
             env(&[("AWS_ENDPOINT_URL", "http://10.1.2.3:9000")]),
         )
         .unwrap_err();
         assert!(matches!(err, SinkError::InsecureEndpoint { .. }), "{err}");
-        Destination::open(
+        open(
             "s3://b/k",
             env(&[
                 ("AWS_ENDPOINT_URL", "http://10.1.2.3:9000"),
@@ -334,7 +541,7 @@ mod tests {
         )
         .unwrap();
         // The S3-specific variable wins over the generic one.
-        let err = Destination::open(
+        let err = open(
             "s3://b/k",
             env(&[
                 ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
@@ -343,12 +550,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, SinkError::InsecureEndpoint { .. }), "{err}");
-        Destination::open(
+        open(
             "s3://b/k",
             env(&[("AWS_ENDPOINT_URL", "http://[::1]:9000")]),
         )
         .unwrap();
-        Destination::open(
+        open(
             "s3://b/k",
             env(&[("AWS_ENDPOINT_URL", "http://localhost:1")]),
         )
@@ -364,17 +571,17 @@ mod tests {
             "ftp://x/y",
             "/tmp/",
         ] {
-            assert!(Destination::open(bad, env(&[])).is_err(), "{bad}");
+            assert!(open(bad, env(&[])).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn opens_local_paths() {
-        let d = Destination::open("out/x.jsonl.gz", env(&[])).unwrap();
+        let d = open("out/x.jsonl.gz", env(&[])).unwrap();
         assert!(d.location.starts_with("file:///"), "{}", d.location);
         assert!(d.location.ends_with("/out/x.jsonl.gz"));
         assert!(!d.s3_rules);
-        let d = Destination::open("file:///tmp/a/b.gz", env(&[])).unwrap();
+        let d = open("file:///tmp/a/b.gz", env(&[])).unwrap();
         assert_eq!(d.location, "file:///tmp/a/b.gz");
     }
 }

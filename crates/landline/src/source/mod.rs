@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
+use crate::tls::CaBundle;
+
 pub use paginate::{Cursor, PageOutcome, Pagination, PaginationError, Paginator};
 pub use redact::{RedactedUrl, Redactor};
 pub use retry::RetryPolicy;
@@ -44,6 +46,8 @@ pub struct SourceConfig {
     pub retry: RetryPolicy,
     /// Which query parameters to hide in messages.
     pub redactor: Redactor,
+    /// CAs trusted besides the system's.
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// Why the source failed. Every variant names the page and the (redacted) URL.
@@ -155,7 +159,14 @@ impl HttpSource {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(bundle) = &config.ca_bundle {
+            let certificates = bundle
+                .reqwest_certificates()
+                .map_err(|e| SourceError::Client(e.to_string()))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let client = builder
             .user_agent(concat!("landline/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .timeout(config.timeout)
@@ -306,7 +317,7 @@ impl HttpSource {
             }
             body.reserve(len as usize);
         }
-        while let Some(chunk) = response.chunk().await.map_err(Failure::transport)? {
+        while let Some(chunk) = response.chunk().await.map_err(Failure::body)? {
             if body.len() + chunk.len() > limit {
                 return Err(Failure::too_large());
             }
@@ -350,12 +361,30 @@ enum FailureKind {
 impl Failure {
     fn transport(e: reqwest::Error) -> Failure {
         // Timeouts, refused or reset connections and bodies cut short may heal; a request
-        // that could not even be built will not.
-        let retryable = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
+        // that could not even be built, or a certificate that does not verify, will not.
+        let retryable = (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body())
+            && !crate::errors::is_certificate_error(&e);
         Failure {
             retryable,
             retry_after: None,
-            kind: FailureKind::Transport(error_chain(&e.without_url())),
+            kind: FailureKind::Transport(crate::errors::one_line(&e.without_url())),
+        }
+    }
+
+    /// A failure while reading the body of a successful answer: the connection closed or
+    /// reset before the end, or the request timed out. reqwest calls every such failure "error
+    /// decoding response body", but with no content decoding enabled none is about the
+    /// content, and all may heal.
+    fn body(e: reqwest::Error) -> Failure {
+        let e = e.without_url();
+        let cause = match std::error::Error::source(&e) {
+            Some(source) => crate::errors::one_line(source),
+            None => e.to_string(),
+        };
+        Failure {
+            retryable: true,
+            retry_after: None,
+            kind: FailureKind::Transport(format!("reading the body: {cause}")),
         }
     }
 
@@ -393,19 +422,4 @@ impl Failure {
             FailureKind::TooLarge => SourceError::PageTooLarge { page, url, limit },
         }
     }
-}
-
-/// An error and its sources on one line (reqwest's own Display stops at the first level).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -3,7 +3,12 @@
 //! Run them through `scripts/test.sh`, which starts the S3 servers and exports their
 //! addresses; a test that needs a server and finds none fails, it never skips.
 
+mod api_faults;
 mod e2e;
 mod failures;
 mod harness;
+mod idempotence;
+mod proxy;
 mod s3;
+mod store_faults;
+mod tls;
