@@ -29,6 +29,9 @@ pub const MAX_PARTS: u64 = 10_000;
 /// Parts per step of the growth schedule: the part size doubles after each step.
 pub const PARTS_PER_SIZE_STEP: u64 = 1_000;
 
+/// How long an abort waits for the parts still uploading before it cancels them.
+pub const SETTLE_IN_FLIGHT: Duration = Duration::from_secs(10);
+
 /// Attempts at aborting an upload before giving up and reporting it.
 const ABORT_ATTEMPTS: u32 = 3;
 
@@ -84,6 +87,10 @@ pub struct Written {
 /// Writes one object through a multipart upload.
 pub struct ObjectWriter {
     location: String,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    /// When the upload was created, by this machine's clock.
+    created: chrono::DateTime<chrono::Utc>,
     upload: Box<dyn MultipartUpload>,
     in_flight: JoinSet<Result<(), (u64, object_store::Error)>>,
     max_in_flight: usize,
@@ -109,6 +116,7 @@ impl ObjectWriter {
         location: String,
         max_in_flight: usize,
     ) -> Result<Self, SinkError> {
+        let created = chrono::Utc::now();
         let upload = store
             .put_multipart(path)
             .await
@@ -118,6 +126,9 @@ impl ObjectWriter {
             })?;
         Ok(ObjectWriter {
             location,
+            store,
+            path: path.clone(),
+            created,
             upload,
             in_flight: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
@@ -209,14 +220,48 @@ impl ObjectWriter {
                 bytes: self.bytes,
                 e_tag: put.e_tag,
             }),
+            Err(err @ SinkError::Complete { .. }) => match completed_anyway(
+                Arc::clone(&self.store),
+                self.path.clone(),
+                self.created,
+                self.parts,
+                self.bytes,
+            )
+            .await
+            {
+                Some(e_tag) => {
+                    tracing::warn!(
+                        location = %self.location,
+                        error = %err,
+                        "the answer to completing the upload was lost, but the object is this \
+                         upload's (same size and part count, written after it started)"
+                    );
+                    Ok(Written {
+                        parts: self.parts,
+                        bytes: self.bytes,
+                        e_tag,
+                    })
+                }
+                None => Err(self.abort_after(err).await),
+            },
             Err(err) => Err(self.abort_after(err).await),
         }
     }
 
     /// Aborts the upload: stops parts in flight and asks the store to drop what it has.
+    ///
+    /// Parts still uploading are given [`SETTLE_IN_FLIGHT`] to end first: a part request the
+    /// store has already received may still succeed after an abort and leave its bytes behind
+    /// (S3 documents this), so the abort waits for them rather than dropping their connections.
     pub async fn abort(mut self) -> Result<(), SinkError> {
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
+        let settle = async { while self.in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(SETTLE_IN_FLIGHT, settle)
+            .await
+            .is_err()
+        {
+            self.in_flight.abort_all();
+            while self.in_flight.join_next().await.is_some() {}
+        }
         let mut last = None;
         for attempt in 0..ABORT_ATTEMPTS {
             if attempt > 0 {
@@ -244,6 +289,32 @@ impl ObjectWriter {
             },
         }
     }
+}
+
+/// After a failed Complete: whether the store completed the upload all the same (its
+/// answer lost, then a retry refused because the upload is gone). The object at the key
+/// must have this upload's size, have been written since the upload started (with a
+/// minute for clock skew), and, if its ETag is a multipart one (`…-N`), this part count.
+/// Then its ETag (`Some(None)` when the store gives none).
+async fn completed_anyway(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    created: chrono::DateTime<chrono::Utc>,
+    parts: u64,
+    bytes: u64,
+) -> Option<Option<String>> {
+    let meta = store.head(&path).await.ok()?;
+    let since = created - chrono::Duration::seconds(60);
+    let parts_match = match meta
+        .e_tag
+        .as_deref()
+        .map(|t| t.trim_matches('"'))
+        .and_then(|t| t.rsplit_once('-'))
+    {
+        Some((_, n)) => n.parse::<u64>().ok() == Some(parts),
+        None => true,
+    };
+    (meta.size == bytes && meta.last_modified >= since && parts_match).then_some(meta.e_tag)
 }
 
 #[cfg(test)]

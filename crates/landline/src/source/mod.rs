@@ -144,6 +144,8 @@ pub struct HttpSource {
     client: reqwest::Client,
     config: SourceConfig,
     paginator: Paginator,
+    /// The last URL requested, for errors about what came after it.
+    last_url: Option<Url>,
 }
 
 impl HttpSource {
@@ -182,6 +184,7 @@ impl HttpSource {
             client,
             config,
             paginator,
+            last_url: None,
         })
     }
 
@@ -202,14 +205,16 @@ impl HttpSource {
             Ok(Some(url)) => url,
             Ok(None) => return Ok(None),
             Err(source) => {
+                let last_url = self.last_url.as_ref().unwrap_or(&self.config.url);
                 return Err(SourceError::Pagination {
                     page: last_page,
-                    url: self.config.redactor.url(&self.config.url),
+                    url: self.config.redactor.url(last_url),
                     source,
                 });
             }
         };
         let page = self.paginator.pages();
+        self.last_url = Some(url.clone());
         let (link_next, attempts) = self.get_with_retries(&url, page, body).await?;
         Ok(Some(Fetched {
             page,
