@@ -497,58 +497,33 @@ async fn api_fault_repeated_next_token_is_a_pagination_loop() {
     permanent("repeated-token", rules, expected).await;
 }
 
+/// An oversized page, announced by its Content-Length or found while reading a chunked body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_fault_oversized_page_with_content_length_is_refused() {
-    let rules = vec![Fault::new(
-        When::Page(2),
-        Action::Pad {
-            bytes: 2 * MAX_PAGE_BYTES,
-            chunked: false,
-        },
-        Times::Forever,
-    )];
-    let expected = Expected {
-        page: 2,
-        cause: &["is larger than max_page_bytes = 8000000"],
-        faults: 1,
-        matches: |e| {
-            matches!(
-                e,
-                RunError::Source(SourceError::PageTooLarge {
-                    page: 2,
-                    limit: MAX_PAGE_BYTES,
-                    ..
-                })
-            )
-        },
-    };
-    permanent("oversized-page", rules, expected).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_fault_oversized_chunked_page_is_refused_while_reading() {
-    let rules = vec![Fault::new(
-        When::Page(2),
-        Action::Pad {
-            bytes: 2 * MAX_PAGE_BYTES,
-            chunked: true,
-        },
-        Times::Forever,
-    )];
-    let expected = Expected {
-        page: 2,
-        cause: &["is larger than max_page_bytes = 8000000"],
-        faults: 1,
-        matches: |e| {
-            matches!(
-                e,
-                RunError::Source(SourceError::PageTooLarge {
-                    page: 2,
-                    limit: MAX_PAGE_BYTES,
-                    ..
-                })
-            )
-        },
-    };
-    permanent("oversized-chunked-page", rules, expected).await;
+async fn api_fault_oversized_page_is_refused() {
+    for (row, chunked) in [("oversized-page", false), ("oversized-chunked-page", true)] {
+        let rules = vec![Fault::new(
+            When::Page(2),
+            Action::Pad {
+                bytes: 2 * MAX_PAGE_BYTES,
+                chunked,
+            },
+            Times::Forever,
+        )];
+        let expected = Expected {
+            page: 2,
+            cause: &["is larger than max_page_bytes = 8000000"],
+            faults: 1,
+            matches: |e| {
+                matches!(
+                    e,
+                    RunError::Source(SourceError::PageTooLarge {
+                        page: 2,
+                        limit: MAX_PAGE_BYTES,
+                        ..
+                    })
+                )
+            },
+        };
+        permanent(row, rules, expected).await;
+    }
 }
