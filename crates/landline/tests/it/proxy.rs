@@ -812,18 +812,7 @@ mod tests {
             for response in responses {
                 let (stream, _) = listener.accept().await.expect("accept");
                 let mut wire = Wire::new(stream);
-                let head = wire
-                    .read_through(b"\r\n\r\n", MAX_HEAD)
-                    .await
-                    .expect("read")
-                    .expect("a request");
-                let head = Head::parse(head).expect("head");
-                let body = if head.chunked() {
-                    wire.read_chunked().await.expect("chunked")
-                } else {
-                    let n = head.content_length().expect("length").unwrap_or(0);
-                    wire.read_exact(n).await.expect("body")
-                };
+                let (head, body) = read_message(&mut wire).await;
                 let mut request = head.raw.clone();
                 request.extend_from_slice(&body);
                 seen.push(request);
@@ -834,12 +823,13 @@ mod tests {
         (addr, task)
     }
 
-    async fn read_response(wire: &mut Wire) -> (Head, Vec<u8>) {
+    /// One request or response without interim answers: its head and its body.
+    async fn read_message(wire: &mut Wire) -> (Head, Vec<u8>) {
         let head = wire
             .read_through(b"\r\n\r\n", MAX_HEAD)
             .await
             .expect("read")
-            .expect("a response");
+            .expect("a message");
         let head = Head::parse(head).expect("head");
         let body = if head.chunked() {
             wire.read_chunked().await.expect("chunked")
@@ -946,10 +936,10 @@ mod tests {
             "PUT /b/k?partNumber=1&uploadId=u HTTP/1.1\r\n{host}Content-Length: 4\r\nExpect: 100-continue\r\n\r\n"
         );
         client.stream.write_all(first.as_bytes()).await.expect("w");
-        let (interim, _) = read_response(&mut client).await;
+        let (interim, _) = read_message(&mut client).await;
         assert_eq!(interim.status().expect("status"), 100);
         client.stream.write_all(b"body").await.expect("w");
-        let (head, body) = read_response(&mut client).await;
+        let (head, body) = read_message(&mut client).await;
         assert_eq!(head.status().expect("status"), 200);
         assert_eq!(head.header("etag"), Some("\"x\""));
         assert_eq!(body, b"hello");
@@ -962,7 +952,7 @@ mod tests {
             .write_all(faulted.as_bytes())
             .await
             .expect("w");
-        let (head, body) = read_response(&mut client).await;
+        let (head, body) = read_message(&mut client).await;
         assert_eq!(head.status().expect("status"), 503);
         assert!(String::from_utf8_lossy(&body).contains("<Code>SlowDown</Code>"));
 
@@ -974,7 +964,7 @@ mod tests {
             .write_all(chunked.as_bytes())
             .await
             .expect("w");
-        let (head, body) = read_response(&mut client).await;
+        let (head, body) = read_message(&mut client).await;
         assert!(head.chunked());
         assert_eq!(body, b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-T: 1\r\n\r\n");
 
