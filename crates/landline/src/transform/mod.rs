@@ -3,12 +3,25 @@
 //!
 //! A record arrives as a deserializer positioned on it (see [`crate::source::page`]). Only its
 //! top-level keys are read: a value whose key is neither an added field nor a timestamp field is
-//! copied through as its raw JSON text, byte for byte, and never parsed into a tree. This is
-//! what keeps a ~28 KB record at memory-copy cost when two fields are added.
+//! copied through as its raw JSON text and never parsed into a tree. This is what keeps a
+//! ~28 KB record at memory-copy cost when two fields are added.
 //!
 //! Output per record: `{` + top-level entries (raw) + added fields + `}` + `\n`, appended to a
 //! caller's buffer ([`crate::encode::LineEncoder`] hands full buffers to the compressor).
 //! An added field whose key the record already has replaces that value in place.
+//!
+//! **Raw, but one line.** A raw value is copied byte for byte, except that the line breaks
+//! (and tabs) between its tokens become spaces: a pretty-printed API response must not split a
+//! record over several lines. Inside strings JSON has no raw control characters, so nothing
+//! else changes, and the value means what it meant.
+//!
+//! **Refused records** (the error names the record's index on the page; see [`RecordError`]):
+//! a record that is not an object; a top-level key that appears twice (`{"id":1,"id":2}`:
+//! readers disagree on which value counts, so landline will not write such a line); a line
+//! longer than `max_record_bytes`; nesting deeper than [`MAX_DEPTH`] levels; a timestamp it
+//! cannot read (unless told to keep it or write `null`). Only top-level keys are checked for
+//! repeats: values copied through raw are not parsed, so a repeated key inside one of them is
+//! passed on as it came.
 
 pub mod timestamp;
 
@@ -18,7 +31,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::encode::LineOutput;
-use crate::source::page::{KeyCow, PageError, RecordSink};
+pub use crate::source::page::MAX_DEPTH;
+use crate::source::page::{KeyCow, PageError, RecordSink, deeper_at, shape};
 pub use timestamp::{TimeZone, TimestampError};
 
 /// At most this many added fields (they are tracked per record in a 64-bit mask).
@@ -64,6 +78,8 @@ pub enum TransformBuildError {
 
 impl Transform {
     /// Builds a transform. `added` holds keys and the JSON text of their values.
+    ///
+    /// `max_record_bytes` bounds each record's line, its newline not counted.
     pub fn new(
         added: Vec<(String, String)>,
         timestamps: Vec<String>,
@@ -120,22 +136,46 @@ pub enum RecordError {
         #[source]
         source: TimestampError,
     },
-    /// The record's JSON Lines text is larger than `max_record_bytes`.
-    #[error("the record is {bytes} bytes as JSON, over max_record_bytes = {limit}")]
+    /// The record's line is longer than `max_record_bytes`. Writing stops as soon as it is,
+    /// so `bytes` is how far it got, not the whole record's size.
+    #[error(
+        "the record is larger than max_record_bytes = {limit} (at least {bytes} bytes as a JSON line)"
+    )]
     TooLarge {
-        /// Size of the record's line.
+        /// Bytes of the line reached when the limit was passed (a lower bound of its size).
         bytes: usize,
         /// The configured limit.
         limit: usize,
+    },
+    /// A top-level key appears more than once. JSON readers disagree on which value counts
+    /// (the first, the last, or an error), so such a record is refused.
+    #[error("the key {key:?} appears more than once (readers disagree on which value counts)")]
+    DuplicateKey {
+        /// The key, unescaped.
+        key: String,
+    },
+    /// A field nests arrays and objects so deep that the line would have more than
+    /// [`MAX_DEPTH`] levels.
+    #[error(
+        "field {field:?} is nested too deeply: the line would have more than {MAX_DEPTH} levels of arrays and objects"
+    )]
+    TooDeep {
+        /// The field.
+        field: String,
     },
 }
 
 /// Writes transformed records as JSON Lines into a [`LineOutput`]; a [`RecordSink`] for page
 /// scans.
+///
+/// A record that fails leaves nothing of itself in the output: the output only ever holds
+/// whole lines.
 pub struct RecordWriter<'a, O> {
     transform: &'a Transform,
     out: &'a mut O,
     error: Option<PageError>,
+    /// The current record's keys, reused from record to record.
+    keys: KeySet,
 }
 
 impl<'a, O: LineOutput> RecordWriter<'a, O> {
@@ -145,6 +185,7 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             transform,
             out,
             error: None,
+            keys: KeySet::default(),
         }
     }
 }
@@ -153,24 +194,24 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
     fn record<'de, D: Deserializer<'de>>(&mut self, index: u64, d: D) -> Result<(), D::Error> {
         let buf = self.out.buf();
         let start = buf.len();
+        self.keys.clear();
         let visitor = ObjectVisitor {
             t: self.transform,
-            out: buf,
+            out: &mut *buf,
+            start,
             index,
             error: &mut self.error,
+            keys: &mut self.keys,
         };
-        d.deserialize_any(visitor)?;
-        let buf = self.out.buf();
-        let bytes = buf.len() - start;
+        if let Err(e) = d.deserialize_any(visitor) {
+            buf.truncate(start);
+            return Err(e);
+        }
+        // The closing brace and the added fields may have taken the line over the limit.
+        let bytes = buf.len() - start - 1;
         if bytes > self.transform.max_record_bytes {
             buf.truncate(start);
-            self.error = Some(PageError::Record {
-                index,
-                source: Box::new(RecordError::TooLarge {
-                    bytes,
-                    limit: self.transform.max_record_bytes,
-                }),
-            });
+            self.error = Some(too_large(index, bytes, self.transform.max_record_bytes));
             return Err(de::Error::custom("record too large"));
         }
         if let Err(e) = self.out.end_line() {
@@ -185,11 +226,93 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
     }
 }
 
+fn too_large(index: u64, bytes: usize, limit: usize) -> PageError {
+    PageError::Record {
+        index,
+        source: Box::new(RecordError::TooLarge { bytes, limit }),
+    }
+}
+
+/// Keys of the record being written, as spans of their JSON text in the output, to refuse a
+/// key that comes twice without allocating per record.
+///
+/// Keys are compared as written: borrowed keys have no escapes and escaped ones are
+/// re-escaped by serde_json, so equal keys have equal text. The first [`LINEAR_KEYS`] keys are
+/// checked as they come, against a small fingerprint array; past that, the spans are sorted
+/// once at the end of the record (no quadratic work on records with very many keys).
+struct KeySet {
+    /// Fingerprints of the first [`LINEAR_KEYS`] keys.
+    fingerprints: [u32; LINEAR_KEYS],
+    spans: Vec<(usize, usize)>,
+}
+
+/// Keys checked one by one as they come; the rest are checked by sorting.
+const LINEAR_KEYS: usize = 32;
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet {
+            fingerprints: [0; LINEAR_KEYS],
+            spans: Vec::with_capacity(LINEAR_KEYS),
+        }
+    }
+}
+
+impl KeySet {
+    fn clear(&mut self) {
+        self.spans.clear();
+    }
+
+    /// Adds the key written at `out[start..end]`; `true` if it is known to repeat an earlier one.
+    fn insert(&mut self, out: &[u8], start: usize, end: usize) -> bool {
+        let key = &out[start..end];
+        let n = self.spans.len();
+        if n < LINEAR_KEYS {
+            let fingerprint = fingerprint(key);
+            // No early exit, so the compiler compares several fingerprints at once.
+            let maybe = self.fingerprints[..n]
+                .iter()
+                .fold(false, |hit, &f| hit | (f == fingerprint));
+            if maybe && self.spans.iter().any(|&(s, e)| out[s..e] == *key) {
+                return true;
+            }
+            self.fingerprints[n] = fingerprint;
+        }
+        self.spans.push((start, end));
+        false
+    }
+
+    /// After the last key of a record with more than [`LINEAR_KEYS`] keys: a repeated key's
+    /// span, if there is one.
+    fn find_repeat(&mut self, out: &[u8]) -> Option<(usize, usize)> {
+        if self.spans.len() <= LINEAR_KEYS {
+            return None;
+        }
+        self.spans
+            .sort_unstable_by(|&(s1, e1), &(s2, e2)| out[s1..e1].cmp(&out[s2..e2]));
+        self.spans
+            .windows(2)
+            .find(|w| out[w[0].0..w[0].1] == out[w[1].0..w[1].1])
+            .map(|w| w[0])
+    }
+}
+
+/// Length and three bytes of a key's text (quotes included): equal keys have equal
+/// fingerprints.
+fn fingerprint(key: &[u8]) -> u32 {
+    let n = key.len();
+    let at = |i: usize| u32::from(key.get(i).copied().unwrap_or(0));
+    (n as u32) << 24 ^ at(1) << 16 ^ at(n / 2) << 8 ^ at(n.saturating_sub(2))
+}
+
 struct ObjectVisitor<'a> {
     t: &'a Transform,
     out: &'a mut Vec<u8>,
+    /// Where the record's line starts in `out`.
+    start: usize,
     index: u64,
     error: &'a mut Option<PageError>,
+    keys: &'a mut KeySet,
 }
 
 impl ObjectVisitor<'_> {
@@ -200,6 +323,15 @@ impl ObjectVisitor<'_> {
         });
         Err(E::custom("record is not an object"))
     }
+
+    /// Keeps `source` as the record's error and stops the scan.
+    fn fail<E: de::Error>(&mut self, source: RecordError) -> Result<(), E> {
+        *self.error = Some(PageError::Record {
+            index: self.index,
+            source: Box::new(source),
+        });
+        Err(E::custom("record refused"))
+    }
 }
 
 impl<'de> Visitor<'de> for ObjectVisitor<'_> {
@@ -209,18 +341,21 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let t = self.t;
-        let out = self.out;
-        out.push(b'{');
+        let start = self.start;
+        let limit = t.max_record_bytes;
+        self.out.push(b'{');
         let mut first = true;
         let mut seen_added = 0u64;
         while let Some(key) = map.next_key::<KeyCow<'de>>()? {
             let raw = map.next_value::<&'de RawValue>()?;
+            let out = &mut *self.out;
             if !first {
                 out.push(b',');
             }
             first = false;
+            let key_start = out.len();
             match &key {
                 KeyCow::Borrowed(k) => {
                     // No escapes in the body, so the raw text is the key itself.
@@ -229,6 +364,11 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                     out.push(b'"');
                 }
                 KeyCow::Owned(k) => write_key(out, k),
+            }
+            let key_end = out.len();
+            if self.keys.insert(out, key_start, key_end) {
+                let key = key.as_str().to_owned();
+                return self.fail(RecordError::DuplicateKey { key });
             }
             out.push(b':');
             let key = key.as_str();
@@ -240,24 +380,41 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                 if let Err(source) = timestamp::normalise(raw.get(), &t.timezone, out) {
                     out.truncate(mark);
                     match t.on_invalid {
-                        OnInvalidTimestamp::Keep => out.extend_from_slice(raw.get().as_bytes()),
+                        OnInvalidTimestamp::Keep => {
+                            if !copy_raw(out, raw) {
+                                let field = key.to_owned();
+                                return self.fail(RecordError::TooDeep { field });
+                            }
+                        }
                         OnInvalidTimestamp::Null => out.extend_from_slice(b"null"),
                         OnInvalidTimestamp::Error => {
-                            *self.error = Some(PageError::Record {
-                                index: self.index,
-                                source: Box::new(RecordError::Timestamp {
-                                    field: key.to_owned(),
-                                    source,
-                                }),
-                            });
-                            return Err(de::Error::custom("invalid timestamp"));
+                            let field = key.to_owned();
+                            return self.fail(RecordError::Timestamp { field, source });
                         }
                     }
                 }
             } else {
-                out.extend_from_slice(raw.get().as_bytes());
+                // Check before copying: a huge value is refused without being copied.
+                let bytes = out.len() - start + raw.get().len();
+                if bytes > limit {
+                    return self.fail(RecordError::TooLarge { bytes, limit });
+                }
+                if !copy_raw(out, raw) {
+                    let field = key.to_owned();
+                    return self.fail(RecordError::TooDeep { field });
+                }
+            }
+            let bytes = self.out.len() - start;
+            if bytes > limit {
+                return self.fail(RecordError::TooLarge { bytes, limit });
             }
         }
+        if let Some((s, e)) = self.keys.find_repeat(self.out) {
+            let key = serde_json::from_slice::<String>(&self.out[s..e])
+                .unwrap_or_else(|_| String::from_utf8_lossy(&self.out[s..e]).into_owned());
+            return self.fail(RecordError::DuplicateKey { key });
+        }
+        let out = &mut *self.out;
         if seen_added == 0 {
             let tail = &t.added_tail;
             out.extend_from_slice(if first && !tail.is_empty() {
@@ -300,6 +457,33 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.not_object("null")
     }
+}
+
+/// Appends a top-level value's raw JSON text, with any whitespace control characters between
+/// its tokens (line breaks, tabs) turned into spaces. `false` if the value nests so deep that
+/// the line would have more than [`MAX_DEPTH`] levels (nothing is undone: the caller fails
+/// the record).
+fn copy_raw(out: &mut Vec<u8>, raw: &RawValue) -> bool {
+    let text = raw.get().as_bytes();
+    let mark = out.len();
+    out.extend_from_slice(text);
+    // Only arrays and objects have whitespace inside, or depth.
+    if !matches!(text.first(), Some(b'[' | b'{')) {
+        return true;
+    }
+    let copied = &mut out[mark..];
+    let found = shape(copied);
+    if found.control_bytes {
+        // In a valid JSON text, bytes below 0x20 are whitespace between tokens.
+        for b in copied.iter_mut() {
+            if *b < 0x20 {
+                *b = b' ';
+            }
+        }
+    }
+    // The record object is one level; its values get the rest.
+    let levels = MAX_DEPTH - 1;
+    found.opening_brackets <= levels || deeper_at(copied, levels).is_none()
 }
 
 /// Writes `"key"` with JSON escaping.
@@ -401,15 +585,202 @@ mod tests {
         }
     }
 
+    fn limited(max_record_bytes: usize) -> Transform {
+        Transform::new(
+            vec![("d".into(), "1".into())],
+            vec![],
+            TimeZone::Utc,
+            OnInvalidTimestamp::Error,
+            max_record_bytes,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn enforces_max_record_bytes() {
-        let t =
-            Transform::new(vec![], vec![], TimeZone::Utc, OnInvalidTimestamp::Error, 10).unwrap();
-        assert!(run(&t, r#"{"v":[{"a":1}]}"#).is_ok());
-        let err = run(&t, r#"{"v":[{"a":1},{"abc":"defghij"}]}"#).unwrap_err();
+        // `{"a":1,"d":1}` is 13 bytes: at the limit is fine, one over is not.
+        assert_eq!(
+            run(&limited(13), r#"{"v":[{"a":1}]}"#).unwrap(),
+            "{\"a\":1,\"d\":1}\n"
+        );
+        let err = run(&limited(12), r#"{"v":[{"a":1}]}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "record 1 of the page: the record is 18 bytes as JSON, over max_record_bytes = 10"
+            "record 0 of the page: the record is larger than max_record_bytes = 12 (at least 13 bytes as a JSON line)"
         );
+        let err = run(&limited(13), r#"{"v":[{"a":1},{"abc":"defghij"}]}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record 1 of the page: the record is larger than max_record_bytes = 13 (at least 16 bytes as a JSON line)"
+        );
+    }
+
+    #[test]
+    fn a_huge_value_is_refused_before_it_is_copied() {
+        let big = "x".repeat(1 << 20);
+        let body = format!(r#"{{"v":[{{"a":1}},{{"b":"{big}"}}]}}"#);
+        let t = limited(1000);
+        let mut out = Vec::new();
+        let mut w = RecordWriter::new(&t, &mut out);
+        let ptr = JsonPointer::parse("/v").unwrap();
+        let err = scan_page(body.as_bytes(), &ptr, None, &mut w).unwrap_err();
+        assert!(
+            matches!(&err, PageError::Record { index: 1, source } if matches!(
+                source.downcast_ref::<RecordError>(),
+                Some(RecordError::TooLarge { limit: 1000, bytes }) if *bytes > 1 << 20
+            )),
+            "{err}"
+        );
+        // Only whole lines are left: the first record's.
+        assert_eq!(out, b"{\"a\":1,\"d\":1}\n");
+        assert!(out.capacity() < 1 << 20, "the big value was never copied");
+    }
+
+    #[test]
+    fn refuses_repeated_top_level_keys() {
+        let t = transform();
+        for (body, key) in [
+            (r#"{"v":[{"id":1,"id":2}]}"#, "id"),
+            (r#"{"v":[{"id":1,"x":[],"\u0069d":2}]}"#, "id"),
+            (r#"{"v":[{"a\"b":1,"a\u0022b":2}]}"#, "a\"b"),
+            (r#"{"v":[{"ingest_ts":1,"ingest_ts":2}]}"#, "ingest_ts"),
+            (r#"{"v":[{"":1,"":2}]}"#, ""),
+        ] {
+            let err = run(&t, body).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "record 0 of the page: the key {key:?} appears more than once (readers disagree on which value counts)"
+                ),
+                "{body}"
+            );
+        }
+        // Repeats inside values copied raw are passed on (documented).
+        let out = run(&Transform::identity(), r#"{"v":[{"a":{"b":1,"b":2}}]}"#).unwrap();
+        assert_eq!(out, "{\"a\":{\"b\":1,\"b\":2}}\n");
+    }
+
+    #[test]
+    fn refuses_repeated_keys_in_records_with_many_keys() {
+        let t = Transform::identity();
+        let keys = |n: usize| (0..n).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>();
+        // Past the linear check, found by sorting at the end; at the start, the middle, the end.
+        for n in [LINEAR_KEYS - 1, LINEAR_KEYS, LINEAR_KEYS + 1, 1000] {
+            let all = keys(n);
+            assert!(run(&t, &format!(r#"{{"v":[{{{}}}]}}"#, all.join(","))).is_ok());
+            for repeat in [0, n / 2, n - 1] {
+                let mut with = all.clone();
+                with.push(format!("\"k{repeat}\":null"));
+                let err = run(&t, &format!(r#"{{"v":[{{{}}}]}}"#, with.join(","))).unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "record 0 of the page: the key \"k{repeat}\" appears more than once (readers disagree on which value counts)"
+                    ),
+                    "{n} keys, repeat of k{repeat}"
+                );
+            }
+        }
+        // Keys with the same fingerprint but different text are different keys.
+        let out = run(&t, r#"{"v":[{"axxb":1,"ayyb":2,"axyb":3}]}"#).unwrap();
+        assert_eq!(out, "{\"axxb\":1,\"ayyb\":2,\"axyb\":3}\n");
+    }
+
+    #[test]
+    fn line_breaks_inside_raw_values_become_spaces() {
+        let body = "{\"v\":[{\"a\" : [1,\n  2],\r\n \"b\":{\"c\":\t\"x\\ny\"},\"n\" :\n5}]}";
+        let out = run(&Transform::identity(), body).unwrap();
+        assert_eq!(out, "{\"a\":[1,   2],\"b\":{\"c\": \"x\\ny\"},\"n\":5}\n");
+        // A kept invalid timestamp is copied the same way.
+        let t = Transform::new(
+            vec![],
+            vec!["t".into()],
+            TimeZone::Utc,
+            OnInvalidTimestamp::Keep,
+            1 << 20,
+        )
+        .unwrap();
+        let out = run(&t, "{\"v\":[{\"t\":[\n1]}]}").unwrap();
+        assert_eq!(out, "{\"t\":[ 1]}\n");
+    }
+
+    /// `n` levels of `[`, then `]`.
+    fn arrays(n: usize) -> String {
+        format!("{}{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn nesting_is_limited_so_every_line_reads_back() {
+        let t = Transform::identity();
+        // The record object is one level: its values may add 126.
+        let line = run(&t, &format!(r#"{{"v":[{{"a":{}}}]}}"#, arrays(126))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).expect("serde_json reads it");
+        let err = run(&t, &format!(r#"{{"v":[{{"a":{}}}]}}"#, arrays(127))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record 0 of the page: field \"a\" is nested too deeply: the line would have more than 127 levels of arrays and objects"
+        );
+        let deep = format!("{}1{}", r#"{"b":"#.repeat(127), "}".repeat(127));
+        let err = run(&t, &format!(r#"{{"v":[{{"a":{deep}}}]}}"#)).unwrap_err();
+        assert!(
+            err.to_string().contains("field \"a\" is nested too deeply"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_in_a_record_is_an_error_not_a_stack_overflow() {
+        // On a thread with the default stack size (2 MiB), as the pipeline's workers have.
+        std::thread::Builder::new()
+            .spawn(|| {
+                let t = transform();
+                let n = 100_000;
+                let objects = format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+                for value in [arrays(n), objects] {
+                    let body = format!(r#"{{"v":[{{"id":1,"x":{value}}}]}}"#);
+                    let err = run(&t, &body).map(|out| out.len()).unwrap_err();
+                    assert!(
+                        err.to_string().contains("field \"x\" is nested too deeply"),
+                        "{err}"
+                    );
+                    // As the whole record, and unclosed.
+                    let body = format!(r#"{{"v":[{value}]}}"#);
+                    let err = run(&t, &body).map(|out| out.len()).unwrap_err();
+                    assert!(
+                        matches!(
+                            err,
+                            PageError::NotAnObject { .. } | PageError::Record { .. }
+                        ),
+                        "{err}"
+                    );
+                    let body = format!(r#"{{"v":[{{"x":{}"#, &value[..n]);
+                    let err = run(&t, &body).map(|out| out.len()).unwrap_err();
+                    assert!(err.to_string().contains("EOF while parsing"), "{err}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_record_names_it_and_the_position() {
+        let t = transform();
+        let ptr = JsonPointer::parse("/v").unwrap();
+        for (body, column) in [
+            (&b"{\"v\":[{},{\"a\":\"x\xffy\"}]}"[..], 17),
+            (&b"{\"v\":[{},{\"a\xc0\":1}]}"[..], 13),
+        ] {
+            let mut out = Vec::new();
+            let mut w = RecordWriter::new(&t, &mut out);
+            let err = scan_page(body, &ptr, None, &mut w).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "record 1 of the page has invalid UTF-8 at line 1 column {column} (byte {} of the body)",
+                    column - 1
+                )
+            );
+        }
     }
 }
