@@ -416,54 +416,40 @@ async fn api_fault_status_forever_fails_after_the_last_attempt() {
     permanent("status-forever", rules, expected).await;
 }
 
+/// A body cut short on every attempt, by a reset or by a close before its Content-Length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_fault_reset_mid_body_forever_fails_after_the_last_attempt() {
-    let rules = vec![Fault::new(
-        When::Page(2),
-        Action::ResetMidBody { after: 64 * 1024 },
-        Times::Forever,
-    )];
-    let expected = Expected {
-        page: 2,
-        cause: &["reading the body", "EOF", "after 3 attempt(s)"],
-        faults: 3,
-        matches: |e| {
-            matches!(
-                e,
-                RunError::Source(SourceError::Transport {
-                    page: 2,
-                    attempts: 3,
-                    ..
-                })
-            )
-        },
-    };
-    permanent("reset-forever", rules, expected).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_fault_truncated_forever_fails_after_the_last_attempt() {
-    let rules = vec![Fault::new(
-        When::Page(4),
-        Action::Truncate { after: 1_000_000 },
-        Times::Forever,
-    )];
-    let expected = Expected {
-        page: 4,
-        cause: &["reading the body", "end of file", "after 3 attempt(s)"],
-        faults: 3,
-        matches: |e| {
-            matches!(
-                e,
-                RunError::Source(SourceError::Transport {
-                    page: 4,
-                    attempts: 3,
-                    ..
-                })
-            )
-        },
-    };
-    permanent("truncated-forever", rules, expected).await;
+async fn api_fault_body_cut_short_forever_fails_after_the_last_attempt() {
+    let rows: [(&str, Action, &'static [&'static str]); 2] = [
+        (
+            "reset-forever",
+            Action::ResetMidBody { after: 64 * 1024 },
+            &["reading the body", "EOF", "after 3 attempt(s)"],
+        ),
+        (
+            "truncated-forever",
+            Action::Truncate { after: 1_000_000 },
+            &["reading the body", "end of file", "after 3 attempt(s)"],
+        ),
+    ];
+    for (row, action, cause) in rows {
+        let rules = vec![Fault::new(When::Page(2), action, Times::Forever)];
+        let expected = Expected {
+            page: 2,
+            cause,
+            faults: 3,
+            matches: |e| {
+                matches!(
+                    e,
+                    RunError::Source(SourceError::Transport {
+                        page: 2,
+                        attempts: 3,
+                        ..
+                    })
+                )
+            },
+        };
+        permanent(row, rules, expected).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
