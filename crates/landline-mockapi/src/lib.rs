@@ -31,6 +31,6 @@ pub mod server;
 
 pub use generator::{DataConfig, ID_BASE, Pool, RecordTimes, expected_record, record_times};
 pub use server::{
-    Action, Fault, Faults, MockApi, MockConfig, MockServer, RetryAfter, Stats, Times, When, serve,
-    spawn,
+    Action, Fault, Faults, MockApi, MockConfig, MockServer, RetryAfter, Stats, Times, When,
+    encode_cursor, serve, spawn,
 };

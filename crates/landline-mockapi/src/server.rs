@@ -595,8 +595,9 @@ fn cursor(query: &str, name: &str, total: u64) -> Result<u64, String> {
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// Base64url (unpadded) of `v1:<offset>`, as `bench/mock_api.py` writes its tokens.
-fn encode_cursor(offset: u64) -> String {
+/// Base64url (unpadded) of `v1:<offset>`, as `bench/mock_api.py` writes its tokens: the
+/// token or cursor of dataset offset `offset`, as the server writes it in next links.
+pub fn encode_cursor(offset: u64) -> String {
     let text = format!("v1:{offset}");
     let mut out = String::with_capacity(text.len().div_ceil(3) * 4);
     for chunk in text.as_bytes().chunks(3) {

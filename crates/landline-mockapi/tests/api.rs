@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use landline_mockapi::{
     Action, DataConfig, Fault, Faults, MockConfig, MockServer, RetryAfter, Stats, Times, When,
-    expected_record, spawn,
+    encode_cursor, expected_record, spawn,
 };
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, RETRY_AFTER, TRANSFER_ENCODING};
@@ -515,25 +515,11 @@ async fn get_partial(url: &str) -> Partial {
 fn token_page(base: &str, page: u64) -> String {
     match page {
         1 => format!("{base}/variants?count=5"),
-        n => format!("{base}/variants?count=5&token={}", cursor((n - 1) * 5)),
+        n => format!(
+            "{base}/variants?count=5&token={}",
+            encode_cursor((n - 1) * 5)
+        ),
     }
-}
-
-/// The token of dataset offset `offset`, as the server writes it.
-fn cursor(offset: u64) -> String {
-    let text = format!("v1:{offset}");
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let bits = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(alphabet[(bits >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
 }
 
 /// The body a fault-free server answers at `url`.
@@ -767,7 +753,7 @@ async fn next_offset_leads_back_to_an_earlier_page() {
     .await;
     let base = server.base_url();
     let page = get(&token_page(&base, 3)).await.ok();
-    assert_eq!(page["next_token"], cursor(5));
+    assert_eq!(page["next_token"], encode_cursor(5));
     assert_eq!(
         records(&page["variants"])[0],
         expected_record(10, &data()),
@@ -775,23 +761,26 @@ async fn next_offset_leads_back_to_an_earlier_page() {
     );
     let page = get(&format!(
         "{base}/next_url/variants?count=5&cursor={}",
-        cursor(10)
+        encode_cursor(10)
     ))
     .await
     .ok();
     assert_eq!(
         page["links"]["next"],
-        format!("/next_url/variants?count=5&cursor={}", cursor(5))
+        format!("/next_url/variants?count=5&cursor={}", encode_cursor(5))
     );
     let reply = get(&format!(
         "{base}/link/variants?per_page=5&cursor={}",
-        cursor(10)
+        encode_cursor(10)
     ))
     .await;
     let header = reply.headers["link"].to_str().expect("ASCII");
     assert_eq!(
         links(header)["next"],
-        format!("{base}/link/variants?per_page=5&cursor={}", cursor(5))
+        format!(
+            "{base}/link/variants?per_page=5&cursor={}",
+            encode_cursor(5)
+        )
     );
     // Where the client computes the next page, nothing changes.
     let page = get(&format!("{base}/page/variants?page=3&per_page=5"))

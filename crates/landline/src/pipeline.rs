@@ -28,7 +28,7 @@ use crate::config::Pipeline;
 use crate::encode::LineEncoder;
 use crate::report::{MemorySettings, Progress, RunReport, peak_rss_bytes};
 use crate::sink::{Destination, ObjectWriter, SinkError};
-use crate::source::page::{PageError, scan_page, with_pointer};
+use crate::source::page::{PageError, scan_page};
 use crate::source::{Fetched, HttpSource, PageOutcome, SourceError};
 use crate::template::RunVars;
 use crate::transform::{RecordWriter, TransformBuildError};
@@ -293,8 +293,7 @@ impl Pages {
                     cursor_ptr.as_ref().as_ref(),
                     &mut writer,
                 )
-                .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)))
-                .map_err(|e| with_pointer(e, &records_ptr));
+                .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)));
                 (body, encoder, scanned)
             })
             .await

@@ -616,19 +616,6 @@ impl<'de> serde::Deserialize<'de> for KeyCow<'de> {
     }
 }
 
-/// Fills in the pointer text of a [`PageError::RecordsNotArray`] (the walk does not carry it).
-///
-/// [`scan_page`] already does; kept for callers that built the error themselves.
-pub(crate) fn with_pointer(err: PageError, pointer: &JsonPointer) -> PageError {
-    match err {
-        PageError::RecordsNotArray { found, .. } => PageError::RecordsNotArray {
-            pointer: pointer.to_string(),
-            found,
-        },
-        other => other,
-    }
-}
-
 /// Fills in the pointer texts the walk does not carry.
 fn with_pointers(err: PageError, records: &JsonPointer, next: Option<&JsonPointer>) -> PageError {
     match err {
@@ -640,7 +627,11 @@ fn with_pointers(err: PageError, records: &JsonPointer, next: Option<&JsonPointe
             };
             PageError::AmbiguousPath { path, pointer, key }
         }
-        other => with_pointer(other, records),
+        PageError::RecordsNotArray { found, .. } => PageError::RecordsNotArray {
+            pointer: records.to_string(),
+            found,
+        },
+        other => other,
     }
 }
 

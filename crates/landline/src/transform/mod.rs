@@ -496,7 +496,7 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
 mod tests {
     use super::*;
     use crate::pointer::JsonPointer;
-    use crate::source::page::{scan_page, with_pointer};
+    use crate::source::page::scan_page;
 
     fn transform() -> Transform {
         Transform::new(
@@ -516,7 +516,7 @@ mod tests {
         let mut out = Vec::new();
         let mut w = RecordWriter::new(t, &mut out);
         let ptr = JsonPointer::parse("/v").unwrap();
-        scan_page(body.as_bytes(), &ptr, None, &mut w).map_err(|e| with_pointer(e, &ptr))?;
+        scan_page(body.as_bytes(), &ptr, None, &mut w)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
