@@ -193,6 +193,12 @@ impl Pool {
         indices.map(|i| self.entry(i).len() + ID_PREFIX_MAX).sum()
     }
 
+    /// The exact number of bytes [`Pool::write_record`] appends for dataset offset `index`;
+    /// for a `Content-Length` computed before the page is written.
+    pub fn record_len(&self, index: u64) -> usize {
+        r#"{"id":"#.len() + decimal_len(ID_BASE + index) + self.entry(index).len()
+    }
+
     /// Appends the compact JSON of the record at dataset offset `index` to `out`.
     pub fn write_record(&self, index: u64, out: &mut Vec<u8>) {
         write_record(out, index, self.entry(index));
@@ -209,6 +215,11 @@ fn write_record(out: &mut Vec<u8>, index: u64, entry: &[u8]) {
     out.extend_from_slice(br#"{"id":"#);
     push_decimal(out, ID_BASE + index);
     out.extend_from_slice(entry);
+}
+
+/// Digits of `n` in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// Appends `n` in decimal, without going through the formatting machinery.
@@ -1027,6 +1038,15 @@ mod tests {
     }
 
     #[test]
+    fn decimal_lengths() {
+        for n in [0, 1, 9, 10, 99, 100, 10_000_000, 99_999_999, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(decimal_len(n), out.len(), "{n}");
+        }
+    }
+
+    #[test]
     fn records_are_deterministic_and_depend_on_seed_and_index() {
         let config = small(100, 50);
         assert_eq!(pool_entry(7, &config), pool_entry(7, &config));
@@ -1064,6 +1084,7 @@ mod tests {
                 )
             );
             assert!(json.len() <= pool.records_len(index..index + 1));
+            assert_eq!(json.len(), pool.record_len(index));
             let parsed: serde_json::Value = serde_json::from_slice(&json).expect("valid JSON");
             assert_eq!(parsed, expected_record(index, &config));
         }

@@ -7,7 +7,10 @@
 //!
 //! - [`generator`]: the records ([`DataConfig`]), the in-memory [`Pool`] pages are cut from, and
 //!   [`expected_record`] / [`record_times`] for verifying what a client received.
-//! - [`server`]: the HTTP endpoints, bearer auth, latency and injected [`Faults`];
+//! - [`server`]: the HTTP endpoints, bearer auth, injected [`Faults`] (see [`Action`]), and a
+//!   real network and API imitated: latency, bandwidth ([`MockConfig::bandwidth`]),
+//!   compression negotiated with `Accept-Encoding` ([`Encoding`]), a fixed-window
+//!   [`RateLimit`] with its headers, and a log of the requests ([`RequestRecord`]);
 //!   [`spawn`] for tests and the demo, [`serve`] for any listener and shutdown signal.
 //! - `src/main.rs`: the `landline-mockapi` binary, for benchmarks against a separate process.
 //!
@@ -31,6 +34,7 @@ pub mod server;
 
 pub use generator::{DataConfig, ID_BASE, Pool, RecordTimes, expected_record, record_times};
 pub use server::{
-    Action, Fault, Faults, MockApi, MockConfig, MockServer, RetryAfter, Stats, Times, When,
-    encode_cursor, serve, spawn,
+    Action, Encoding, Fault, Faults, MockApi, MockConfig, MockServer, REQUEST_LOG_CAPACITY,
+    RateLimit, RateLimitHeaders, RequestRecord, RetryAfter, Stats, Times, When, encode_cursor,
+    serve, spawn,
 };

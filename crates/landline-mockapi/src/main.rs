@@ -3,13 +3,17 @@
 //! Prints `listening on http://HOST:PORT` on stdout once the pool is built and the socket
 //! listens (scripts wait for that line; `--port 0` picks a free port), a summary of the pool on
 //! stderr, and stops on SIGINT or SIGTERM after open requests finish.
+//!
+//! A real network can be imitated as with `bench/mock_api.py`: `--latency-ms` waits before each
+//! page, `--bandwidth-mbps` caps each response's send rate, and `--gzip` (or `--encodings
+//! gzip,br,zstd,deflate`, in order of preference) compresses pages for clients that accept it.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use landline_mockapi::{DataConfig, Faults, MockApi, MockConfig};
+use landline_mockapi::{DataConfig, Encoding, Faults, MockApi, MockConfig};
 use tokio::net::TcpListener;
 
 /// Paged mock "variants" API (see the landline-mockapi crate docs for the endpoints).
@@ -37,6 +41,16 @@ struct Args {
     /// Delay added to every data request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Cap on each response's send rate, in megabits per second; 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    bandwidth_mbps: f64,
+    /// Compress pages with gzip for clients that accept it (`--encodings gzip`).
+    #[arg(long, conflicts_with = "encodings")]
+    gzip: bool,
+    /// Compress pages with the first of these encodings a client accepts (comma-separated:
+    /// gzip, deflate, br, zstd).
+    #[arg(long, value_delimiter = ',')]
+    encodings: Vec<Encoding>,
     /// After this many data pages, answer every data request with HTTP 500.
     #[arg(long)]
     error_after_pages: Option<u64>,
@@ -54,6 +68,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> io::Result<()> {
+    if !(args.bandwidth_mbps.is_finite() && args.bandwidth_mbps >= 0.0) {
+        let message = format!("--bandwidth-mbps {} is not a rate", args.bandwidth_mbps);
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    // Megabits to bytes per second; a rate below one byte per second is one.
+    let bandwidth =
+        (args.bandwidth_mbps > 0.0).then(|| (args.bandwidth_mbps * 1e6 / 8.0).max(1.0) as u64);
+    let encodings = if args.gzip {
+        vec![Encoding::Gzip]
+    } else {
+        args.encodings.clone()
+    };
     let config = MockConfig {
         data: DataConfig {
             total: args.total,
@@ -62,11 +88,14 @@ async fn run(args: Args) -> io::Result<()> {
             target_bytes: args.target_bytes,
         },
         latency: Duration::from_millis(args.latency_ms),
+        bandwidth,
+        encodings: encodings.clone(),
         require_bearer: None,
         faults: Faults {
             error_after_pages: args.error_after_pages,
             ..Faults::default()
         },
+        rate_limit: None,
     };
     let started = Instant::now();
     // Nothing else runs yet, so building the pool may block this runtime thread.
@@ -86,6 +115,20 @@ async fn run(args: Args) -> io::Result<()> {
         pool.byte_len() as f64 / 1e6,
         built_in.as_secs_f64(),
         args.total,
+    );
+    let encodings: Vec<&str> = encodings.iter().map(|e| e.token()).collect();
+    eprintln!(
+        "landline-mockapi: latency {} ms, bandwidth {}, compression {}",
+        args.latency_ms,
+        bandwidth.map_or("unlimited".into(), |rate| format!(
+            "{:.1} Mbit/s",
+            rate as f64 * 8.0 / 1e6
+        )),
+        if encodings.is_empty() {
+            "off".into()
+        } else {
+            encodings.join(",")
+        },
     );
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")?;

@@ -1,48 +1,82 @@
-//! The HTTP side: one data set behind six pagination styles, plus auth, latency and faults.
+//! The HTTP side: one data set behind six pagination styles, plus auth, faults, and the
+//! imitation of a real network and a real API's limits.
 //!
 //! Every data endpoint serves dataset offsets `[start, min(start + size, total))` of the
-//! [`Pool`]; a page body is the pool's byte slices concatenated into one buffer, so serving costs
-//! a memcpy, not JSON encoding. Endpoints (all `GET`):
+//! [`Pool`]; a page body is the pool's byte slices written one after the other, so serving costs
+//! a memcpy, not JSON encoding. A page is generated and sent in slices of about 256 KiB, never
+//! built whole, so even `/single/variants` of a large data set costs the server a few slices of
+//! memory. Endpoints (all `GET`):
 //!
 //! | path | query | body | next page |
 //! |---|---|---|---|
 //! | `/variants` | `count`, `token` | `{"variants":[…],"next_token":"…"}` | `next_token`, `null` at the end |
 //! | `/next_url/variants` | `count`, `cursor` | `{"data":{"items":[…]},"links":{"next":"…"}}` | relative URL, no `next` at the end |
 //! | `/link/variants` | `per_page`, `cursor` | `[…]` | `Link` header `rel="next"` (absolute, from `Host`) |
-//! | `/offset/variants` | `offset`, `limit` | `{"results":[…],"total":N}` | client adds `limit` |
-//! | `/page/variants` | `page` (from 1), `per_page` | `{"items":[…],"page":P}` | client adds 1 |
+//! | `/offset/variants` | `offset`, `limit` | `{"results":[…],"total":N}`, header `X-Total-Count: N` | client adds `limit` |
+//! | `/page/variants` | `page` (from 1), `per_page` | `{"items":[…],"page":P,"total":N}`, header `X-Total-Count: N` | client adds 1 |
 //! | `/single/variants` | | `{"variants":[…all…]}` | none |
 //!
 //! Page sizes must be in `1..=1000` (default 200); tokens and cursors are the opaque base64url
 //! of `v1:<offset>`, the same as `bench/mock_api.py`. Past the end, `offset` and `page` answer
 //! empty pages. `/healthz` answers `ok` and `/meta` the data set's parameters. Errors are JSON
 //! `{"error":"…"}`: 400 for bad parameters, 401 for a missing or wrong bearer token (every path
-//! but `/healthz`), 404 for unknown paths. [`Faults`] and latency apply to data endpoints only.
-//! Query values are not percent-decoded: the values this API accepts never need encoding.
+//! but `/healthz`), 404 for unknown paths. [`Faults`], latency, bandwidth, compression and the
+//! rate limit apply to data endpoints only. Query values are not percent-decoded: the values
+//! this API accepts never need encoding.
+//!
+//! **Network.** [`MockConfig::latency`] waits before each data page is answered (before its
+//! first byte); [`MockConfig::bandwidth`] holds each data page's body to that many bytes
+//! per second, sent in pieces of up to 64 KiB, like `bench/mock_api.py --bandwidth-mbps`.
+//!
+//! **Compression.** With [`MockConfig::encodings`] set, a data page answered 200 is compressed
+//! with the first of those [`Encoding`]s that the request's `Accept-Encoding` accepts (`q=0`
+//! refuses a coding, `*` stands for the others; without the header, nothing is compressed),
+//! with `Content-Encoding` set and in chunked encoding (uncompressed pages have their
+//! `Content-Length`); every such page says `Vary: Accept-Encoding`, compressed or not. Levels are the fast ones a server compressing on the
+//! fly uses: gzip and deflate (zlib-wrapped, as RFC 9110 defines `deflate`) level 1, brotli
+//! quality 1, zstd level 1. Error answers, fault answers that replace the page
+//! ([`Action::Status`], [`Action::NotJson`], [`Action::ErrorBody`]) and non-data endpoints are
+//! never compressed. Body faults ([`Action::ResetMidBody`], [`Action::Truncate`],
+//! [`Action::Stall`]) count their `after` in **uncompressed** bytes: the encoder is flushed
+//! there, so what the client has received at the failure or pause decodes to exactly the
+//! page's first `after` bytes; the ones that promise a `Content-Length` (truncate, stall, and
+//! [`Action::Pad`] without `chunked`) compress the page whole in memory first, to know it.
+//!
+//! **Rate limit.** With [`MockConfig::rate_limit`] set, at most [`RateLimit::limit`] data
+//! requests are answered per fixed window of [`RateLimit::window`], a window starting with the
+//! first request after the previous one ended. Every request to a data endpoint that passed the
+//! bearer check counts, whatever its answer; the ones over the limit answer 429 with
+//! `Retry-After` (seconds to the window's end, rounded up), before any fault rule or latency,
+//! and count in [`Stats::rate_limited`]. Every answer of a request that counted (200, 429 or
+//! any other) carries the headers [`RateLimit::headers`] chooses. [`MockApi::request_log`] records every data request, with its
+//! arrival and status, to check how a client spaces its requests.
 //!
 //! **Faults.** [`Faults::rules`] is a list of [`Fault`]s, each saying which requests it hits
 //! ([`When`]: a page number, a dataset offset, or every page), what goes wrong ([`Action`]: an
 //! error status with or without `Retry-After`, a connection dropped mid-body, a truncated body,
-//! a 200 that is not JSON, a slow answer or a body that stalls, a next cursor that leads back,
-//! a page padded past a size limit) and how often ([`Times`]: the first `n` requests of each
-//! URL, or forever). Uses are counted per request URL, so a client that retries a URL sees
-//! exactly `n` failures and then the page.
+//! a 200 that is not JSON or that holds an error, a slow answer or a body that stalls, a next
+//! cursor that leads back, a page padded past a size limit, a page whose records changed) and
+//! how often ([`Times`]: the first `n` requests of each URL, or forever). Uses are counted per
+//! request URL, so a client that retries a URL sees exactly `n` failures and then the page.
 
-use std::collections::HashMap;
+mod body;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+use std::{fmt, io};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, WWW_AUTHENTICATE,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, VARY,
+    WWW_AUTHENTICATE,
 };
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -59,17 +93,135 @@ pub const DEFAULT_PAGE_SIZE: u64 = 200;
 
 const JSON: &str = "application/json";
 
-/// How the mock API behaves: the data set, and what goes wrong.
+/// Requests [`MockApi::request_log`] keeps: the most recent ones.
+pub const REQUEST_LOG_CAPACITY: usize = 100_000;
+
+/// How the mock API behaves: the data set, the network it imitates, its limits, and what goes
+/// wrong. The default serves [`DataConfig::default`] as fast as it can, uncompressed, without
+/// auth, limits or faults.
 #[derive(Clone, Debug, Default)]
 pub struct MockConfig {
     /// The records served.
     pub data: DataConfig,
-    /// Added to every data request before it is answered.
+    /// Added to every data request before it is answered: the wait before a page's first byte.
     pub latency: Duration,
+    /// When set, the body of each data page answered (not of error answers) is sent at most
+    /// this many bytes per second, counted on the wire (compressed bytes, if compressed), in
+    /// pieces of up to 64 KiB (about 1/20 s of data for rates below 1.3 MB/s) with no initial
+    /// burst; `None` or `Some(0)`: as fast as the connection takes it.
+    pub bandwidth: Option<u64>,
+    /// Content codings offered for data pages, in the server's order of preference: a page
+    /// answered 200 is compressed with the first one the request's `Accept-Encoding` accepts.
+    /// Empty (the default): never compress. See the [module docs](crate::server).
+    pub encodings: Vec<Encoding>,
     /// When set, every path but `/healthz` requires `Authorization: Bearer <this>`.
     pub require_bearer: Option<String>,
     /// Injected failures of the data endpoints.
     pub faults: Faults,
+    /// When set, data requests beyond this rate answer 429; see [`RateLimit`].
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A content coding the server can compress data pages with ([`MockConfig::encodings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// `gzip`, level 1 (`x-gzip` in `Accept-Encoding` is taken for it).
+    Gzip,
+    /// `deflate`: the zlib format (RFC 1950) as RFC 9110 defines it, level 1.
+    Deflate,
+    /// `br`: brotli, quality 1.
+    Brotli,
+    /// `zstd`: Zstandard, level 1.
+    Zstd,
+}
+
+impl Encoding {
+    /// Every encoding.
+    pub const ALL: [Encoding; 4] = [
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Brotli,
+        Encoding::Zstd,
+    ];
+
+    /// Its token in `Accept-Encoding` and `Content-Encoding`: `gzip`, `deflate`, `br`, `zstd`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+            Encoding::Brotli => "br",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    /// The [token](Encoding::token).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.token())
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = String;
+
+    /// A [token](Encoding::token), or `brotli`; case-insensitive.
+    fn from_str(s: &str) -> Result<Encoding, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("brotli") {
+            return Ok(Encoding::Brotli);
+        }
+        Encoding::ALL
+            .into_iter()
+            .find(|e| s.eq_ignore_ascii_case(e.token()))
+            .ok_or_else(|| format!("unknown encoding {s:?} (gzip, deflate, br or zstd)"))
+    }
+}
+
+/// A fixed-window rate limit of the data endpoints ([`MockConfig::rate_limit`]).
+///
+/// At most `limit` data requests are answered per window of `window`; a window starts with
+/// the first data request after the previous window ended (the first one with the first
+/// request). Every data request that passes the bearer check counts, whatever its answer
+/// (a 400, a fault, the page); one beyond the limit answers 429 at once, with `Retry-After`
+/// in whole seconds until the window ends (rounded up), and counts in
+/// [`Stats::rate_limited`]. Every answer of a request that counted, 200 or 429 or other,
+/// carries the `headers` chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests answered per window; 0 refuses them all.
+    pub limit: u32,
+    /// The window's length.
+    pub window: Duration,
+    /// Which headers tell the client about the limit.
+    pub headers: RateLimitHeaders,
+}
+
+/// The rate limit headers of a [`RateLimit`], sent with every answer of a data endpoint.
+///
+/// "Remaining" is what is left of the window after this request (0 on a 429), and "reset" the
+/// time until the window ends, rounded up to whole seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    /// No headers (only the 429s' `Retry-After`).
+    None,
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, and `RateLimit-Reset` in delta seconds (the
+    /// IETF httpapi draft's fields).
+    Ietf,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, and `X-RateLimit-Reset` in seconds since
+    /// the Unix epoch, as GitHub sends them.
+    XRateLimit,
+}
+
+/// One data request as [`MockApi::request_log`] recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When the request arrived (before auth, latency or faults).
+    pub at: Instant,
+    /// The path and query, as sent.
+    pub path_and_query: String,
+    /// The status answered (a body that failed later still answered its status).
+    pub status: u16,
 }
 
 /// Injected failures of the data endpoints; the default injects none.
@@ -184,7 +336,9 @@ pub enum Times {
 /// What a [`Fault`] does to a request.
 ///
 /// The body-level faults send the real page's bytes (a prefix of them), so what a client
-/// receives before the failure is exactly what it would have read.
+/// receives before the failure is exactly what it would have read. When the page is compressed
+/// ([`MockConfig::encodings`]), their `after` counts uncompressed bytes, and what was sent
+/// before the failure or pause decodes to exactly those (see the [module docs](crate::server)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Answers `status` with a JSON error body and, if set, a `Retry-After` header. An invalid
@@ -203,7 +357,8 @@ pub enum Action {
         after: usize,
     },
     /// Answers 200 with the page's full `Content-Length` but sends only its first `after`
-    /// bytes (at most its length minus one), then closes the connection.
+    /// bytes (at most its length minus one), then closes the connection. Compressed, the
+    /// `Content-Length` is the whole compressed page's.
     Truncate {
         /// Body bytes sent before the connection closes.
         after: usize,
@@ -212,8 +367,8 @@ pub enum Action {
     NotJson,
     /// Waits this long before answering (then serves the page normally).
     Delay(Duration),
-    /// Sends the headers (full `Content-Length`) and the page's first `after` bytes, waits
-    /// `stall`, then sends the rest.
+    /// Sends the headers (full `Content-Length`, compressed or not) and the page's first
+    /// `after` bytes, waits `stall`, then sends the rest.
     Stall {
         /// Body bytes sent before the pause.
         after: usize,
@@ -226,13 +381,25 @@ pub enum Action {
     NextOffset(u64),
     /// Serves the page with `bytes` spaces after its JSON (still valid JSON, just larger): with
     /// its `Content-Length`, or in chunked encoding (the client learns the size only by
-    /// reading) when `chunked`.
+    /// reading) when `chunked`. Compressed, the spaces are compressed too (a page far larger
+    /// decoded than on the wire), and the `Content-Length` is the compressed one.
     Pad {
         /// Spaces added.
         bytes: usize,
         /// Whether to leave out `Content-Length`.
         chunked: bool,
     },
+    /// Answers **200** with this text as its `application/json` body, sent as is (never
+    /// compressed) and holding no records: an API that reports errors inside a successful
+    /// answer, e.g. `{"error":{"code":"quota","message":"daily quota exceeded"}}`.
+    ErrorBody(String),
+    /// Serves the page as usual (200, the same shape, size, headers and next token, cursor or
+    /// link as the real page), but each of its records is the one `n` dataset offsets further
+    /// on, with that offset's `"id"`: a page whose content changed between two requests.
+    /// After a [`Times::First`] rule on the same page, a client's retry sees other records
+    /// than the real page's. Offsets past the data set's `total` are generated like any other
+    /// (the pool wraps).
+    Shifted(u64),
 }
 
 impl Action {
@@ -260,7 +427,11 @@ impl Action {
     fn serves_page(&self) -> bool {
         matches!(
             self,
-            Action::Delay(_) | Action::Stall { .. } | Action::NextOffset(_) | Action::Pad { .. }
+            Action::Delay(_)
+                | Action::Stall { .. }
+                | Action::NextOffset(_)
+                | Action::Pad { .. }
+                | Action::Shifted(_)
         )
     }
 }
@@ -293,15 +464,23 @@ impl RetryAfter {
 /// What a server has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Data pages answered with 200.
+    /// Data pages answered with 200 (including the faults that still serve the whole page:
+    /// [`Action::Delay`], [`Action::Stall`], [`Action::NextOffset`], [`Action::Pad`],
+    /// [`Action::Shifted`]).
     pub pages_served: u64,
-    /// Body bytes of those pages.
+    /// Body bytes of those pages sent so far, as on the wire (compressed if they were).
     pub bytes_served: u64,
     /// Every request received, whatever its answer.
     pub requests: u64,
     /// Requests a fault was injected into: a [`Fault`] rule applied, or one of the
     /// [`Faults`] shorthands answered an error.
     pub faults_injected: u64,
+    /// The same bodies as `bytes_served`, uncompressed: equal to it when nothing was
+    /// compressed. (Of a body still being sent, the bytes a compressor holds back are counted
+    /// when they are sent.)
+    pub bytes_decoded: u64,
+    /// Data requests refused with 429 by [`MockConfig::rate_limit`].
+    pub rate_limited: u64,
 }
 
 /// A mock API with its pool built, ready to serve; clones share the pool and the counters.
@@ -315,12 +494,26 @@ struct Shared {
     pool: Pool,
     pages_served: AtomicU64,
     bytes_served: AtomicU64,
+    bytes_decoded: AtomicU64,
     requests: AtomicU64,
     faults_injected: AtomicU64,
+    rate_limited: AtomicU64,
     /// Failures injected so far per request URL, for [`Faults::transient_errors`].
     transient: Mutex<HashMap<String, u32>>,
     /// Uses of each rule (by index in [`Faults::rules`]) per request URL.
     rule_uses: Mutex<HashMap<(usize, String), u32>>,
+    /// The current window of [`MockConfig::rate_limit`], if one has started.
+    rate_window: Mutex<Option<RateWindow>>,
+    /// The last [`REQUEST_LOG_CAPACITY`] data requests.
+    log: Mutex<VecDeque<RequestRecord>>,
+}
+
+/// A window of [`MockConfig::rate_limit`].
+#[derive(Clone, Copy)]
+struct RateWindow {
+    started: Instant,
+    /// Requests answered in it so far.
+    used: u32,
 }
 
 impl MockApi {
@@ -333,10 +526,14 @@ impl MockApi {
                 pool,
                 pages_served: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
+                bytes_decoded: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 faults_injected: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
                 transient: Mutex::new(HashMap::new()),
                 rule_uses: Mutex::new(HashMap::new()),
+                rate_window: Mutex::new(None),
+                log: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -358,7 +555,20 @@ impl MockApi {
             bytes_served: self.shared.bytes_served.load(Relaxed),
             requests: self.shared.requests.load(Relaxed),
             faults_injected: self.shared.faults_injected.load(Relaxed),
+            bytes_decoded: self.shared.bytes_decoded.load(Relaxed),
+            rate_limited: self.shared.rate_limited.load(Relaxed),
         }
+    }
+
+    /// The data requests received so far, oldest first: every request to a data endpoint
+    /// (whatever its answer, 401s included), the last [`REQUEST_LOG_CAPACITY`] of them.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        let log = self
+            .shared
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.iter().cloned().collect()
     }
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open requests
@@ -379,7 +589,7 @@ impl MockApi {
             .route("/meta", get(meta));
         for paging in Paging::ALL {
             let handler =
-                move |State(api): State<Arc<Shared>>, req: Request| data_page(api, paging, req);
+                move |State(api): State<Arc<Shared>>, req: Request| data_endpoint(api, paging, req);
             router = router.route(paging.path(), get(handler));
         }
         router
@@ -449,6 +659,11 @@ impl MockServer {
         self.api.stats()
     }
 
+    /// The data requests received so far: see [`MockApi::request_log`].
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.api.request_log()
+    }
+
     /// The API served, with its configuration and pool.
     pub fn api(&self) -> &MockApi {
         &self.api
@@ -489,6 +704,11 @@ impl Paging {
         Paging::Page,
         Paging::Single,
     ];
+
+    /// The endpoint of `path`, if it is a data endpoint's.
+    fn of_path(path: &str) -> Option<Paging> {
+        Paging::ALL.into_iter().find(|paging| paging.path() == path)
+    }
 
     fn path(self) -> &'static str {
         match self {
@@ -635,24 +855,45 @@ fn decode_cursor(token: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Counts every request and checks the bearer token on every path but `/healthz`.
+/// Counts every request, checks the bearer token on every path but `/healthz`, and logs the
+/// requests of data endpoints.
 async fn gate(State(api): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let at = Instant::now();
     api.requests.fetch_add(1, Relaxed);
-    if let Some(expected) = &api.config.require_bearer {
-        let presented = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(expected.as_str()) && req.uri().path() != "/healthz" {
+    let logged = Paging::of_path(req.uri().path()).map(|_| path_and_query(req.uri()).to_owned());
+    let response = match &api.config.require_bearer {
+        Some(expected) if !bearer_ok(&req, expected) && req.uri().path() != "/healthz" => {
             let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             response
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            response
         }
+        _ => next.run(req).await,
+    };
+    if let Some(path_and_query) = logged {
+        api.log(RequestRecord {
+            at,
+            path_and_query,
+            status: response.status().as_u16(),
+        });
     }
-    next.run(req).await
+    response
+}
+
+/// Whether the request presents `Authorization: Bearer <expected>`.
+fn bearer_ok(req: &Request, expected: &str) -> bool {
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    presented == Some(expected)
+}
+
+/// The path and query of `uri`, as sent.
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
 }
 
 async fn healthz() -> Response {
@@ -688,6 +929,28 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 const HTML_ERROR_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n\
     <body><h1>Bad Gateway</h1><p>The upstream server did not answer in time. Please try again \
     later.</p></body></html>\n";
+
+const X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
+
+/// A data endpoint: the rate limit, then the page (or what the faults make of it).
+async fn data_endpoint(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
+    let quota = api.rate_limit(Instant::now());
+    let mut response = match &quota {
+        Some(quota) if !quota.admitted => {
+            api.rate_limited.fetch_add(1, Relaxed);
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(ceil_secs(quota.reset_in)));
+            response
+        }
+        _ => data_page(api, paging, req).await,
+    };
+    if let Some(quota) = quota {
+        quota.insert_headers(response.headers_mut(), SystemTime::now());
+    }
+    response
+}
 
 async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
     let (request, _) = req.into_parts();
@@ -726,6 +989,9 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
             )
                 .into_response();
         }
+        Some(Action::ErrorBody(text)) => {
+            return (StatusCode::OK, [(CONTENT_TYPE, JSON)], text.clone()).into_response();
+        }
         Some(Action::Delay(delay)) => tokio::time::sleep(*delay).await,
         _ => {}
     }
@@ -744,105 +1010,98 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
         None => None,
     };
 
-    let body = page_body(&api.pool, paging, &window, next, total);
-    let (body, content_length) = match action {
+    let encoding = body::negotiate(&api.config.encodings, &request.headers);
+    let shift = match action {
+        Some(Action::Shifted(shift)) => shift,
+        _ => 0,
+    };
+    let mut page = body::PageBytes::new(api.clone(), paging, &window, next, shift);
+    let last = page.len().saturating_sub(1);
+    // Where a body fault cuts the page (in uncompressed bytes), and whether the answer has a
+    // `Content-Length`: always, never, or when it is known without compressing the page first.
+    let (cut, length) = match action {
         Some(Action::ResetMidBody { after }) => {
-            let after = after.min(body.len().saturating_sub(1));
-            let pieces = vec![
-                Piece::Bytes(body[..after].to_vec()),
-                Piece::Pause(FLUSH_PAUSE),
-                Piece::Abort,
-            ];
-            (pieced(pieces), None)
+            (Some((after.min(last), body::AtCut::Abort)), Length::Never)
         }
         Some(Action::Truncate { after }) => {
-            let after = after.min(body.len().saturating_sub(1));
-            let pieces = vec![
-                Piece::Bytes(body[..after].to_vec()),
-                Piece::Pause(FLUSH_PAUSE),
-            ];
-            (pieced(pieces), Some(body.len()))
+            (Some((after.min(last), body::AtCut::Close)), Length::Always)
         }
         Some(Action::Stall { after, stall }) => {
-            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
-            let len = body.len();
-            let mut head = body;
-            let tail = head.split_off(after.min(len));
-            let pieces = vec![Piece::Bytes(head), Piece::Pause(stall), Piece::Bytes(tail)];
-            (pieced(pieces), Some(len))
+            let after = after.min(page.len());
+            (Some((after, body::AtCut::Pause(stall))), Length::Always)
         }
         Some(Action::Pad { bytes, chunked }) => {
-            let mut body = body;
-            body.resize(body.len() + bytes, b' ');
-            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
-            if chunked {
-                (pieced(vec![Piece::Bytes(body)]), None)
-            } else {
-                (Body::from(body), None)
-            }
+            page.pad(bytes);
+            (
+                None,
+                if chunked {
+                    Length::Never
+                } else {
+                    Length::Always
+                },
+            )
         }
-        _ => {
-            api.bytes_served.fetch_add(body.len() as u64, Relaxed);
-            (Body::from(body), None)
+        _ => (None, Length::WhenKnown),
+    };
+    let counted = action.as_ref().is_none_or(Action::serves_page);
+    let uncompressed_len = page.len();
+    let producer = body::Producer::new(page, encoding, cut);
+    let (body, content_length) = match (encoding, length) {
+        (_, Length::Never) => (body::stream(api.clone(), producer, counted), None),
+        (None, _) => (
+            body::stream(api.clone(), producer, counted),
+            Some(uncompressed_len),
+        ),
+        (Some(_), Length::WhenKnown) => (body::stream(api.clone(), producer, counted), None),
+        (Some(_), Length::Always) => {
+            // Compress the whole page first, off the runtime's threads, to know its length.
+            let steps = match tokio::task::spawn_blocking(move || producer.collect()).await {
+                Ok(steps) => steps,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            };
+            let steps: Vec<body::Step> = steps;
+            let len = steps
+                .iter()
+                .map(|step| match step {
+                    body::Step::Bytes { wire, .. } => wire.len(),
+                    _ => 0,
+                })
+                .sum();
+            let body = body::stream(api.clone(), steps.into_iter(), counted);
+            (body, Some(len))
         }
     };
 
     let mut response = (StatusCode::OK, [(CONTENT_TYPE, JSON)], body).into_response();
+    let headers = response.headers_mut();
     if let Some(len) = content_length {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Some(encoding) = encoding {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+    }
+    if !api.config.encodings.is_empty() {
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     if let Some(link) = link {
-        response.headers_mut().insert(LINK, link);
+        headers.insert(LINK, link);
+    }
+    if matches!(paging, Paging::Offset | Paging::Page) {
+        headers.insert(X_TOTAL_COUNT, HeaderValue::from(total));
     }
     response
 }
 
-/// The JSON body of a page: records `window.start..window.end` and the next cursor `next`.
-fn page_body(
-    pool: &Pool,
-    paging: Paging,
-    window: &Window,
-    next: Option<u64>,
-    total: u64,
-) -> Vec<u8> {
-    let (open, close): (&[u8], String) = match paging {
-        Paging::Token => (
-            br#"{"variants":["#,
-            match next {
-                Some(offset) => format!(r#"],"next_token":"{}"}}"#, encode_cursor(offset)),
-                None => r#"],"next_token":null}"#.into(),
-            },
-        ),
-        Paging::NextUrl => (
-            br#"{"data":{"items":["#,
-            match next {
-                Some(offset) => format!(
-                    r#"]}},"links":{{"next":"{}?count={}&cursor={}"}}}}"#,
-                    paging.path(),
-                    window.size,
-                    encode_cursor(offset)
-                ),
-                None => r#"]},"links":{}}"#.into(),
-            },
-        ),
-        Paging::LinkHeader => (b"[", "]".into()),
-        Paging::Offset => (br#"{"results":["#, format!(r#"],"total":{total}}}"#)),
-        Paging::Page => (br#"{"items":["#, format!(r#"],"page":{}}}"#, window.page)),
-        Paging::Single => (br#"{"variants":["#, "]}".into()),
-    };
-    let records = window.start..window.end;
-    let mut body = Vec::with_capacity(open.len() + pool.records_len(records.clone()) + close.len());
-    body.extend_from_slice(open);
-    for index in records {
-        if index > window.start {
-            body.push(b',');
-        }
-        pool.write_record(index, &mut body);
-    }
-    body.extend_from_slice(close.as_bytes());
-    body
+/// Whether a page's answer has a `Content-Length`.
+#[derive(Clone, Copy)]
+enum Length {
+    /// Always, even if the page must be compressed whole to know it.
+    Always,
+    /// When the page is not compressed (its length is known beforehand).
+    WhenKnown,
+    /// Never: chunked encoding.
+    Never,
 }
 
 /// The answer of an [`Action::Status`] fault.
@@ -861,35 +1120,53 @@ fn status_fault(status: u16, retry_after: Option<RetryAfter>) -> Response {
     response
 }
 
-/// A step of a body sent piece by piece.
-enum Piece {
-    /// Sends these bytes.
-    Bytes(Vec<u8>),
-    /// Waits.
-    Pause(Duration),
-    /// Fails the body: the server drops the connection.
-    Abort,
+/// `duration` in whole seconds, rounded up.
+fn ceil_secs(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
-/// A streamed body made of `pieces`, in order; its length is unknown to the server (it sends
-/// a `Content-Length` only if the response has one).
-fn pieced(pieces: Vec<Piece>) -> Body {
-    let stream = futures::stream::unfold(pieces.into_iter(), |mut rest| async move {
-        loop {
-            match rest.next()? {
-                Piece::Bytes(bytes) => return Some((Ok(bytes), rest)),
-                Piece::Pause(pause) => tokio::time::sleep(pause).await,
-                Piece::Abort => {
-                    let reset = io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "injected fault: connection dropped mid-body",
-                    );
-                    return Some((Err(reset), rest));
-                }
+/// Where a data request stands with [`MockConfig::rate_limit`].
+struct Quota {
+    /// Whether it is answered (else 429).
+    admitted: bool,
+    limit: u32,
+    /// Requests left in the window after this one.
+    remaining: u32,
+    /// Until the window ends.
+    reset_in: Duration,
+    headers: RateLimitHeaders,
+}
+
+impl Quota {
+    fn insert_headers(&self, headers: &mut HeaderMap, now: SystemTime) {
+        let reset = ceil_secs(self.reset_in);
+        let (names, reset) = match self.headers {
+            RateLimitHeaders::None => return,
+            RateLimitHeaders::Ietf => (
+                ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+                reset,
+            ),
+            RateLimitHeaders::XRateLimit => {
+                let since_epoch = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                (
+                    [
+                        "x-ratelimit-limit",
+                        "x-ratelimit-remaining",
+                        "x-ratelimit-reset",
+                    ],
+                    ceil_secs(since_epoch.saturating_add(self.reset_in)),
+                )
             }
+        };
+        let values = [u64::from(self.limit), u64::from(self.remaining), reset];
+        for (name, value) in names.into_iter().zip(values) {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
         }
-    });
-    Body::from_stream(stream)
+    }
 }
 
 /// What [`Shared::fault`] decided for a data request.
@@ -907,7 +1184,7 @@ impl Shared {
     /// atomically with the check keeps `error_after_pages` exact under concurrency).
     fn fault(&self, uri: &Uri, window: &Window) -> Verdict {
         let faults = &self.config.faults;
-        let url = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        let url = path_and_query(uri);
         if let Some(action) = self.rule(url, window) {
             self.faults_injected.fetch_add(1, Relaxed);
             if action.serves_page() {
@@ -972,6 +1249,47 @@ impl Shared {
             }
         }
         None
+    }
+
+    /// Counts a data request against [`MockConfig::rate_limit`], if there is one.
+    fn rate_limit(&self, now: Instant) -> Option<Quota> {
+        let limit = self.config.rate_limit?;
+        let mut current = self
+            .rate_window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A window too long for an `Instant` never ends.
+        let ends = |window: &RateWindow| window.started.checked_add(limit.window);
+        let window = match *current {
+            Some(window) if ends(&window).is_none_or(|end| now < end) => window,
+            _ => RateWindow {
+                started: now,
+                used: 0,
+            },
+        };
+        let admitted = window.used < limit.limit;
+        let window = RateWindow {
+            used: window.used + u32::from(admitted),
+            ..window
+        };
+        *current = Some(window);
+        let reset_in = ends(&window).map_or(limit.window, |end| end.saturating_duration_since(now));
+        Some(Quota {
+            admitted,
+            limit: limit.limit,
+            remaining: limit.limit.saturating_sub(window.used),
+            reset_in,
+            headers: limit.headers,
+        })
+    }
+
+    /// Adds a data request to the log, forgetting the oldest beyond [`REQUEST_LOG_CAPACITY`].
+    fn log(&self, record: RequestRecord) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() >= REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(record);
     }
 
     /// Counts a page about to be served (`None`), or answers the `error_after_pages` failure.
