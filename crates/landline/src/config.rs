@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::pointer::JsonPointer;
 use crate::sink::{MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
-use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig};
+use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig, Total};
 use crate::template::{RunVars, Template, TemplateError, expand_env};
 use crate::tls::CaBundle;
 use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
@@ -22,8 +22,11 @@ const MIB: usize = 1024 * 1024;
 
 /// Default `[source] max_pages`.
 pub const DEFAULT_MAX_PAGES: u64 = 10_000;
-/// Default `[source] max_page_bytes`: a page body larger than this is an error.
-pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 * MIB;
+/// The smallest `[source] max_page_bytes` (a guard that would refuse every real page is a
+/// mistake, not a setting).
+pub const MIN_MAX_PAGE_BYTES: usize = 1024;
+/// Most `[source] concurrency`.
+pub const MAX_CONCURRENCY: usize = 64;
 /// Default `[source] max_record_bytes`.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * MIB;
 /// Default `[sink] part_size_bytes`: the first 1,000 parts' size, in compressed bytes.
@@ -103,9 +106,9 @@ pub struct SourceSection {
     /// More pages than this is an error.
     #[serde(default = "default_max_pages")]
     pub max_pages: u64,
-    /// A page body larger than this is an error.
-    #[serde(default = "default_max_page_bytes")]
-    pub max_page_bytes: usize,
+    /// A page body larger than this (decoded) is an error; no limit by default, since a
+    /// page's size does not set landline's memory.
+    pub max_page_bytes: Option<usize>,
     /// A record larger than this (as written) is an error.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
@@ -120,6 +123,19 @@ pub struct SourceSection {
     pub redact_params: Option<Vec<String>>,
     /// A PEM file of CA certificates trusted besides the system's.
     pub ca_bundle: Option<String>,
+    /// Ask for compressed responses (gzip, br, zstd, deflate); on by default.
+    #[serde(default = "default_true")]
+    pub compression: bool,
+    /// Pages fetched at once for offset (with a page size) and page pagination.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Body bytes, as received, buffered per page in flight.
+    #[serde(default = "default_page_buffer_bytes")]
+    pub page_buffer_bytes: usize,
+    /// JSON pointer to a value whose presence in a 200 body means the page failed.
+    pub error: Option<String>,
+    /// `[source.rate_limit]`.
+    pub rate_limit: Option<RateLimitSection>,
     /// `[source.pagination]`.
     #[serde(default)]
     pub pagination: PaginationSection,
@@ -131,8 +147,29 @@ pub struct SourceSection {
 fn default_max_pages() -> u64 {
     DEFAULT_MAX_PAGES
 }
-fn default_max_page_bytes() -> usize {
-    DEFAULT_MAX_PAGE_BYTES
+fn default_true() -> bool {
+    true
+}
+fn default_concurrency() -> usize {
+    crate::source::DEFAULT_CONCURRENCY
+}
+fn default_page_buffer_bytes() -> usize {
+    crate::source::DEFAULT_PAGE_BUFFER_BYTES
+}
+
+/// `[source.rate_limit]`: a token bucket shared by every request of the run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Requests per second, on average.
+    pub requests_per_second: f64,
+    /// Requests that may go at once after a quiet spell (default 1).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
 }
 fn default_max_record_bytes() -> usize {
     DEFAULT_MAX_RECORD_BYTES
@@ -180,6 +217,10 @@ pub struct PaginationSection {
     pub limit: Option<u64>,
     /// offset (default 0), page (default 1): the first value.
     pub start: Option<u64>,
+    /// offset, page: JSON pointer to the total record count in the body.
+    pub total: Option<String>,
+    /// offset, page: the response header with the total record count.
+    pub total_header: Option<String>,
 }
 
 /// `[source.retry]`.
@@ -452,9 +493,53 @@ impl PipelineFile {
         if s.max_pages == 0 {
             return Err(invalid("source.max_pages", "must be at least 1"));
         }
-        if s.max_page_bytes < 1024 {
-            return Err(invalid("source.max_page_bytes", "must be at least 1024"));
+        if s.max_page_bytes.is_some_and(|m| m < MIN_MAX_PAGE_BYTES) {
+            return Err(invalid(
+                "source.max_page_bytes",
+                format!("must be at least {MIN_MAX_PAGE_BYTES}"),
+            ));
         }
+        if !(1..=MAX_CONCURRENCY).contains(&s.concurrency) {
+            return Err(invalid(
+                "source.concurrency",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            ));
+        }
+        if s.page_buffer_bytes < 1024 {
+            return Err(invalid("source.page_buffer_bytes", "must be at least 1024"));
+        }
+        let error = s
+            .error
+            .as_deref()
+            .map(|text| {
+                let error = JsonPointer::parse(text).map_err(|e| invalid("source.error", e))?;
+                if error.is_prefix_of(&records) || records.is_prefix_of(&error) {
+                    return Err(invalid("source.error", "must not overlap source.records"));
+                }
+                Ok(error)
+            })
+            .transpose()?;
+        let rate_limit = s
+            .rate_limit
+            .as_ref()
+            .map(|r| {
+                let rps = r.requests_per_second;
+                if !(rps.is_finite() && rps > 0.0 && rps <= 1e6) {
+                    return Err(invalid(
+                        "source.rate_limit.requests_per_second",
+                        "must be a number above 0 (at most 1000000)",
+                    ));
+                }
+                if r.burst == 0 {
+                    return Err(invalid("source.rate_limit.burst", "must be at least 1"));
+                }
+                Ok(crate::source::RateLimitConfig {
+                    requests_per_second: rps,
+                    burst: r.burst,
+                })
+            })
+            .transpose()?;
+        let total = total(&s.pagination, &records)?;
         if s.max_record_bytes == 0 {
             return Err(invalid("source.max_record_bytes", "must be at least 1"));
         }
@@ -492,12 +577,18 @@ impl PipelineFile {
             url,
             headers,
             pagination,
+            total,
+            error,
             max_pages: s.max_pages,
-            max_page_bytes: s.max_page_bytes,
+            max_page_bytes: s.max_page_bytes.unwrap_or(usize::MAX),
             timeout: secs("source.timeout_secs", s.timeout_secs)?,
             connect_timeout: secs("source.connect_timeout_secs", s.connect_timeout_secs)?,
             retry,
             redactor,
+            compression: s.compression,
+            concurrency: s.concurrency,
+            page_buffer_bytes: s.page_buffer_bytes,
+            rate_limit,
         };
 
         let t = &self.transform;
@@ -692,6 +783,40 @@ fn pagination(p: &PaginationSection, records: &JsonPointer) -> Result<Pagination
             }
         }
     })
+}
+
+/// `total` and `total_header` of `[source.pagination]`: offset and page pagination only.
+fn total(p: &PaginationSection, records: &JsonPointer) -> Result<Option<Total>, ConfigError> {
+    let key = |name: &str| format!("source.pagination.{name}");
+    let counted = matches!(p.kind, PaginationKind::Offset | PaginationKind::Page);
+    match (&p.total, &p.total_header) {
+        (None, None) => Ok(None),
+        _ if !counted => {
+            let name = if p.total.is_some() {
+                "total"
+            } else {
+                "total_header"
+            };
+            Err(invalid(
+                key(name),
+                format!("not used by type = {:?}", kind_name(p.kind)),
+            ))
+        }
+        (Some(_), Some(_)) => Err(invalid(
+            key("total_header"),
+            "give either total (in the body) or total_header, not both",
+        )),
+        (Some(text), None) => {
+            let total = JsonPointer::parse(text).map_err(|e| invalid(key("total"), e))?;
+            if total.is_prefix_of(records) || records.is_prefix_of(&total) {
+                return Err(invalid(key("total"), "must not overlap source.records"));
+            }
+            Ok(Some(Total::Body(total)))
+        }
+        (None, Some(name)) => reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map(|h| Some(Total::Header(h)))
+            .map_err(|_| invalid(key("total_header"), "not a valid header name")),
+    }
 }
 
 fn kind_name(kind: PaginationKind) -> &'static str {

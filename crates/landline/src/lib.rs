@@ -11,7 +11,7 @@
 //! | stage | module | job |
 //! |---|---|---|
 //! | configuration | [`config`], [`template`], [`pointer`](mod@pointer) | pipeline file → validated [`Pipeline`] |
-//! | source | [`source`] | fetch pages ([`source::HttpSource`]), split them ([`source::page`]), paging ([`source::paginate`]) |
+//! | source | [`source`] | fetch pages ([`source::HttpSource`], [`source::fetch`]), decode them ([`source::decode`]), split them as they arrive ([`source::page`]), paging ([`source::paginate`]), rate limits ([`source::rate`]) |
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |
 //! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
@@ -20,8 +20,8 @@
 //!
 //! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
 //! or a blocking call. A stage that is full makes the one before it wait, which is how memory
-//! stays bounded: one page body, a few 512 KiB chunks, the part being filled and the parts in
-//! flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
+//! stays bounded: a few pages' bodies as received (never a whole decoded page), a few 512 KiB
+//! chunks, the part being filled and the parts in flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
 //! each bound visible where the buffer lives.
 //!
 //! ```no_run
@@ -41,6 +41,7 @@ pub mod compress;
 pub mod config;
 pub mod encode;
 mod errors;
+mod pages;
 pub mod pipeline;
 pub mod pointer;
 pub mod report;

@@ -1,37 +1,38 @@
 //! `run`: wires the stages of one pipeline run; the data path reads top to bottom here.
 //!
 //! ```text
-//! fetch page N+1 (async)  ─┐
-//!                          ├─ overlap ─ page N: split + transform + encode (blocking thread)
-//! compress chunks (thread) ┘                     │ chunks (bounded queue)
-//!                                                ▼
+//! page tasks (async, ahead) ─ bodies ─▶ page processor thread: decode + split + transform
+//!                                            │ JSON Lines chunks (bounded queue)
+//!                                            ▼
 //!                          gzip thread ── parts (bounded channel) ──▶ upload task ──▶ store
 //! ```
 //!
 //! Each arrow is bounded, so a slow stage makes the ones before it wait: the upload task takes
-//! a part only when a slot is free, the gzip thread blocks on the part channel, the encoder on
-//! the chunk queue, and the next page is fetched only after the current one was split.
+//! a part only when a slot is free, the gzip thread blocks on the part channel, the processor
+//! on the chunk queue, and a page's fetch task stops reading its connection when the page's
+//! byte budget is full (see the `pages` module).
 //!
 //! Every error path aborts the multipart upload before returning; the upload is created
-//! before the first page is read, so wrong credentials fail at the first request.
+//! while the first page is fetched, so wrong credentials fail at the first request.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{NaiveDate, SecondsFormat, Utc};
-use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::compress::{CompressError, Compressor, CompressorConfig, Part};
 use crate::config::Pipeline;
 use crate::encode::LineEncoder;
-use crate::report::{MemorySettings, Progress, RunReport, peak_rss_bytes};
+use crate::pages::{self, Processed, Processor};
+use crate::report::{MemorySettings, NetworkReport, Progress, RunReport, peak_rss_bytes};
 use crate::sink::{Destination, ObjectWriter, SinkError};
-use crate::source::page::{PageError, scan_page};
-use crate::source::{Fetched, HttpSource, PageOutcome, SourceError};
+use crate::source::page::Paths;
+use crate::source::{HttpSource, SourceError};
 use crate::template::RunVars;
-use crate::transform::{RecordWriter, TransformBuildError};
+use crate::transform::TransformBuildError;
 
 /// JSON Lines are handed to the compressor in chunks of this size.
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -39,7 +40,7 @@ pub const CHUNK_BYTES: usize = 512 * 1024;
 pub const CHUNK_QUEUE: usize = 1;
 
 /// Per-run choices that are not part of the pipeline file.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// The `{ingest_date}`; the run's UTC date when `None`.
     pub ingest_date: Option<NaiveDate>,
@@ -47,6 +48,18 @@ pub struct RunOptions {
     pub store_env: Vec<(String, String)>,
     /// Live counters, for a progress display.
     pub progress: Option<Arc<Progress>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The store environment holds secrets: only its names are shown.
+        let names: Vec<&str> = self.store_env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("RunOptions")
+            .field("ingest_date", &self.ingest_date)
+            .field("store_env", &names)
+            .field("progress", &self.progress)
+            .finish()
+    }
 }
 
 /// Why a run failed. The multipart upload, if one was started, has been aborted.
@@ -102,37 +115,43 @@ pub async fn run(
         &pipeline.sink.store,
         options.store_env,
     )?;
-    let mut source = HttpSource::new(pipeline.source.clone())?;
+    let source = HttpSource::new(pipeline.source.clone())?;
     let progress = options.progress.unwrap_or_default();
 
-    // Start the upload and fetch the first page at the same time: both are first requests.
-    let mut body = Vec::new();
-    let (writer, first) = tokio::join!(
-        ObjectWriter::create(
-            destination.store.clone(),
-            &destination.path,
-            destination.location.clone(),
-            pipeline.sink.max_parts_in_flight,
-        ),
-        source.fetch_next(&mut body)
-    );
-    let writer = writer?;
-    let first = match first {
-        Ok(first) => first,
-        Err(e) => return Err(abort(writer, e.into()).await),
-    };
+    // Page 1 is fetched while the upload is created: both are first requests. Dropping the
+    // task set on the way out stops every fetch still going.
+    let mut tasks = JoinSet::new();
+    let mut paginator = source.paginator();
+    let first = paginator
+        .next_url()
+        .map_err(|e| {
+            RunError::Source(SourceError::Pagination {
+                page: 0,
+                url: source.config().redactor.url(&source.config().url),
+                source: e,
+            })
+        })?
+        .map(|url| (url.clone(), source.spawn_page(1, url, &mut tasks)));
+    let writer = ObjectWriter::create(
+        destination.store.clone(),
+        &destination.path,
+        destination.location.clone(),
+        pipeline.sink.max_parts_in_flight,
+    )
+    .await?;
 
     // One slot per part alive at once: the one being filled, plus those queued or uploading.
     let part_slots = Arc::new(Semaphore::new(pipeline.sink.max_parts_in_flight + 1));
     let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
     let (stop_tx, stop_rx) = oneshot::channel();
+    let mut stop_tx = Some(stop_tx);
     let uploader = tokio::spawn(upload_parts(
         writer,
         parts_rx,
         stop_rx,
         Arc::clone(&part_slots),
     ));
-    let compressor = match Compressor::spawn(
+    let stages = Compressor::spawn(
         CompressorConfig {
             level: pipeline.sink.compression_level,
             workers: pipeline.sink.compression_threads,
@@ -141,48 +160,69 @@ pub async fn run(
             part_slots: Some(Arc::clone(&part_slots)),
         },
         parts_tx,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            part_slots.close();
-            let _ = stop_tx.send(());
-            let writer = join_uploader(uploader).await?.0;
-            return Err(abort(
-                writer,
-                RunError::Internal(format!("starting the compressor: {e}")),
-            )
-            .await);
+    )
+    .map_err(|e| RunError::Internal(format!("starting the compressor: {e}")))
+    .and_then(|compressor| {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let processor = Processor {
+            transform,
+            encoder: LineEncoder::new(compressor, CHUNK_BYTES),
+            paths: Paths {
+                records: pipeline.records.clone(),
+                cursor: pipeline.source.body_pointer().cloned(),
+                error: pipeline.source.error.clone(),
+            },
+            source: source.clone(),
+            progress: Arc::clone(&progress),
+            events: events_tx,
+        };
+        let (feeds_tx, feeds_rx) = mpsc::channel(1);
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("landline-pages".into())
+            .spawn(move || {
+                let _ = done_tx.send(pages::process(processor, feeds_rx));
+            })
+            .map_err(|e| RunError::Internal(format!("starting the page processor: {e}")))?;
+        Ok((feeds_tx, events_rx, done_rx))
+    });
+    let (feeds_tx, events_rx, processed) = match stages {
+        Ok(stages) => stages,
+        Err(err) => {
+            halt(&part_slots, &mut stop_tx);
+            let (writer, _) = join_uploader(uploader).await?;
+            return Err(abort(writer, err).await);
         }
     };
-    let mut state = Pages {
-        encoder: Some(LineEncoder::new(compressor, CHUNK_BYTES)),
-        body,
-        records: 0,
-        pages: 0,
-        retries: 0,
-        bytes_in: 0,
-        largest_page: 0,
-    };
 
-    let fetched = tokio::select! {
-        r = state.run(pipeline, &transform, &mut source, first, &progress) => r,
+    let driven = tokio::select! {
+        r = pages::drive(&source, paginator, first, &mut tasks, feeds_tx, events_rx) => r,
         () = cancel => Err(RunError::Cancelled),
     };
-    // On success the encoder is still there: finishing it sends the last part.
-    let finished = match (fetched, state.encoder.take()) {
-        (Ok(()), Some(encoder)) => tokio::task::spawn_blocking(move || encoder.finish())
+    // Pages fetched past the end, or still going after a failure, are not wanted.
+    tasks.abort_all();
+    if driven.is_err() {
+        halt(&part_slots, &mut stop_tx);
+    }
+    let processed = processed
+        .await
+        .unwrap_or_else(|_| Err(RunError::Internal("the page processor died".into())));
+    // On success the encoder comes back: finishing it sends the last part.
+    let finished = match (driven, processed) {
+        (Ok(()), Ok((encoder, done))) => tokio::task::spawn_blocking(move || encoder.finish())
             .await
             .map_err(|e| RunError::Internal(e.to_string()))
-            .and_then(|r| r.map_err(RunError::from)),
-        (Ok(()), None) => Err(RunError::Internal("the encoder was lost".into())),
-        (Err(e), _) => Err(e),
+            .and_then(|r| r.map_err(RunError::from))
+            .map(|stats| (stats, done)),
+        (Err(RunError::Cancelled), _) => Err(RunError::Cancelled),
+        // The processor's own error says what went wrong; paging only saw it stop.
+        (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => Err(err),
+        (Err(err), _) | (Ok(()), Err(err)) => Err(err),
     };
-    let stats = match finished {
-        Ok(stats) => stats,
+    let (stats, done) = match finished {
+        Ok(finished) => finished,
         Err(err) => {
-            // Wake the compressor if it waits for a slot, and stop taking parts.
-            part_slots.close();
-            let _ = stop_tx.send(());
+            halt(&part_slots, &mut stop_tx);
             let (writer, upload) = join_uploader(uploader).await?;
             // When the compressor stopped because the upload failed, the upload's error is
             // the cause worth reporting.
@@ -198,7 +238,7 @@ pub async fn run(
     if let Err(e) = upload {
         return Err(abort(writer, e.into()).await);
     }
-    let (objects, e_tag, parts) = if state.records == 0 {
+    let (objects, e_tag, parts) = if done.records == 0 {
         // An empty source writes nothing, not an empty object.
         writer.abort().await?;
         (Vec::new(), None, 0)
@@ -210,11 +250,36 @@ pub async fn run(
             written.parts,
         )
     };
-    let report = RunReport {
-        records: state.records,
-        pages: state.pages,
-        retries: state.retries,
-        bytes_in: state.bytes_in,
+    let report = report(
+        pipeline, &source, &done, &stats, objects, e_tag, parts, started, vars,
+    );
+    tracing::info!(
+        records = report.records,
+        pages = report.pages,
+        bytes_written = report.bytes_written,
+        "run complete"
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    pipeline: &Pipeline,
+    source: &HttpSource,
+    done: &Processed,
+    stats: &crate::compress::CompressStats,
+    objects: Vec<String>,
+    e_tag: Option<String>,
+    parts: u64,
+    started: Instant,
+    vars: RunVars,
+) -> RunReport {
+    let rate = source.rate_stats();
+    RunReport {
+        records: done.records,
+        pages: done.pages,
+        retries: source.retries(),
+        bytes_in: done.bytes_decoded,
         bytes_uncompressed: stats.bytes_in,
         bytes_written: if objects.is_empty() {
             0
@@ -228,101 +293,34 @@ pub async fn run(
         wall_seconds: started.elapsed().as_secs_f64(),
         ingest_date: vars.ingest_date,
         ingest_ts: vars.ingest_ts,
+        network: NetworkReport {
+            bytes_wire: source
+                .stats()
+                .wire_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            retry_wait_seconds: source.retry_wait().as_secs_f64(),
+            rate_limit_waits: rate.waits,
+            rate_limit_wait_seconds: rate.waited.as_secs_f64(),
+        },
         memory: MemorySettings {
             part_size_bytes: pipeline.sink.part_size_bytes as u64,
             max_parts_in_flight: pipeline.sink.max_parts_in_flight as u64,
             chunk_bytes: CHUNK_BYTES as u64,
             chunk_queue: CHUNK_QUEUE as u64,
             compression_threads: pipeline.sink.compression_threads as u64,
-            max_page_bytes: pipeline.source.max_page_bytes as u64,
-            largest_page_bytes: state.largest_page,
+            max_page_bytes: u64::try_from(pipeline.source.max_page_bytes).unwrap_or(u64::MAX),
+            largest_page_bytes: done.largest_page,
+            concurrency: pipeline.source.concurrency as u64,
+            page_buffer_bytes: pipeline.source.page_buffer_bytes as u64,
         },
-    };
-    tracing::info!(
-        records = report.records,
-        pages = report.pages,
-        bytes_written = report.bytes_written,
-        "run complete"
-    );
-    Ok(report)
+    }
 }
 
-/// The page loop's state, kept outside the loop's future so a cancelled loop leaves it intact.
-struct Pages {
-    /// Moved into the blocking thread for each page and back; `None` only while it is there.
-    encoder: Option<LineEncoder>,
-    body: Vec<u8>,
-    records: u64,
-    pages: u64,
-    retries: u64,
-    bytes_in: u64,
-    largest_page: u64,
-}
-
-impl Pages {
-    async fn run(
-        &mut self,
-        pipeline: &Pipeline,
-        transform: &Arc<crate::transform::Transform>,
-        source: &mut HttpSource,
-        first: Option<Fetched>,
-        progress: &Progress,
-    ) -> Result<(), RunError> {
-        // Shared with each page's worker without copying the pointers' tokens every page.
-        let records_ptr = Arc::new(pipeline.records.clone());
-        let cursor_ptr = Arc::new(source.cursor_pointer().cloned());
-        let mut fetched = first;
-        while let Some(page) = fetched {
-            let body_len = self.body.len() as u64;
-            self.bytes_in += body_len;
-            self.largest_page = self.largest_page.max(body_len);
-            self.retries += u64::from(page.attempts - 1);
-            let Some(mut encoder) = self.encoder.take() else {
-                return Err(RunError::Internal("the encoder was lost".into()));
-            };
-            let body = std::mem::take(&mut self.body);
-            let transform = Arc::clone(transform);
-            let records_ptr = Arc::clone(&records_ptr);
-            let cursor_ptr = Arc::clone(&cursor_ptr);
-            // Splitting, transforming and encoding is CPU work: keep it off the async workers.
-            let (body, encoder, scanned) = tokio::task::spawn_blocking(move || {
-                let mut writer = RecordWriter::new(&transform, &mut encoder);
-                let scanned = scan_page(
-                    &body,
-                    &records_ptr,
-                    cursor_ptr.as_ref().as_ref(),
-                    &mut writer,
-                )
-                .map(|scan| (scan.records, scan.next.map(RawValue::to_owned)));
-                (body, encoder, scanned)
-            })
-            .await
-            .map_err(|e| RunError::Internal(format!("page worker: {e}")))?;
-            self.body = body;
-            self.encoder = Some(encoder);
-            let (records, next) = scanned.map_err(|source_err| match source_err {
-                PageError::Output(e) => RunError::Compress(e),
-                other => RunError::Source(SourceError::Page {
-                    page: page.page,
-                    url: source.config().redactor.url(&page.url),
-                    source: other,
-                }),
-            })?;
-            self.records += records;
-            self.pages += 1;
-            let lines = self.encoder.as_ref().map_or(0, LineEncoder::bytes);
-            progress.page(records, body_len, lines);
-            source.advance(
-                &page,
-                PageOutcome {
-                    records,
-                    body_next: next.as_deref(),
-                    link_next: page.link_next.as_deref(),
-                },
-            )?;
-            fetched = source.fetch_next(&mut self.body).await?;
-        }
-        Ok(())
+/// Wakes the compressor if it waits for a slot, and stops the upload task taking parts.
+fn halt(part_slots: &Semaphore, stop: &mut Option<oneshot::Sender<()>>) {
+    part_slots.close();
+    if let Some(stop) = stop.take() {
+        let _ = stop.send(());
     }
 }
 

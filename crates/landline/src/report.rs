@@ -44,10 +44,28 @@ pub struct MemorySettings {
     pub chunk_queue: u64,
     /// Deflate threads (each has `chunk_bytes` in flight, plus one waiting to be collected).
     pub compression_threads: u64,
-    /// Largest page body accepted.
+    /// Largest page body accepted (decoded); `u64::MAX` for no limit.
     pub max_page_bytes: u64,
-    /// Largest page body actually seen.
+    /// Largest page body actually seen (decoded).
     pub largest_page_bytes: u64,
+    /// Pages fetched at once (offset and page pagination).
+    pub concurrency: u64,
+    /// Body bytes, as received, buffered per page in flight.
+    pub page_buffer_bytes: u64,
+}
+
+/// What the run's fetches cost on the network.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NetworkReport {
+    /// Bytes of page bodies as received (compressed, when the server compressed them), every
+    /// attempt included.
+    pub bytes_wire: u64,
+    /// Seconds spent waiting before retries.
+    pub retry_wait_seconds: f64,
+    /// Requests that waited for the rate limit (the configured one or the server's).
+    pub rate_limit_waits: u64,
+    /// Seconds spent in those waits.
+    pub rate_limit_wait_seconds: f64,
 }
 
 /// The summary of one run.
@@ -59,7 +77,7 @@ pub struct RunReport {
     pub pages: u64,
     /// Page retries that succeeded in the end.
     pub retries: u64,
-    /// Bytes of page bodies received.
+    /// Bytes of page bodies received, decoded.
     pub bytes_in: u64,
     /// Bytes of JSON Lines (before compression).
     pub bytes_uncompressed: u64,
@@ -79,6 +97,8 @@ pub struct RunReport {
     pub ingest_date: String,
     /// The run's `{ingest_ts}`.
     pub ingest_ts: String,
+    /// Bytes on the wire, retries and rate-limit waits.
+    pub network: NetworkReport,
     /// Settings that bound memory.
     pub memory: MemorySettings,
 }
@@ -106,13 +126,19 @@ impl fmt::Display for RunReport {
         } else {
             0.0
         };
+        let n = &self.network;
         writeln!(
             f,
-            "  {} records in {} pages ({} retries), {:.1} MiB received",
+            "  {} records in {} pages, {:.1} MiB of pages ({:.1} MiB on the wire)",
             self.records,
             self.pages,
-            self.retries,
-            mib(self.bytes_in)
+            mib(self.bytes_in),
+            mib(n.bytes_wire)
+        )?;
+        writeln!(
+            f,
+            "  {} retries ({:.1} s waiting), {} rate-limit waits ({:.1} s)",
+            self.retries, n.retry_wait_seconds, n.rate_limit_waits, n.rate_limit_wait_seconds
         )?;
         writeln!(
             f,

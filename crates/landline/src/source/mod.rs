@@ -1,42 +1,75 @@
-//! The source stage: pages from a paged HTTP API, fetched one at a time into a reused buffer.
+//! The source stage: pages from a paged HTTP API, each fetched by its own task and streamed,
+//! never held whole.
 //!
-//! [`HttpSource::fetch_next`] asks the [`Paginator`] for the next URL, GETs it with retries
-//! (see [`retry`]), and reads the body into the caller's buffer, refusing pages larger than
-//! `max_page_bytes`. Splitting the body into records is [`page`]'s job; deciding what comes
-//! next from what the page said is [`paginate`]'s. Header values are secrets: they are marked
-//! sensitive and never printed; URLs are printed only through [`redact`].
+//! [`HttpSource`] holds what every fetch of a run shares: the HTTP client (rustls, certificate
+//! verification always on, `Accept-Encoding` when compression is on), the settings, the
+//! [`RateLimiter`] and the counters. [`HttpSource::spawn_page`] starts the task that fetches
+//! one page with retries ([`fetch`]) and returns the channel its body arrives on; reading that
+//! channel, decoded ([`decode`]), and splitting it into records ([`page`]) is the page
+//! processor's job, and deciding what comes next from what the page said is [`paginate`]'s.
+//! Header values are secrets: they are marked sensitive and never printed; URLs are printed
+//! only through [`redact`].
 //!
-//! Memory: one page body (the buffer the caller passes in, reused from page to page).
+//! Memory: per page in flight, at most `page_buffer_bytes` of body as received.
 
+pub mod decode;
+pub mod fetch;
 pub mod link;
 pub mod page;
 pub mod paginate;
+pub mod rate;
 pub mod redact;
 pub mod retry;
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use url::Url;
 
+use crate::pointer::JsonPointer;
 use crate::tls::CaBundle;
-
+pub use fetch::{BodyEvent, FetchStats, RetryCause, Verdict};
 pub use paginate::{Cursor, PageOutcome, Pagination, PaginationError, Paginator};
+pub use rate::{RateLimitConfig, RateLimiter, RateStats};
 pub use redact::{RedactedUrl, Redactor};
 pub use retry::RetryPolicy;
 
+/// Default for [`SourceConfig::concurrency`]: pages fetched at once where the API allows.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default for [`SourceConfig::page_buffer_bytes`]: 1 MiB of body as received per page in
+/// flight, enough for a whole gzipped page of ~200 wide records, so a page fetched ahead
+/// arrives whole while the one before it is processed.
+pub const DEFAULT_PAGE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Where the total record count of offset and page pagination is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Total {
+    /// A number (or a numeric string) at this pointer in every body.
+    Body(JsonPointer),
+    /// A response header, such as `X-Total-Count`.
+    Header(HeaderName),
+}
+
 /// Settings of the HTTP source, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceConfig {
     /// The first page's URL, static query included.
     pub url: Url,
-    /// Request headers (values may be secrets).
+    /// Request headers (values are secrets, never printed).
     pub headers: Vec<(String, String)>,
     /// How pages chain.
     pub pagination: Pagination,
+    /// Where offset and page pagination read the total record count, if anywhere.
+    pub total: Option<Total>,
+    /// A pointer whose value in a 200 body means the API failed the page.
+    pub error: Option<JsonPointer>,
     /// More pages than this is an error.
     pub max_pages: u64,
-    /// A page body larger than this is an error (it bounds memory).
+    /// A page body larger than this (decoded) is an error; `usize::MAX` for no limit.
     pub max_page_bytes: usize,
     /// Limit for the whole of one request, body included.
     pub timeout: Duration,
@@ -48,6 +81,55 @@ pub struct SourceConfig {
     pub redactor: Redactor,
     /// CAs trusted besides the system's.
     pub ca_bundle: Option<CaBundle>,
+    /// Whether to ask for compressed responses (`Accept-Encoding`).
+    pub compression: bool,
+    /// Pages fetched at once for offset and page pagination (1: one at a time).
+    pub concurrency: usize,
+    /// Body bytes, as received, buffered per page in flight.
+    pub page_buffer_bytes: usize,
+    /// The client-side rate limit, if any.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("SourceConfig")
+            .field("url", &self.redactor.url(&self.url))
+            .field("headers", &header_names)
+            .field("pagination", &self.pagination)
+            .field("total", &self.total)
+            .field("error", &self.error)
+            .field("max_pages", &self.max_pages)
+            .field("max_page_bytes", &self.max_page_bytes)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("compression", &self.compression)
+            .field("concurrency", &self.concurrency)
+            .field("page_buffer_bytes", &self.page_buffer_bytes)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceConfig {
+    /// The pointer the splitter reads besides the records: the cursor of token and next-URL
+    /// pagination, or the total of offset and page pagination.
+    pub fn body_pointer(&self) -> Option<&JsonPointer> {
+        match (&self.pagination, &self.total) {
+            (Pagination::Offset { .. } | Pagination::Page { .. }, Some(Total::Body(p))) => Some(p),
+            (pagination, _) => pagination.body_pointer(),
+        }
+    }
+
+    /// The header with the total record count, if one is configured.
+    pub fn total_header(&self) -> Option<&HeaderName> {
+        match &self.total {
+            Some(Total::Header(name)) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// Why the source failed. Every variant names the page and the (redacted) URL.
@@ -93,6 +175,46 @@ pub enum SourceError {
         /// The configured limit.
         limit: usize,
     },
+    /// The page's compressed body decodes to more than `max_page_bytes`.
+    #[error(
+        "page {page} of {url} decodes to more than max_page_bytes = {limit} bytes from {wire_bytes} bytes of {encoding} (a decompression bomb, or a limit to raise)"
+    )]
+    DecodedTooLarge {
+        /// Page number, from 1.
+        page: u64,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The configured limit.
+        limit: usize,
+        /// The `Content-Encoding`.
+        encoding: &'static str,
+        /// Bytes received when the limit was passed.
+        wire_bytes: u64,
+    },
+    /// The server sent a `Content-Encoding` landline does not decode.
+    #[error("page {page} of {url}: unsupported Content-Encoding {encoding:?}")]
+    Encoding {
+        /// Page number, from 1.
+        page: u64,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The header's value.
+        encoding: String,
+    },
+    /// The API answered 200 with an error value at the `error` pointer, on every attempt.
+    #[error(
+        "page {page} of {url}: the API answered with an error after {attempts} attempt(s): {message}"
+    )]
+    Api {
+        /// Page number, from 1.
+        page: u64,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// Attempts made.
+        attempts: u32,
+        /// The error value (up to 200 characters of its JSON).
+        message: String,
+    },
     /// The page could not be split into records.
     #[error("page {page} of {url}: {source}")]
     Page {
@@ -125,27 +247,10 @@ fn body_excerpt(body: &str) -> String {
     }
 }
 
-/// A fetched page: its number, URL and what its headers say about the next one.
+/// A paged HTTP API: the client and what every page fetch of a run shares.
 #[derive(Debug, Clone)]
-pub struct Fetched {
-    /// Page number, from 1.
-    pub page: u64,
-    /// The URL requested.
-    pub url: Url,
-    /// The `rel="next"` link from the `Link` headers, if any.
-    pub link_next: Option<String>,
-    /// Attempts it took.
-    pub attempts: u32,
-}
-
-/// A paged HTTP API.
-#[derive(Debug)]
 pub struct HttpSource {
-    client: reqwest::Client,
-    config: SourceConfig,
-    paginator: Paginator,
-    /// The last URL requested, for errors about what came after it.
-    last_url: Option<Url>,
+    ctx: Arc<fetch::FetchContext>,
 }
 
 impl HttpSource {
@@ -175,166 +280,69 @@ impl HttpSource {
             .connect_timeout(config.connect_timeout)
             .build()
             .map_err(|e| SourceError::Client(e.without_url().to_string()))?;
-        let paginator = Paginator::new(
-            config.pagination.clone(),
-            config.url.clone(),
-            config.max_pages,
-        );
+        let limiter = RateLimiter::new(config.rate_limit);
         Ok(HttpSource {
-            client,
-            config,
-            paginator,
-            last_url: None,
+            ctx: Arc::new(fetch::FetchContext {
+                client,
+                config,
+                limiter,
+                stats: FetchStats::default(),
+            }),
         })
     }
 
     /// The settings.
     pub fn config(&self) -> &SourceConfig {
-        &self.config
+        &self.ctx.config
     }
 
-    /// Where paging stands.
-    pub fn cursor(&self) -> &Cursor {
-        self.paginator.cursor()
-    }
-
-    /// Fetches the next page into `body` (cleared first); `None` when there are no more pages.
-    pub async fn fetch_next(&mut self, body: &mut Vec<u8>) -> Result<Option<Fetched>, SourceError> {
-        let last_page = self.paginator.pages();
-        let url = match self.paginator.next_url() {
-            Ok(Some(url)) => url,
-            Ok(None) => return Ok(None),
-            Err(source) => {
-                let last_url = self.last_url.as_ref().unwrap_or(&self.config.url);
-                return Err(SourceError::Pagination {
-                    page: last_page,
-                    url: self.config.redactor.url(last_url),
-                    source,
-                });
-            }
-        };
-        let page = self.paginator.pages();
-        self.last_url = Some(url.clone());
-        let (link_next, attempts) = self.get_with_retries(&url, page, body).await?;
-        Ok(Some(Fetched {
-            page,
-            url,
-            link_next,
-            attempts,
-        }))
-    }
-
-    /// Moves paging past `fetched`, given what its body said.
-    pub fn advance(
-        &mut self,
-        fetched: &Fetched,
-        outcome: PageOutcome<'_>,
-    ) -> Result<(), SourceError> {
-        self.paginator
-            .advance(&fetched.url, outcome)
-            .map_err(|source| SourceError::Pagination {
-                page: fetched.page,
-                url: self.config.redactor.url(&fetched.url),
-                source,
-            })
-    }
-
-    /// The body pointer the pagination needs from each page, if any.
-    pub fn cursor_pointer(&self) -> Option<&crate::pointer::JsonPointer> {
-        self.config.pagination.body_pointer()
-    }
-
-    async fn get_with_retries(
-        &self,
-        url: &Url,
-        page: u64,
-        body: &mut Vec<u8>,
-    ) -> Result<(Option<String>, u32), SourceError> {
-        let policy = &self.config.retry;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            body.clear();
-            let failure = match self.get_once(url, page, body).await {
-                Ok(link) => return Ok((link, attempt)),
-                Err(f) => f,
-            };
-            let give_up = !failure.retryable || attempt >= policy.max_attempts;
-            if give_up {
-                return Err(failure.into_error(
-                    page,
-                    self.config.redactor.url(url),
-                    attempt,
-                    self.config.max_page_bytes,
-                ));
-            }
-            let delay = policy.delay(attempt - 1, failure.retry_after, &mut rand::rng());
-            tracing::warn!(
-                page,
-                url = %self.config.redactor.url(url),
-                attempt,
-                cause = %failure.describe(),
-                retry_in_ms = delay.as_millis() as u64,
-                "retrying page"
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    async fn get_once(
-        &self,
-        url: &Url,
-        page: u64,
-        body: &mut Vec<u8>,
-    ) -> Result<Option<String>, Failure> {
-        let mut response = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(Failure::transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-            let text = read_excerpt(&mut response).await;
-            return Err(Failure {
-                retryable: retry::is_retryable_status(status.as_u16()),
-                retry_after,
-                kind: FailureKind::Status(status.as_u16(), text),
-            });
-        }
-        let link_next = link::next_link(
-            response
-                .headers()
-                .get_all(reqwest::header::LINK)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
+    /// A paginator starting at the source URL.
+    pub fn paginator(&self) -> Paginator {
+        let config = &self.ctx.config;
+        Paginator::new(
+            config.pagination.clone(),
+            config.url.clone(),
+            config.max_pages,
         )
-        .map(str::to_owned);
-        let limit = self.config.max_page_bytes;
-        if let Some(len) = response.content_length() {
-            if len as usize > limit {
-                return Err(Failure::too_large());
-            }
-            body.reserve(len as usize);
-        }
-        while let Some(chunk) = response.chunk().await.map_err(Failure::body)? {
-            if body.len() + chunk.len() > limit {
-                return Err(Failure::too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        tracing::debug!(page, bytes = body.len(), "fetched page");
-        Ok(link_next)
+    }
+
+    /// Starts fetching page `page` at `url` in a task of `tasks`; its body arrives on the
+    /// returned channel (see [`fetch`]).
+    pub fn spawn_page(
+        &self,
+        page: u64,
+        url: Url,
+        tasks: &mut JoinSet<()>,
+    ) -> mpsc::Receiver<BodyEvent> {
+        // The byte budget bounds the channel; its length only bounds small chunks' count.
+        let (tx, rx) = mpsc::channel(64);
+        tasks.spawn(fetch::fetch_page(Arc::clone(&self.ctx), page, url, tx));
+        rx
+    }
+
+    /// Counters of every fetch so far.
+    pub fn stats(&self) -> &FetchStats {
+        &self.ctx.stats
+    }
+
+    /// Rate-limit waits so far.
+    pub fn rate_stats(&self) -> RateStats {
+        self.ctx.limiter.stats()
+    }
+
+    /// Time spent waiting before retries so far.
+    pub fn retry_wait(&self) -> Duration {
+        fetch::retry_wait(&self.ctx.stats)
+    }
+
+    /// Retries so far.
+    pub fn retries(&self) -> u64 {
+        self.ctx.stats.retries.load(Ordering::Relaxed)
     }
 }
 
 /// Reads up to 200 characters of an error response for the message.
-async fn read_excerpt(response: &mut reqwest::Response) -> String {
+pub(crate) async fn read_excerpt(response: &mut reqwest::Response) -> String {
     const MAX: usize = 200;
     let mut text = Vec::new();
     while text.len() < MAX {
@@ -351,20 +359,24 @@ async fn read_excerpt(response: &mut reqwest::Response) -> String {
     excerpt
 }
 
-struct Failure {
-    retryable: bool,
-    retry_after: Option<Duration>,
-    kind: FailureKind,
+pub(crate) struct Failure {
+    pub(crate) retryable: bool,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) kind: FailureKind,
 }
 
-enum FailureKind {
+pub(crate) enum FailureKind {
     Status(u16, String),
     Transport(String),
     TooLarge,
+    /// A `Content-Encoding` landline does not decode.
+    Encoding(String),
+    /// A complete body the page processor turned down.
+    Rejected(RetryCause),
 }
 
 impl Failure {
-    fn transport(e: reqwest::Error) -> Failure {
+    pub(crate) fn transport(e: reqwest::Error) -> Failure {
         // Timeouts, refused or reset connections and bodies cut short may heal; a request
         // that could not even be built, or a certificate that does not verify, will not.
         let retryable = (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body())
@@ -380,7 +392,7 @@ impl Failure {
     /// reset before the end, or the request timed out. reqwest calls every such failure "error
     /// decoding response body", but with no content decoding enabled none is about the
     /// content, and all may heal.
-    fn body(e: reqwest::Error) -> Failure {
+    pub(crate) fn body(e: reqwest::Error) -> Failure {
         let e = e.without_url();
         let cause = match std::error::Error::source(&e) {
             Some(source) => crate::errors::one_line(source),
@@ -393,7 +405,7 @@ impl Failure {
         }
     }
 
-    fn too_large() -> Failure {
+    pub(crate) fn too_large() -> Failure {
         Failure {
             retryable: false,
             retry_after: None,
@@ -401,15 +413,26 @@ impl Failure {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             FailureKind::Status(s, _) => format!("HTTP {s}"),
             FailureKind::Transport(cause) => cause.clone(),
             FailureKind::TooLarge => "page too large".into(),
+            FailureKind::Encoding(e) => format!("unsupported Content-Encoding {e:?}"),
+            FailureKind::Rejected(RetryCause::ApiError(message)) => {
+                format!("the API answered with an error: {message}")
+            }
+            FailureKind::Rejected(RetryCause::Decode(cause)) => cause.clone(),
         }
     }
 
-    fn into_error(self, page: u64, url: RedactedUrl, attempts: u32, limit: usize) -> SourceError {
+    pub(crate) fn into_error(
+        self,
+        page: u64,
+        url: RedactedUrl,
+        attempts: u32,
+        limit: usize,
+    ) -> SourceError {
         match self.kind {
             FailureKind::Status(status, body) => SourceError::Status {
                 page,
@@ -425,6 +448,23 @@ impl Failure {
                 cause,
             },
             FailureKind::TooLarge => SourceError::PageTooLarge { page, url, limit },
+            FailureKind::Encoding(encoding) => SourceError::Encoding {
+                page,
+                url,
+                encoding,
+            },
+            FailureKind::Rejected(RetryCause::ApiError(message)) => SourceError::Api {
+                page,
+                url,
+                attempts,
+                message,
+            },
+            FailureKind::Rejected(RetryCause::Decode(cause)) => SourceError::Transport {
+                page,
+                url,
+                attempts,
+                cause,
+            },
         }
     }
 }

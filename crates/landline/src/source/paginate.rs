@@ -6,7 +6,6 @@
 //! `max_pages`; both are errors, never a quiet stop.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 
 use serde_json::value::RawValue;
 use url::Url;
@@ -89,6 +88,8 @@ pub struct PageOutcome<'a> {
     pub body_next: Option<&'a RawValue>,
     /// The `rel="next"` target of the `Link` headers, if any.
     pub link_next: Option<&'a str>,
+    /// The total record count the API gave (offset and page pagination), if any.
+    pub total: Option<u64>,
 }
 
 /// Why paging cannot continue.
@@ -148,6 +149,8 @@ pub struct Paginator {
     cursor: Cursor,
     pages: u64,
     max_pages: u64,
+    /// Records in the pages advanced past, for the total.
+    records: u64,
     /// Hashes of every URL requested: a repeat is a loop. 8 bytes a page.
     seen: HashSet<u64>,
 }
@@ -161,6 +164,7 @@ impl Paginator {
             cursor: Cursor::Start,
             pages: 0,
             max_pages,
+            records: 0,
             seen: HashSet::new(),
         }
     }
@@ -221,12 +225,69 @@ impl Paginator {
         Ok(Some(url))
     }
 
+    /// Whether the next request does not depend on the last answer: offset pagination with
+    /// a page size, and page pagination. Their pages can be fetched ahead, in parallel.
+    pub fn is_parallel(&self) -> bool {
+        matches!(
+            self.pagination,
+            Pagination::Offset { limit: Some(_), .. } | Pagination::Page { .. }
+        )
+    }
+
+    /// The URL of page `n` (from 1), if every page before it is full, for
+    /// [`is_parallel`](Self::is_parallel) pagination within `max_pages`; it is not counted
+    /// (the page is counted when [`next_url`](Self::next_url) reaches it).
+    pub fn page_url(&self, n: u64) -> Option<Url> {
+        if n == 0 || n > self.max_pages {
+            return None;
+        }
+        match &self.pagination {
+            Pagination::Offset {
+                param,
+                limit: Some(limit),
+                start,
+            } => {
+                let offset = (n - 1).checked_mul(limit.1)?.checked_add(*start)?;
+                Some(with_params(&self.base, param, offset, Some(limit)))
+            }
+            Pagination::Page {
+                param,
+                limit,
+                start,
+            } => Some(with_params(
+                &self.base,
+                param,
+                start.checked_add(n - 1)?,
+                limit.as_ref(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Records before page `n` (from 1) when every page is full: how far into a known total
+    /// that page starts. `None` without a page size.
+    pub fn records_before(&self, n: u64) -> Option<u64> {
+        match &self.pagination {
+            Pagination::Offset {
+                limit: Some((_, size)),
+                ..
+            }
+            | Pagination::Page {
+                limit: Some((_, size)),
+                ..
+            } => n.saturating_sub(1).checked_mul(*size),
+            _ => None,
+        }
+    }
+
     /// Moves the cursor past the page just fetched from `requested`.
     pub fn advance(
         &mut self,
         requested: &Url,
         outcome: PageOutcome<'_>,
     ) -> Result<(), PaginationError> {
+        self.records = self.records.saturating_add(outcome.records);
+        let past_total = outcome.total.is_some_and(|total| self.records >= total);
         self.cursor = match &self.pagination {
             Pagination::None => Cursor::Done,
             Pagination::Token { next, .. } => match body_cursor(next, outcome.body_next)? {
@@ -249,7 +310,7 @@ impl Paginator {
                         _ => 0,
                     },
                 };
-                if is_last(outcome.records, limit.as_ref()) {
+                if past_total || is_last(outcome.records, limit.as_ref()) {
                     Cursor::Done
                 } else {
                     Cursor::Offset(offset + outcome.records)
@@ -260,7 +321,7 @@ impl Paginator {
                     Cursor::Page(n) => *n,
                     _ => *start,
                 };
-                if is_last(outcome.records, limit.as_ref()) {
+                if past_total || is_last(outcome.records, limit.as_ref()) {
                     Cursor::Done
                 } else {
                     Cursor::Page(page + 1)
@@ -301,10 +362,9 @@ fn with_params(base: &Url, param: &str, value: u64, limit: Option<&(String, u64)
     url
 }
 
+/// XXH3 of the URL: the same on every machine and Rust release, so it can be stored.
 fn hash_url(url: &Url) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    url.as_str().hash(&mut h);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64(url.as_str().as_bytes())
 }
 
 fn resolve(base: &Url, link: &str) -> Result<Url, PaginationError> {
@@ -355,6 +415,7 @@ mod tests {
             records,
             body_next,
             link_next,
+            total: None,
         }
     }
 
@@ -535,5 +596,64 @@ mod tests {
         let u = p.next_url().unwrap().unwrap();
         p.advance(&u, outcome(1, None, None)).unwrap();
         assert_eq!(p.next_url().unwrap(), None);
+    }
+
+    #[test]
+    fn parallel_pages_have_urls_ahead_and_stop_at_the_total() {
+        let limit = Some(("limit".to_string(), 10));
+        let mut p = Paginator::new(
+            Pagination::Offset {
+                param: "offset".into(),
+                limit: limit.clone(),
+                start: 5,
+            },
+            base(),
+            3,
+        );
+        assert!(p.is_parallel());
+        assert_eq!(
+            p.page_url(3).unwrap().query(),
+            Some("count=2&offset=25&limit=10")
+        );
+        assert_eq!(p.page_url(4), None, "past max_pages");
+        let u = p.next_url().unwrap().unwrap();
+        assert_eq!(Some(u.clone()), p.page_url(1));
+        let mut full = outcome(10, None, None);
+        full.total = Some(20);
+        p.advance(&u, full).unwrap();
+        assert_eq!(p.next_url().unwrap(), p.page_url(2));
+        p.advance(&u, full).unwrap();
+        assert_eq!(p.next_url().unwrap(), None, "20 records of 20");
+
+        let p = Paginator::new(
+            Pagination::Offset {
+                param: "offset".into(),
+                limit: None,
+                start: 0,
+            },
+            base(),
+            3,
+        );
+        assert!(!p.is_parallel(), "offsets depend on the records returned");
+        let p = Paginator::new(
+            Pagination::Page {
+                param: "page".into(),
+                limit: None,
+                start: 1,
+            },
+            base(),
+            3,
+        );
+        assert_eq!(p.page_url(2).unwrap().query(), Some("count=2&page=2"));
+    }
+
+    #[test]
+    fn the_loop_guard_hash_is_stable() {
+        // XXH3-64 of the URL text, pinned: stored checkpoints depend on it.
+        assert_eq!(
+            hash_url(&Url::parse("http://a.example/v?page=2").unwrap()),
+            xxhash_rust::xxh3::xxh3_64(b"http://a.example/v?page=2")
+        );
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06800538d394c2);
     }
 }

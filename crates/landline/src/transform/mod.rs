@@ -110,6 +110,11 @@ impl Transform {
         })
     }
 
+    /// The longest line a record may make, its newline not counted.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
     /// A transform that only checks records are objects and re-emits them.
     pub fn identity() -> Self {
         Transform::new(
@@ -191,7 +196,11 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
 }
 
 impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
-    fn record<'de, D: Deserializer<'de>>(&mut self, index: u64, d: D) -> Result<(), D::Error> {
+    fn record<'de, D: Deserializer<'de>>(
+        &mut self,
+        index: u64,
+        d: D,
+    ) -> Result<&'de str, D::Error> {
         let buf = self.out.buf();
         let start = buf.len();
         self.keys.clear();
@@ -202,11 +211,15 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
             index,
             error: &mut self.error,
             keys: &mut self.keys,
+            _de: std::marker::PhantomData,
         };
-        if let Err(e) = d.deserialize_any(visitor) {
-            buf.truncate(start);
-            return Err(e);
-        }
+        let last = match d.deserialize_any(visitor) {
+            Ok(last) => last,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
         // The closing brace and the added fields may have taken the line over the limit.
         let bytes = buf.len() - start - 1;
         if bytes > self.transform.max_record_bytes {
@@ -218,7 +231,7 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
             self.error = Some(PageError::Output(e));
             return Err(de::Error::custom("compressor stopped"));
         }
-        Ok(())
+        Ok(last)
     }
 
     fn take_error(&mut self) -> Option<PageError> {
@@ -305,7 +318,7 @@ fn fingerprint(key: &[u8]) -> u32 {
     (n as u32) << 24 ^ at(1) << 16 ^ at(n / 2) << 8 ^ at(n.saturating_sub(2))
 }
 
-struct ObjectVisitor<'a> {
+struct ObjectVisitor<'a, 'de> {
     t: &'a Transform,
     out: &'a mut Vec<u8>,
     /// Where the record's line starts in `out`.
@@ -313,10 +326,12 @@ struct ObjectVisitor<'a> {
     index: u64,
     error: &'a mut Option<PageError>,
     keys: &'a mut KeySet,
+    /// The visitor returns the record's last value, borrowed for `'de`.
+    _de: std::marker::PhantomData<&'de str>,
 }
 
-impl ObjectVisitor<'_> {
-    fn not_object<E: de::Error>(self, found: &'static str) -> Result<(), E> {
+impl<'de> ObjectVisitor<'_, 'de> {
+    fn not_object<E: de::Error>(self, found: &'static str) -> Result<&'de str, E> {
         *self.error = Some(PageError::NotAnObject {
             index: self.index,
             found,
@@ -325,7 +340,7 @@ impl ObjectVisitor<'_> {
     }
 
     /// Keeps `source` as the record's error and stops the scan.
-    fn fail<E: de::Error>(&mut self, source: RecordError) -> Result<(), E> {
+    fn fail<E: de::Error>(&mut self, source: RecordError) -> Result<&'de str, E> {
         *self.error = Some(PageError::Record {
             index: self.index,
             source: Box::new(source),
@@ -334,22 +349,24 @@ impl ObjectVisitor<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ObjectVisitor<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
+    type Value = &'de str;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<&'de str, A::Error> {
         let t = self.t;
         let start = self.start;
         let limit = t.max_record_bytes;
         self.out.push(b'{');
         let mut first = true;
         let mut seen_added = 0u64;
+        let mut last = "";
         while let Some(key) = map.next_key::<KeyCow<'de>>()? {
             let raw = map.next_value::<&'de RawValue>()?;
+            last = raw.get();
             let out = &mut *self.out;
             if !first {
                 out.push(b',');
@@ -433,28 +450,28 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
             }
         }
         out.extend_from_slice(b"}\n");
-        Ok(())
+        Ok(last)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<&'de str, A::Error> {
         self.not_object("an array")
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<&'de str, E> {
         self.not_object("a boolean")
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<&'de str, E> {
         self.not_object("a number")
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<&'de str, E> {
         self.not_object("a number")
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<&'de str, E> {
         self.not_object("a number")
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<&'de str, E> {
         self.not_object("a string")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+    fn visit_unit<E: de::Error>(self) -> Result<&'de str, E> {
         self.not_object("null")
     }
 }

@@ -8,6 +8,7 @@ mod e2e;
 mod failures;
 mod harness;
 mod idempotence;
+mod network;
 mod proxy;
 mod s3;
 mod store_faults;

@@ -15,10 +15,12 @@
 //!   is its record, key for key and in order, with the added fields replacing or following
 //!   its own, the cursor is the value at the cursor path, and the errors are the ones that
 //!   must happen (path missing or ambiguous, not an array, not an object, repeated key);
-//! - `max_record_bytes` refuses exactly the records whose line is longer than the limit.
+//! - `max_record_bytes` refuses exactly the records whose line is longer than the limit;
+//! - the body fed in pieces of any size, as it comes off the network, gives exactly what the
+//!   whole body gives: the same lines, the same cursor, the same error.
 
 use landline::pointer::JsonPointer;
-use landline::source::page::{PageError, scan_page};
+use landline::source::page::{PageError, PageSplitter, Paths, scan_page};
 use landline::transform::{OnInvalidTimestamp, RecordError, RecordWriter, TimeZone, Transform};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -136,6 +138,11 @@ struct Run {
 }
 
 fn run(body: &[u8], config: &Config, limit: usize) -> Run {
+    run_in_pieces(body, config, limit, None)
+}
+
+/// Like [`run`], with the body fed `piece` bytes at a time (and read after each) when given.
+fn run_in_pieces(body: &[u8], config: &Config, limit: usize, piece: Option<usize>) -> Run {
     let records = JsonPointer::parse(config.records).expect("pointer");
     let next = config.next.map(|n| JsonPointer::parse(n).expect("pointer"));
     let transform = Transform::new(
@@ -152,8 +159,24 @@ fn run(body: &[u8], config: &Config, limit: usize) -> Run {
     .expect("transform");
     let mut out = Vec::new();
     let mut writer = RecordWriter::new(&transform, &mut out);
-    let result = scan_page(body, &records, next.as_ref(), &mut writer)
-        .map(|scan| (scan.records, scan.next.map(|n| n.get().to_owned())));
+    let result = match piece {
+        None => scan_page(body, &records, next.as_ref(), &mut writer),
+        Some(piece) => {
+            let paths = Paths {
+                records,
+                cursor: next,
+                error: None,
+            };
+            let mut splitter = PageSplitter::new(paths, usize::MAX).with_read_bytes(1);
+            body.chunks(piece)
+                .try_for_each(|p| {
+                    splitter.window().extend_from_slice(p);
+                    splitter.feed(&mut writer)
+                })
+                .and_then(|()| splitter.finish(&mut writer))
+        }
+    }
+    .map(|scan| (scan.records, scan.next.map(|n| n.get().to_owned())));
     Run {
         result,
         lines: whole_lines(&out),
@@ -171,6 +194,19 @@ pub(crate) fn check_page(body: &[u8]) {
         }
         if let Some(limit) = config.limit {
             limit_refuses_exactly_the_long_lines(&full, &run(body, config, limit), limit);
+        }
+        // Pieces of a few sizes, the size picked from the body so the fuzzer varies it.
+        let seed = body
+            .iter()
+            .fold(0usize, |h, &b| h.wrapping_mul(31) ^ usize::from(b));
+        for piece in [1, 2 + seed % 7, 9 + seed % 61] {
+            let pieces = run_in_pieces(body, config, usize::MAX, Some(piece));
+            assert_eq!(pieces.lines, full.lines, "lines, in pieces of {piece}");
+            assert_eq!(
+                format!("{:?}", pieces.result),
+                format!("{:?}", full.result),
+                "result, in pieces of {piece}"
+            );
         }
     }
 }

@@ -1,0 +1,559 @@
+//! The page loop: pages fetched ahead, in parallel where the API allows, and processed
+//! strictly in order as their bodies stream in.
+//!
+//! ```text
+//!   drive (async)                          process (its own thread)
+//!   ─────────────                          ────────────────────────
+//!   paginator ─ spawn page tasks ─┐        for each page, in order:
+//!     ▲                           │          body events ─▶ decoder ─▶ splitter ─▶ transform
+//!     │                           ▼                                                 │ lines
+//!     │               page k: chunks ──────▶ (the page being processed)             ▼
+//!     │               page k+1: chunks (buffered, bounded)                        encoder
+//!     └──── early cursor / page done ◀──────┘
+//! ```
+//!
+//! [`drive`] owns the [`Paginator`]: it starts page 1, and starts the next page as soon as its
+//! URL is known: for `offset` (with a page size) and `page` pagination, up to `concurrency`
+//! pages ahead, since no request depends on an answer; for `token`, `next_url` and
+//! `link_header`, as soon as the cursor has been read (from a header, or from the body before
+//! the records end). A page is handed to [`process`] only once the page before it is done
+//! and paging goes on, so pages fetched past the end (an empty or short page, the total
+//! reached) are dropped, never written.
+//!
+//! [`process`] reads each page's body off its channel ([`crate::source::decode`]), decoding
+//! it, splits it into records as it arrives ([`crate::source::page`]) and writes them through
+//! the transform into the encoder. A body that breaks off is fetched again by its task; the
+//! splitter then checks and skips the records already written.
+//!
+//! Memory: `concurrency` × `page_buffer_bytes` of bodies as received (one page ahead for the
+//! cursor kinds), plus the splitter's window (see [`crate::source::page`]).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::encode::LineEncoder;
+use crate::pipeline::RunError;
+use crate::report::Progress;
+use crate::source::decode::{self, BodyEnd, BodyReader, Encoding};
+use crate::source::page::{PageError, PageSplitter, Paths};
+use crate::source::{
+    BodyEvent, HttpSource, PageOutcome, Pagination, PaginationError, Paginator, RetryCause,
+    SourceError, Verdict,
+};
+use crate::transform::{RecordWriter, Transform};
+
+/// Decoded bytes read off a body at a time, between looks at the splitter.
+const READ_BYTES: u64 = 64 * 1024;
+
+/// One page handed to the processor: its number, URL and body channel.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    page: u64,
+    url: Url,
+    body: mpsc::Receiver<BodyEvent>,
+}
+
+/// What the processor tells [`drive`].
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The page's cursor is known before the page is done.
+    Early {
+        page: u64,
+        body_next: Option<Box<RawValue>>,
+        link_next: Option<String>,
+    },
+    /// The page is done: every record is written.
+    Done {
+        page: u64,
+        records: u64,
+        body_next: Option<Box<RawValue>>,
+        link_next: Option<String>,
+        total: Option<u64>,
+    },
+}
+
+/// What the processor needs for every page.
+pub(crate) struct Processor {
+    pub(crate) transform: Arc<Transform>,
+    pub(crate) encoder: LineEncoder,
+    pub(crate) paths: Paths,
+    pub(crate) source: HttpSource,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) events: mpsc::UnboundedSender<Event>,
+}
+
+/// Counters of the processed pages.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Processed {
+    pub(crate) records: u64,
+    pub(crate) pages: u64,
+    /// Body bytes, decoded.
+    pub(crate) bytes_decoded: u64,
+    pub(crate) largest_page: u64,
+}
+
+/// Processes the pages fed, in order, until the feed ends; gives back the encoder.
+pub(crate) fn process(
+    mut p: Processor,
+    mut feeds: mpsc::Receiver<Feed>,
+) -> Result<(LineEncoder, Processed), RunError> {
+    let mut done = Processed::default();
+    let mut window = Vec::new();
+    while let Some(feed) = feeds.blocking_recv() {
+        let mut splitter = PageSplitter::new(p.paths.clone(), p.transform.max_record_bytes());
+        std::mem::swap(splitter.window(), &mut window);
+        let result = page(&mut p, feed, &mut splitter, &mut done);
+        std::mem::swap(splitter.window(), &mut window);
+        window.clear();
+        result?;
+    }
+    Ok((p.encoder, done))
+}
+
+/// Processes one page, over as many attempts at its body as it takes.
+fn page(
+    p: &mut Processor,
+    mut feed: Feed,
+    splitter: &mut PageSplitter,
+    done: &mut Processed,
+) -> Result<(), RunError> {
+    let config = p.source.config();
+    let limit = config.max_page_bytes;
+    let page_error = |source: PageError| match source {
+        PageError::Output(e) => RunError::Compress(e),
+        source => RunError::Source(SourceError::Page {
+            page: feed.page,
+            url: config.redactor.url(&feed.url),
+            source,
+        }),
+    };
+    let early_links = config.pagination == Pagination::LinkHeader;
+    let mut attempts = 0;
+    loop {
+        let (encoding, link_next, total) = match feed.body.blocking_recv() {
+            Some(BodyEvent::Start {
+                encoding,
+                link_next,
+                total,
+                ..
+            }) => (encoding, link_next, total),
+            Some(BodyEvent::Failed(e)) => return Err(e.into()),
+            // Late pieces of an attempt whose body did not decode.
+            Some(BodyEvent::Chunk(..) | BodyEvent::Broken { .. }) => continue,
+            Some(BodyEvent::End(verdict)) => {
+                let _ = verdict.send(Verdict::Done);
+                return Err(RunError::Internal(format!(
+                    "page {}: a body ended before it started",
+                    feed.page
+                )));
+            }
+            None => return Err(stopped(feed.page)),
+        };
+        attempts += 1;
+        if attempts > 1 {
+            splitter.restart();
+        }
+        if early_links && attempts == 1 {
+            let _ = p.events.send(Event::Early {
+                page: feed.page,
+                body_next: None,
+                link_next: link_next.clone(),
+            });
+        }
+        let mut end = None;
+        let mut unread = 0u64;
+        let mut writer = RecordWriter::new(&p.transform, &mut p.encoder);
+        let mut decoded = 0u64;
+        let read = {
+            let reader = BodyReader::new(&mut feed.body, &mut end, &mut unread);
+            read_body(
+                encoding,
+                reader,
+                |window_grew, wire| {
+                    decoded += window_grew;
+                    if decoded > limit as u64 {
+                        let url = config.redactor.url(&feed.url);
+                        return Err(RunError::Source(match encoding {
+                            Encoding::Identity => SourceError::PageTooLarge {
+                                page: feed.page,
+                                url,
+                                limit,
+                            },
+                            _ => SourceError::DecodedTooLarge {
+                                page: feed.page,
+                                url,
+                                limit,
+                                encoding: encoding.name(),
+                                wire_bytes: wire,
+                            },
+                        }));
+                    }
+                    Ok(())
+                },
+                splitter,
+                &mut writer,
+                &p.events,
+                feed.page,
+            )
+        };
+        // The decoder's stream ended before the body did: the body must end there too.
+        let (read, end) = match (read, end) {
+            (Ok(ReadEnd::Eof), None) => match drain(&mut feed.body) {
+                (end @ BodyEnd::Complete(_), 0) if unread == 0 => (Ok(ReadEnd::Eof), Some(end)),
+                (end @ BodyEnd::Complete(_), _) => {
+                    let cause = "it has bytes after the end of its stream".to_owned();
+                    (Ok(ReadEnd::DecodeError(cause)), Some(end))
+                }
+                (end, _) => (Ok(ReadEnd::Eof), Some(end)),
+            },
+            other => other,
+        };
+        let end = match (read, end) {
+            (Err(e), _) => return Err(e),
+            (Ok(ReadEnd::Eof), Some(BodyEnd::Complete(verdict))) => {
+                let scan = match splitter.finish(&mut writer) {
+                    Ok(scan) => scan,
+                    Err(e) => {
+                        let _ = verdict.send(Verdict::Done);
+                        return Err(page_error(e));
+                    }
+                };
+                if let Some(error) = scan.error {
+                    let message: String = error.get().chars().take(200).collect();
+                    let _ = verdict.send(Verdict::Retry(RetryCause::ApiError(message)));
+                    continue;
+                }
+                let _ = verdict.send(Verdict::Done);
+                let bytes = splitter.consumed();
+                done.records += scan.records;
+                done.pages += 1;
+                done.bytes_decoded += bytes;
+                done.largest_page = done.largest_page.max(bytes);
+                p.progress.page(scan.records, bytes, p.encoder.bytes());
+                let total = total.or_else(|| scan.next.as_deref().and_then(total_of));
+                let body_next = match &config.pagination {
+                    Pagination::Offset { .. } | Pagination::Page { .. } => None,
+                    _ => scan.next,
+                };
+                let _ = p.events.send(Event::Done {
+                    page: feed.page,
+                    records: scan.records,
+                    body_next,
+                    link_next,
+                    total,
+                });
+                return Ok(());
+            }
+            (Ok(ReadEnd::PageError(e)), end) => {
+                if let Some(BodyEnd::Complete(verdict)) = end {
+                    let _ = verdict.send(Verdict::Done);
+                }
+                return Err(page_error(e));
+            }
+            (Ok(ReadEnd::DecodeError(cause)), end) => {
+                // Read to the end of this attempt's body, then ask for another.
+                let end = match end {
+                    Some(end) => end,
+                    None => drain(&mut feed.body).0,
+                };
+                match end {
+                    BodyEnd::Complete(verdict) => {
+                        let cause = format!("decoding the {} body: {cause}", encoding.name());
+                        let _ = verdict.send(Verdict::Retry(RetryCause::Decode(cause)));
+                        continue;
+                    }
+                    other => other,
+                }
+            }
+            (Ok(ReadEnd::Eof), Some(other)) => other,
+            (Ok(ReadEnd::Eof), None) => BodyEnd::Gone,
+        };
+        match end {
+            BodyEnd::Broken(cause) => {
+                tracing::debug!(page = feed.page, %cause, "body broke off; it is fetched again");
+            }
+            BodyEnd::Failed(e) => return Err(e.into()),
+            BodyEnd::Gone => return Err(stopped(feed.page)),
+            BodyEnd::Complete(verdict) => {
+                // Not reached: a complete body was finished above.
+                let _ = verdict.send(Verdict::Done);
+                return Err(RunError::Internal(format!(
+                    "page {}: a complete body was not read",
+                    feed.page
+                )));
+            }
+        }
+    }
+}
+
+/// How reading one attempt's body ended.
+enum ReadEnd {
+    /// The decoder reached the end of the body (or of its stream).
+    Eof,
+    /// The body did not decode, or did not arrive whole (see the [`BodyEnd`]).
+    DecodeError(String),
+    /// The splitter refused the body.
+    PageError(PageError),
+}
+
+/// Reads one attempt's body through its decoder into the splitter; `grew` is told each
+/// increase of decoded bytes with the bytes received so far.
+#[allow(clippy::too_many_arguments)]
+fn read_body(
+    encoding: Encoding,
+    mut reader: BodyReader<'_>,
+    mut grew: impl FnMut(u64, u64) -> Result<(), RunError>,
+    splitter: &mut PageSplitter,
+    writer: &mut RecordWriter<'_, LineEncoder>,
+    events: &mpsc::UnboundedSender<Event>,
+    page: u64,
+) -> Result<ReadEnd, RunError> {
+    let wire = std::cell::Cell::new(0u64);
+    let mut decoder = match decode::decoder(encoding, CountingReader(&mut reader, &wire)) {
+        Ok(d) => d,
+        Err(e) => return Ok(ReadEnd::DecodeError(e.to_string())),
+    };
+    loop {
+        let n = match (&mut decoder)
+            .take(READ_BYTES)
+            .read_to_end(splitter.window())
+        {
+            Ok(n) => n as u64,
+            Err(e) => return Ok(ReadEnd::DecodeError(e.to_string())),
+        };
+        if n == 0 {
+            return Ok(ReadEnd::Eof);
+        }
+        grew(n, wire.get())?;
+        if let Err(e) = splitter.feed(writer) {
+            return Ok(ReadEnd::PageError(e));
+        }
+        if let Some(next) = splitter.take_new_cursor() {
+            let _ = events.send(Event::Early {
+                page,
+                body_next: Some(next.to_owned()),
+                link_next: None,
+            });
+        }
+    }
+}
+
+/// A [`BodyReader`] that notes how many bytes it has given.
+struct CountingReader<'r, 'a>(&'r mut BodyReader<'a>, &'r std::cell::Cell<u64>);
+
+impl std::io::Read for CountingReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.set(self.0.wire_bytes());
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for CountingReader<'_, '_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.1.set(self.0.wire_bytes());
+        self.0.fill_buf()
+    }
+    fn consume(&mut self, amount: usize) {
+        self.0.consume(amount);
+    }
+}
+
+/// Reads and drops the rest of an attempt's body events: how it ended, and the bytes dropped.
+fn drain(body: &mut mpsc::Receiver<BodyEvent>) -> (BodyEnd, u64) {
+    let mut dropped = 0;
+    loop {
+        let end = match body.blocking_recv() {
+            Some(BodyEvent::Chunk(chunk, _)) => {
+                dropped += chunk.len() as u64;
+                continue;
+            }
+            Some(BodyEvent::End(verdict)) => BodyEnd::Complete(verdict),
+            Some(BodyEvent::Broken { cause }) => BodyEnd::Broken(cause),
+            Some(BodyEvent::Failed(e)) => BodyEnd::Failed(e),
+            Some(BodyEvent::Start { .. }) | None => BodyEnd::Gone,
+        };
+        return (end, dropped);
+    }
+}
+
+fn stopped(page: u64) -> RunError {
+    RunError::Internal(format!("the fetch of page {page} stopped"))
+}
+
+/// A total record count: a non-negative integer, or a string of one.
+fn total_of(raw: &RawValue) -> Option<u64> {
+    let text = raw.get().trim();
+    text.parse::<u64>().ok().or_else(|| {
+        serde_json::from_str::<String>(text)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Drives paging: starts page tasks ahead and feeds the processor in order, until paging
+/// ends. `first` is page 1, already started.
+pub(crate) async fn drive(
+    source: &HttpSource,
+    mut paginator: Paginator,
+    first: Option<(Url, mpsc::Receiver<BodyEvent>)>,
+    tasks: &mut JoinSet<()>,
+    feeds: mpsc::Sender<Feed>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Result<(), RunError> {
+    let Some((first_url, first_body)) = first else {
+        return Ok(());
+    };
+    let config = source.config();
+    let parallel = paginator.is_parallel() && config.concurrency > 1;
+    let pagination_error = |page: u64, url: &Url, source: PaginationError| {
+        RunError::Source(SourceError::Pagination {
+            page,
+            url: config.redactor.url(url),
+            source,
+        })
+    };
+    let feed = |page: u64, url: Url, body| {
+        let feeds = feeds.clone();
+        async move {
+            feeds
+                .send(Feed { page, url, body })
+                .await
+                .map_err(|_| RunError::Internal("the page processor stopped".into()))
+        }
+    };
+    // Pages started but not handed to the processor yet, in order.
+    let mut ahead: VecDeque<(u64, Url, mpsc::Receiver<BodyEvent>)> = VecDeque::new();
+    let mut current = (1u64, first_url.clone());
+    feed(1, first_url, first_body).await?;
+    let mut started = 1u64;
+    // Sequential kinds: the cursor the next page was started from, before the page was done.
+    let mut early: Option<String> = None;
+    // The total record count, once a page has told it: no page is started past it.
+    let mut known_total: Option<u64> = None;
+    loop {
+        if parallel {
+            while ahead.len() + 1 < config.concurrency {
+                let past_total = known_total
+                    .zip(paginator.records_before(started + 1))
+                    .is_some_and(|(total, before)| before >= total);
+                if past_total {
+                    break;
+                }
+                let Some(url) = paginator.page_url(started + 1) else {
+                    break;
+                };
+                started += 1;
+                let body = source.spawn_page(started, url.clone(), tasks);
+                ahead.push_back((started, url, body));
+            }
+        }
+        let Some(event) = events.recv().await else {
+            return Err(RunError::Internal("the page processor stopped".into()));
+        };
+        match event {
+            Event::Early {
+                page,
+                body_next,
+                link_next,
+            } if !parallel && page == current.0 && early.is_none() => {
+                let outcome = PageOutcome {
+                    records: 0,
+                    body_next: body_next.as_deref(),
+                    link_next: link_next.as_deref(),
+                    total: None,
+                };
+                paginator
+                    .advance(&current.1, outcome)
+                    .map_err(|e| pagination_error(page, &current.1, e))?;
+                early = Some(cursor_text(body_next.as_deref(), link_next.as_deref()));
+                if let Some(url) = paginator
+                    .next_url()
+                    .map_err(|e| pagination_error(page, &current.1, e))?
+                {
+                    started = page + 1;
+                    let body = source.spawn_page(started, url.clone(), tasks);
+                    ahead.push_back((started, url, body));
+                }
+            }
+            Event::Early { .. } => {}
+            Event::Done {
+                page,
+                records,
+                body_next,
+                link_next,
+                total,
+            } => {
+                known_total = total.or(known_total);
+                let (_, url) = &current;
+                match early.take() {
+                    Some(seen)
+                        if seen != cursor_text(body_next.as_deref(), link_next.as_deref()) =>
+                    {
+                        return Err(RunError::Internal(format!(
+                            "page {page}: its cursor changed between attempts at its body"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let outcome = PageOutcome {
+                            records,
+                            body_next: body_next.as_deref(),
+                            link_next: link_next.as_deref(),
+                            total,
+                        };
+                        paginator
+                            .advance(url, outcome)
+                            .map_err(|e| pagination_error(page, url, e))?;
+                        let next = paginator
+                            .next_url()
+                            .map_err(|e| pagination_error(page, url, e))?;
+                        match (next, parallel) {
+                            (None, _) => return Ok(()),
+                            (Some(next), true) => {
+                                if ahead.front().is_none_or(|(_, u, _)| *u != next) {
+                                    return Err(short_page(page, records));
+                                }
+                            }
+                            (Some(next), false) => {
+                                started = page + 1;
+                                let body = source.spawn_page(started, next.clone(), tasks);
+                                ahead.push_back((started, next, body));
+                            }
+                        }
+                    }
+                }
+                let Some((page, url, body)) = ahead.pop_front() else {
+                    return Ok(());
+                };
+                current = (page, url.clone());
+                feed(page, url, body).await?;
+            }
+        }
+    }
+}
+
+/// The text of a cursor, to compare an early one with the final one.
+fn cursor_text(body_next: Option<&RawValue>, link_next: Option<&str>) -> String {
+    format!(
+        "{}|{}",
+        body_next.map_or("", RawValue::get),
+        link_next.unwrap_or("")
+    )
+}
+
+/// A page with more records than the page size: the pages fetched ahead are not the ones
+/// that follow it.
+fn short_page(page: u64, records: u64) -> RunError {
+    RunError::Internal(format!(
+        "page {page} returned {records} records, more than the page size, so the pages fetched ahead do not follow it; set [source] concurrency = 1 for this API"
+    ))
+}
