@@ -26,6 +26,16 @@ MOCKAPI = ROOT / "target/release/landline-mockapi"
 SHARED_BENCH = ROOT.parent / "shared/bench"
 INCIDENT_RECORDS = 83_688
 
+# [transform] and [sink] of every benchmark pipeline.
+_TRANSFORM_SINK = """[transform]
+add = {{ ingest_date = "{{ingest_date}}", ingest_ts = "{{ingest_ts}}" }}
+timestamps = ["created_at", "updated_at", "published_at"]
+[sink]
+url = "s3://{bucket}/{key}"
+{sink_extra}
+"""
+
+# Token pagination, 200 records a page (both mock APIs serve it).
 PIPELINE = """
 [source]
 url = "{api}/variants"
@@ -36,13 +46,29 @@ max_pages = 100000
 type = "token"
 next = "/next_token"
 param = "token"
-[transform]
-add = {{ ingest_date = "{{ingest_date}}", ingest_ts = "{{ingest_ts}}" }}
-timestamps = ["created_at", "updated_at", "published_at"]
-[sink]
-url = "s3://{bucket}/{key}"
-{sink_extra}
-"""
+""" + _TRANSFORM_SINK
+
+# Offset pagination, 200 records a page, `concurrency` pages fetched at once (the project's
+# mock API only).
+OFFSET_PIPELINE = """
+[source]
+url = "{api}/offset/variants"
+records = "/results"
+max_pages = 100000
+concurrency = {concurrency}
+[source.pagination]
+type = "offset"
+param = "offset"
+limit_param = "limit"
+limit = 200
+""" + _TRANSFORM_SINK
+
+# Every record in one response, no pagination (the project's mock API only).
+SINGLE_PIPELINE = """
+[source]
+url = "{api}/single/variants"
+records = "/variants"
+""" + _TRANSFORM_SINK
 
 
 def server_env(name: str) -> dict[str, str]:
@@ -65,10 +91,11 @@ def s3_client(env: dict[str, str]):
                         config=Config(s3={"addressing_style": "path"}))
 
 
-def start_api(kind: str, records: int) -> tuple[subprocess.Popen, str]:
-    """Starts the project's mock API (`rust`) or the reference one (`python`)."""
+def start_api(kind: str, records: int, extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Starts the project's mock API (`rust`) or the reference one (`python`) serving `records`
+    records; `extra` goes on its command line (e.g. `--latency-ms 100 --gzip`)."""
     if kind == "rust":
-        proc = subprocess.Popen([str(MOCKAPI), "--port", "0", "--total", str(records)],
+        proc = subprocess.Popen([str(MOCKAPI), "--port", "0", "--total", str(records), *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = proc.stdout.readline().strip()
         m = re.match(r"listening on (http://\S+)", line)
@@ -80,7 +107,7 @@ def start_api(kind: str, records: int) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, str(SHARED_BENCH / "mock_api.py"), "--port", str(port),
-                             "--total", str(records)],
+                             "--total", str(records), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -1,5 +1,6 @@
 //! Throughput of the pieces of the hot path, on the mock API's records (~28.6 KB each):
-//! splitting a page into records, transform + encode, and deflate. Setup stays outside the
+//! splitting a page into records (whole, and streamed in pieces as it arrives off the network),
+//! transform + encode, and deflate. Setup stays outside the
 //! timed closures; figures are reported per byte of page body / JSON Lines and per record.
 //!
 //! `cargo bench -p landline --bench hot_path`
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use landline::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
 use landline::pointer::JsonPointer;
-use landline::source::page::{PageError, RecordSink, scan_page};
+use landline::source::page::{PageError, PageSplitter, Paths, RecordSink, scan_page};
 use landline::transform::{OnInvalidTimestamp, RecordWriter, TimeZone, Transform};
 use landline_mockapi::{DataConfig, Pool};
 use serde::{Deserialize, Deserializer};
@@ -83,6 +84,28 @@ fn split_and_transform(c: &mut Criterion) {
             scan_page(black_box(&body), &records, Some(&next), &mut w).expect("scan")
         })
     });
+    // As a body arrives off the network: 64 KiB pieces, read by the splitter at its default
+    // granularity (a record cut by the window's end is read again).
+    let paths = Paths {
+        records: records.clone(),
+        cursor: Some(next.clone()),
+        error: None,
+    };
+    g.bench_function(
+        "streamed in 64 KiB pieces: split + transform + encode (MB/s of page body)",
+        |b| {
+            b.iter(|| {
+                out.clear();
+                let mut w = RecordWriter::new(&t, &mut out);
+                let mut splitter = PageSplitter::new(paths.clone(), usize::MAX);
+                for piece in black_box(&body).chunks(64 * 1024) {
+                    splitter.window().extend_from_slice(piece);
+                    splitter.feed(&mut w).expect("feed");
+                }
+                splitter.finish(&mut w).expect("scan")
+            })
+        },
+    );
     g.throughput(Throughput::Elements(RECORDS_PER_PAGE));
     g.bench_function("split + transform + encode (records/s)", |b| {
         b.iter(|| {

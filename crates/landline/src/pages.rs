@@ -29,11 +29,11 @@
 //! cursor kinds), plus the splitter's window (see [`crate::source::page`]).
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::Read as _;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use url::Url;
 
@@ -124,28 +124,106 @@ fn page(
     done: &mut Processed,
 ) -> Result<(), RunError> {
     let config = p.source.config();
-    let limit = config.max_page_bytes;
+    let shown_url = config.redactor.url(&feed.url);
+    let page_no = feed.page;
     let page_error = |source: PageError| match source {
         PageError::Output(e) => RunError::Compress(e),
         source => RunError::Source(SourceError::Page {
-            page: feed.page,
-            url: config.redactor.url(&feed.url),
+            page: page_no,
+            url: shown_url.clone(),
             source,
         }),
     };
-    let early_links = config.pagination == Pagination::LinkHeader;
     let mut attempts = 0;
     loop {
-        let (encoding, link_next, total) = match feed.body.blocking_recv() {
+        let (encoding, link_next, total) = next_start(&mut feed)?;
+        attempts += 1;
+        if attempts > 1 {
+            splitter.restart();
+        } else if config.pagination == Pagination::LinkHeader {
+            let _ = p.events.send(Event::Early {
+                page: feed.page,
+                body_next: None,
+                link_next: link_next.clone(),
+            });
+        }
+        let mut writer = RecordWriter::new(&p.transform, &mut p.encoder);
+        let read = attempt(
+            &mut feed,
+            encoding,
+            (&p.source, &p.events),
+            splitter,
+            &mut writer,
+        )?;
+        let verdict = match read {
+            Attempt::Broken(cause) => {
+                tracing::debug!(page = feed.page, %cause, "body broke off; it is fetched again");
+                continue;
+            }
+            Attempt::Undecodable(verdict, cause) => {
+                let cause = format!("decoding the {} body: {cause}", encoding.name());
+                let _ = verdict.send(Verdict::Retry(RetryCause::Decode(cause)));
+                continue;
+            }
+            Attempt::Refused(e, verdict) => {
+                if let Some(verdict) = verdict {
+                    let _ = verdict.send(Verdict::Done);
+                }
+                return Err(page_error(e));
+            }
+            Attempt::Whole(verdict) => verdict,
+        };
+        let scan = match splitter.finish(&mut writer) {
+            Ok(scan) => scan,
+            Err(e) => {
+                let _ = verdict.send(Verdict::Done);
+                return Err(page_error(e));
+            }
+        };
+        if let Some(error) = scan.error {
+            let message: String = error.get().chars().take(200).collect();
+            let _ = verdict.send(Verdict::Retry(RetryCause::ApiError(message)));
+            continue;
+        }
+        let _ = verdict.send(Verdict::Done);
+        let bytes = splitter.consumed();
+        done.records += scan.records;
+        done.pages += 1;
+        done.bytes_decoded += bytes;
+        done.largest_page = done.largest_page.max(bytes);
+        p.progress.page(scan.records, bytes, p.encoder.bytes());
+        // Offset and page pagination read the total where the others read the cursor.
+        let (body_next, total) = match &config.pagination {
+            Pagination::Offset { .. } | Pagination::Page { .. } => (
+                None,
+                total.or_else(|| scan.next.as_deref().and_then(total_of)),
+            ),
+            _ => (scan.next, total),
+        };
+        let _ = p.events.send(Event::Done {
+            page: feed.page,
+            records: scan.records,
+            body_next,
+            link_next,
+            total,
+        });
+        return Ok(());
+    }
+}
+
+/// Waits for the next attempt's answer: its encoding, `Link` next and total header.
+fn next_start(feed: &mut Feed) -> Result<(Encoding, Option<String>, Option<u64>), RunError> {
+    loop {
+        match feed.body.blocking_recv() {
             Some(BodyEvent::Start {
                 encoding,
                 link_next,
                 total,
                 ..
-            }) => (encoding, link_next, total),
+            }) => return Ok((encoding, link_next, total)),
             Some(BodyEvent::Failed(e)) => return Err(e.into()),
-            // Late pieces of an attempt whose body did not decode.
-            Some(BodyEvent::Chunk(..) | BodyEvent::Broken { .. }) => continue,
+            // Late pieces of an attempt already given up on.
+            Some(BodyEvent::Chunk(..) | BodyEvent::Broken { .. }) => {}
             Some(BodyEvent::End(verdict)) => {
                 let _ = verdict.send(Verdict::Done);
                 return Err(RunError::Internal(format!(
@@ -154,194 +232,113 @@ fn page(
                 )));
             }
             None => return Err(stopped(feed.page)),
-        };
-        attempts += 1;
-        if attempts > 1 {
-            splitter.restart();
-        }
-        if early_links && attempts == 1 {
-            let _ = p.events.send(Event::Early {
-                page: feed.page,
-                body_next: None,
-                link_next: link_next.clone(),
-            });
-        }
-        let mut end = None;
-        let mut unread = 0u64;
-        let mut writer = RecordWriter::new(&p.transform, &mut p.encoder);
-        let mut decoded = 0u64;
-        let read = {
-            let reader = BodyReader::new(&mut feed.body, &mut end, &mut unread);
-            read_body(
-                encoding,
-                reader,
-                |window_grew, wire| {
-                    decoded += window_grew;
-                    if decoded > limit as u64 {
-                        let url = config.redactor.url(&feed.url);
-                        return Err(RunError::Source(match encoding {
-                            Encoding::Identity => SourceError::PageTooLarge {
-                                page: feed.page,
-                                url,
-                                limit,
-                            },
-                            _ => SourceError::DecodedTooLarge {
-                                page: feed.page,
-                                url,
-                                limit,
-                                encoding: encoding.name(),
-                                wire_bytes: wire,
-                            },
-                        }));
-                    }
-                    Ok(())
-                },
-                splitter,
-                &mut writer,
-                &p.events,
-                feed.page,
-            )
-        };
-        // The decoder's stream ended before the body did: the body must end there too.
-        let (read, end) = match (read, end) {
-            (Ok(ReadEnd::Eof), None) => match drain(&mut feed.body) {
-                (end @ BodyEnd::Complete(_), 0) if unread == 0 => (Ok(ReadEnd::Eof), Some(end)),
-                (end @ BodyEnd::Complete(_), _) => {
-                    let cause = "it has bytes after the end of its stream".to_owned();
-                    (Ok(ReadEnd::DecodeError(cause)), Some(end))
-                }
-                (end, _) => (Ok(ReadEnd::Eof), Some(end)),
-            },
-            other => other,
-        };
-        let end = match (read, end) {
-            (Err(e), _) => return Err(e),
-            (Ok(ReadEnd::Eof), Some(BodyEnd::Complete(verdict))) => {
-                let scan = match splitter.finish(&mut writer) {
-                    Ok(scan) => scan,
-                    Err(e) => {
-                        let _ = verdict.send(Verdict::Done);
-                        return Err(page_error(e));
-                    }
-                };
-                if let Some(error) = scan.error {
-                    let message: String = error.get().chars().take(200).collect();
-                    let _ = verdict.send(Verdict::Retry(RetryCause::ApiError(message)));
-                    continue;
-                }
-                let _ = verdict.send(Verdict::Done);
-                let bytes = splitter.consumed();
-                done.records += scan.records;
-                done.pages += 1;
-                done.bytes_decoded += bytes;
-                done.largest_page = done.largest_page.max(bytes);
-                p.progress.page(scan.records, bytes, p.encoder.bytes());
-                let total = total.or_else(|| scan.next.as_deref().and_then(total_of));
-                let body_next = match &config.pagination {
-                    Pagination::Offset { .. } | Pagination::Page { .. } => None,
-                    _ => scan.next,
-                };
-                let _ = p.events.send(Event::Done {
-                    page: feed.page,
-                    records: scan.records,
-                    body_next,
-                    link_next,
-                    total,
-                });
-                return Ok(());
-            }
-            (Ok(ReadEnd::PageError(e)), end) => {
-                if let Some(BodyEnd::Complete(verdict)) = end {
-                    let _ = verdict.send(Verdict::Done);
-                }
-                return Err(page_error(e));
-            }
-            (Ok(ReadEnd::DecodeError(cause)), end) => {
-                // Read to the end of this attempt's body, then ask for another.
-                let end = match end {
-                    Some(end) => end,
-                    None => drain(&mut feed.body).0,
-                };
-                match end {
-                    BodyEnd::Complete(verdict) => {
-                        let cause = format!("decoding the {} body: {cause}", encoding.name());
-                        let _ = verdict.send(Verdict::Retry(RetryCause::Decode(cause)));
-                        continue;
-                    }
-                    other => other,
-                }
-            }
-            (Ok(ReadEnd::Eof), Some(other)) => other,
-            (Ok(ReadEnd::Eof), None) => BodyEnd::Gone,
-        };
-        match end {
-            BodyEnd::Broken(cause) => {
-                tracing::debug!(page = feed.page, %cause, "body broke off; it is fetched again");
-            }
-            BodyEnd::Failed(e) => return Err(e.into()),
-            BodyEnd::Gone => return Err(stopped(feed.page)),
-            BodyEnd::Complete(verdict) => {
-                // Not reached: a complete body was finished above.
-                let _ = verdict.send(Verdict::Done);
-                return Err(RunError::Internal(format!(
-                    "page {}: a complete body was not read",
-                    feed.page
-                )));
-            }
         }
     }
 }
 
-/// How reading one attempt's body ended.
-enum ReadEnd {
-    /// The decoder reached the end of the body (or of its stream).
-    Eof,
-    /// The body did not decode, or did not arrive whole (see the [`BodyEnd`]).
-    DecodeError(String),
-    /// The splitter refused the body.
-    PageError(PageError),
+/// How one attempt at a page's body ended.
+enum Attempt {
+    /// Read whole; the fetch task waits for the verdict.
+    Whole(oneshot::Sender<Verdict>),
+    /// Read whole, but it did not decode: to be fetched again.
+    Undecodable(oneshot::Sender<Verdict>, String),
+    /// It broke off; the fetch task fetches it again.
+    Broken(String),
+    /// The splitter refused it (the verdict is there if the body was whole).
+    Refused(PageError, Option<oneshot::Sender<Verdict>>),
 }
 
-/// Reads one attempt's body through its decoder into the splitter; `grew` is told each
-/// increase of decoded bytes with the bytes received so far.
-#[allow(clippy::too_many_arguments)]
-fn read_body(
+/// Reads one attempt's body, decoded, into the splitter; an early cursor goes to `events`.
+fn attempt(
+    feed: &mut Feed,
     encoding: Encoding,
-    mut reader: BodyReader<'_>,
-    mut grew: impl FnMut(u64, u64) -> Result<(), RunError>,
+    (source, events): (&HttpSource, &mpsc::UnboundedSender<Event>),
     splitter: &mut PageSplitter,
     writer: &mut RecordWriter<'_, LineEncoder>,
-    events: &mpsc::UnboundedSender<Event>,
-    page: u64,
-) -> Result<ReadEnd, RunError> {
-    let wire = std::cell::Cell::new(0u64);
-    let mut decoder = match decode::decoder(encoding, CountingReader(&mut reader, &wire)) {
-        Ok(d) => d,
-        Err(e) => return Ok(ReadEnd::DecodeError(e.to_string())),
+) -> Result<Attempt, RunError> {
+    let (page, url, body) = (feed.page, &feed.url, &mut feed.body);
+    let config = source.config();
+    let limit = config.max_page_bytes as u64;
+    let mut end = None;
+    let mut unread = 0;
+    let read = {
+        let mut reader = BodyReader::new(body, &mut end, &mut unread);
+        let wire = std::cell::Cell::new(0u64);
+        let mut decoded = 0u64;
+        match decode::decoder(encoding, CountingReader(&mut reader, &wire)) {
+            Err(e) => ReadStop::Undecodable(e.to_string()),
+            Ok(mut decoder) => loop {
+                let n = match std::io::Read::take(&mut decoder, READ_BYTES)
+                    .read_to_end(splitter.window())
+                {
+                    Ok(0) => break ReadStop::Eof,
+                    Ok(n) => n as u64,
+                    Err(e) => break ReadStop::Undecodable(e.to_string()),
+                };
+                decoded += n;
+                if decoded > limit {
+                    let url = config.redactor.url(url);
+                    return Err(RunError::Source(match encoding {
+                        Encoding::Identity => SourceError::PageTooLarge {
+                            page,
+                            url,
+                            limit: config.max_page_bytes,
+                        },
+                        _ => SourceError::DecodedTooLarge {
+                            page,
+                            url,
+                            limit: config.max_page_bytes,
+                            encoding: encoding.name(),
+                            wire_bytes: wire.get(),
+                        },
+                    }));
+                }
+                if let Err(e) = splitter.feed(writer) {
+                    break ReadStop::Refused(e);
+                }
+                if let Some(next) = splitter.take_new_cursor() {
+                    let _ = events.send(Event::Early {
+                        page,
+                        body_next: Some(next.to_owned()),
+                        link_next: None,
+                    });
+                }
+            },
+        }
     };
-    loop {
-        let n = match (&mut decoder)
-            .take(READ_BYTES)
-            .read_to_end(splitter.window())
-        {
-            Ok(n) => n as u64,
-            Err(e) => return Ok(ReadEnd::DecodeError(e.to_string())),
-        };
-        if n == 0 {
-            return Ok(ReadEnd::Eof);
+    // A decoder may stop at the end of its stream before the body's end is read: the body
+    // must end there too.
+    let end = match end {
+        Some(end) => end,
+        None => match drain(body) {
+            (end @ BodyEnd::Complete(_), 0) if unread == 0 => end,
+            (BodyEnd::Complete(verdict), _) if matches!(read, ReadStop::Eof) => {
+                let cause = "it has bytes after the end of its stream".to_owned();
+                return Ok(Attempt::Undecodable(verdict, cause));
+            }
+            (end, _) => end,
+        },
+    };
+    Ok(match (read, end) {
+        (_, BodyEnd::Failed(e)) => return Err(e.into()),
+        (_, BodyEnd::Gone) => return Err(stopped(page)),
+        (_, BodyEnd::Broken(cause)) => Attempt::Broken(cause),
+        (ReadStop::Refused(e), BodyEnd::Complete(verdict)) => Attempt::Refused(e, Some(verdict)),
+        (ReadStop::Undecodable(cause), BodyEnd::Complete(verdict)) => {
+            Attempt::Undecodable(verdict, cause)
         }
-        grew(n, wire.get())?;
-        if let Err(e) = splitter.feed(writer) {
-            return Ok(ReadEnd::PageError(e));
-        }
-        if let Some(next) = splitter.take_new_cursor() {
-            let _ = events.send(Event::Early {
-                page,
-                body_next: Some(next.to_owned()),
-                link_next: None,
-            });
-        }
-    }
+        (ReadStop::Eof, BodyEnd::Complete(verdict)) => Attempt::Whole(verdict),
+    })
+}
+
+/// How reading one attempt's body through its decoder stopped.
+enum ReadStop {
+    /// The decoder reached the end of the body (or of its stream).
+    Eof,
+    /// The body did not decode, or did not arrive whole (the [`BodyEnd`] says which).
+    Undecodable(String),
+    /// The splitter refused the body.
+    Refused(PageError),
 }
 
 /// A [`BodyReader`] that notes how many bytes it has given.
@@ -518,11 +515,16 @@ pub(crate) async fn drive(
                             .map_err(|e| pagination_error(page, url, e))?;
                         match (next, parallel) {
                             (None, _) => return Ok(()),
-                            (Some(next), true) => {
-                                if ahead.front().is_none_or(|(_, u, _)| *u != next) {
-                                    return Err(short_page(page, records));
+                            (Some(next), true) => match ahead.front() {
+                                Some((_, ahead_url, _)) if *ahead_url == next => {}
+                                Some(_) => return Err(short_page(page, records)),
+                                // None started ahead (a total that has not been reached).
+                                None => {
+                                    started = page + 1;
+                                    let body = source.spawn_page(started, next.clone(), tasks);
+                                    ahead.push_back((started, next, body));
                                 }
-                            }
+                            },
                             (Some(next), false) => {
                                 started = page + 1;
                                 let body = source.spawn_page(started, next.clone(), tasks);
