@@ -99,7 +99,8 @@ def floor_formula(report: dict, latency_ms: float, bandwidth_mbps: float) -> str
     pages, wire = report["pages"], report["network"]["bytes_wire"]
     rate = bandwidth_mbps * 1e6 / 8
     wire_s = wire / rate if rate else 0.0
-    return (f"{pages} pages x {latency_ms:g} ms + {wire:,} B / {bandwidth_mbps:g} Mbit/s = "
+    per = f"{bandwidth_mbps:g} Mbit/s" if rate else "no bandwidth limit"
+    return (f"{pages} pages x {latency_ms:g} ms + {wire:,} B / {per} = "
             f"{pages * latency_ms / 1000:.2f} + {wire_s:.2f} = {pages * latency_ms / 1000 + wire_s:.2f} s")
 
 
