@@ -139,6 +139,34 @@ def print_network_rows(rows: dict[str, list[dict]], floor) -> None:
                       f"{n['rate_limit_waits']} rate-limit waits ({n['rate_limit_wait_seconds']:.2f} s)")
 
 
+def download_only(url: str) -> tuple[float, int]:
+    """A client that only downloads the token pages, one at a time, over one keep-alive
+    connection, asking for gzip (as landline and the peer do): (wall seconds, pages). It
+    decodes each body only to find the next token (C zlib, a few ms a page), so it is a
+    measured floor of what this server and network allow, slightly above the true one."""
+    import gzip as gz
+    import http.client
+    import re
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    token, pages, started = None, 0, time.monotonic()
+    while True:
+        path = "/variants?count=200" + (f"&token={token}" if token else "")
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.getheader("Content-Encoding") == "gzip":
+            body = gz.decompress(body)
+        pages += 1
+        m = re.search(rb'"next_token":\s*(null|"([^"]*)")\s*}\s*$', body[-300:])
+        if not m or m.group(1) == b"null":
+            break
+        token = m.group(2).decode()
+    conn.close()
+    return time.monotonic() - started, pages
+
+
 def network_token(a, records: int, env: dict, s3, bucket: str, tmp: Path) -> dict[str, list[dict]]:
     """landline against the v3 peer, token pagination, from the reference mock."""
     tools = ["landline"] if a.no_peer else ["landline", "peer"]
@@ -158,8 +186,11 @@ def network_token(a, records: int, env: dict, s3, bucket: str, tmp: Path) -> dic
         r["key"] = key
         return r
 
+    downloads = []
     try:
         alternate(rows, a.runs, run_one, s3, bucket, not a.no_verify)
+        for _ in range(a.runs):
+            downloads.append(download_only(url))
     finally:
         api.terminate()
         api.wait()
@@ -186,6 +217,12 @@ def network_token(a, records: int, env: dict, s3, bucket: str, tmp: Path) -> dic
             # The peer fetches the same pages; its floor is taken as that of the landline run beside it.
             print(f"  peer wall / floor (median of the runs):     "
                   f"{median([p['wall'] / floor(l) for l, p in zip(land_runs, rows['peer'])]):.2f}")
+    if downloads:
+        walls = [w for w, _ in downloads]
+        print(f"measured floor: a client that only downloads the {downloads[0][1]} pages (one keep-alive "
+              f"connection, gzip; runs {', '.join(f'{w:.2f}' for w in walls)} s): median {median(walls):.2f} s")
+        print(f"  landline wall / measured floor: {median([r['wall'] for r in land_runs]) / median(walls):.2f}"
+              " (the server's own time per page, which the formula leaves out, is in it)")
     return rows
 
 

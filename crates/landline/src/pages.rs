@@ -187,6 +187,13 @@ fn page(
         }
         let _ = verdict.send(Verdict::Done);
         let bytes = splitter.consumed();
+        tracing::debug!(
+            page = feed.page,
+            records = scan.records,
+            bytes,
+            attempts,
+            "page written"
+        );
         done.records += scan.records;
         done.pages += 1;
         done.bytes_decoded += bytes;

@@ -230,6 +230,7 @@ async fn attempt_once(
         .and_then(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    tracing::debug!(page, attempt, encoding = encoding.name(), "page answered");
     send(
         tx,
         BodyEvent::Start {
@@ -257,7 +258,10 @@ async fn attempt_once(
                     .map_err(|_| Gone)?;
                 send(tx, BodyEvent::Chunk(chunk, permit)).await?;
             }
-            Ok(None) => break,
+            Ok(None) => {
+                tracing::debug!(page, attempt, "page received");
+                break;
+            }
             Err(e) => {
                 let failure = Failure::body(e);
                 send(

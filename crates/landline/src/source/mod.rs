@@ -40,10 +40,11 @@ pub use retry::RetryPolicy;
 
 /// Default for [`SourceConfig::concurrency`]: pages fetched at once where the API allows.
 pub const DEFAULT_CONCURRENCY: usize = 4;
-/// Default for [`SourceConfig::page_buffer_bytes`]: 1 MiB of body as received per page in
-/// flight, enough for a whole gzipped page of ~200 wide records, so a page fetched ahead
-/// arrives whole while the one before it is processed.
-pub const DEFAULT_PAGE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Default for [`SourceConfig::page_buffer_bytes`]: 256 KiB of body as received per page in
+/// flight. Beyond it the kernel's socket buffer (autotuned up to several MiB) keeps the
+/// transfer going while the page waits, outside the process's memory; 1 MiB cost 0.8 MiB more
+/// peak RSS on the incident workload for 3 % less wall time on loopback.
+pub const DEFAULT_PAGE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Where the total record count of offset and page pagination is read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,8 +52,8 @@ pub const MAX_DEPTH: usize = 127;
 
 /// The window is read once at least this many new bytes have arrived (or the body ended), so
 /// that a record cut by the window's end, which must be read again, is rare: at ~28 KB
-/// records, about one in 36. The same size as the encoder's chunks.
-pub const MIN_READ_BYTES: usize = 512 * 1024;
+/// records, about one in 18.
+pub const MIN_READ_BYTES: usize = 256 * 1024;
 
 /// Receives the records of a page, one at a time, in order.
 pub trait RecordSink {
