@@ -40,6 +40,17 @@ async fn lands(name: &str, source: &str, records: u64) -> landline::RunReport {
     report
 }
 
+/// Runs `source` into a local file; the run must fail and leave no object. Its error.
+async fn fails(source: &str) -> RunError {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sink, path) = file_sink(&dir);
+    let err = run(&pipeline(&pipeline_text(source, &sink)), vec![])
+        .await
+        .expect_err("the run must fail");
+    assert!(!path.exists(), "no object after {err}");
+    err
+}
+
 /// `[source]` of `style` with extra keys, before its sub-tables.
 fn source_with(style: Style, api: &str, page: u64, keys: &str) -> String {
     let text = style.source(api, page);
@@ -129,15 +140,11 @@ async fn a_page_that_changes_when_fetched_again_is_an_error_naming_it() {
         Fault::new(When::Page(2), Action::Shifted(1), Times::Forever),
     ];
     let server = mock(data(400), |c| c.faults.rules = rules).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sink, path) = file_sink(&dir);
     let source = format!(
         "{}{FAST_RETRY}",
         Style::Token.source(&server.base_url(), 100)
     );
-    let err = run(&pipeline(&pipeline_text(&source, &sink)), vec![])
-        .await
-        .expect_err("the run must fail");
+    let err = fails(&source).await;
     assert!(
         matches!(
             &err,
@@ -155,7 +162,6 @@ async fn a_page_that_changes_when_fetched_again_is_an_error_naming_it() {
         message.contains("changed when it was fetched again"),
         "{message}"
     );
-    assert!(!path.exists(), "no object");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -311,15 +317,11 @@ async fn an_error_inside_a_200_is_retried_then_fails_naming_the_page() {
         Times::Forever,
     )];
     let server = mock(data(300), |c| c.faults.rules = forever).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sink, path) = file_sink(&dir);
     let source = format!(
         "{}{FAST_RETRY}",
         source_with(Style::Token, &server.base_url(), 100, "error = \"/error\"")
     );
-    let err = run(&pipeline(&pipeline_text(&source, &sink)), vec![])
-        .await
-        .expect_err("the run must fail");
+    let err = fails(&source).await;
     assert!(
         matches!(
             &err,
@@ -333,23 +335,18 @@ async fn an_error_inside_a_200_is_retried_then_fails_naming_the_page() {
     );
     let message = err.to_string();
     assert!(message.contains("daily quota exceeded"), "{message}");
-    assert!(!path.exists(), "no object");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decompression_bomb_is_refused_by_the_page_limit() {
     let server = mock(data(200), |c| c.encodings = vec![Encoding::Gzip]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sink, path) = file_sink(&dir);
     let source = source_with(
         Style::Token,
         &server.base_url(),
         100,
         "max_page_bytes = 1000000",
     );
-    let err = run(&pipeline(&pipeline_text(&source, &sink)), vec![])
-        .await
-        .expect_err("the run must fail");
+    let err = fails(&source).await;
     assert!(
         matches!(
             &err,
@@ -362,7 +359,6 @@ async fn a_decompression_bomb_is_refused_by_the_page_limit() {
         ),
         "{err:?}"
     );
-    assert!(!path.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -376,4 +372,33 @@ async fn one_large_response_streams_through() {
     let report = lands("single", &Style::None.source(&server.base_url(), 0), 1500).await;
     assert_eq!(report.pages, 1);
     assert!(report.memory.largest_page_bytes > 40_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_next_page_is_requested_as_soon_as_its_link_is_known() {
+    // Page 1's body stalls for 800 ms after 100 KB; its Link header came first.
+    let stall = Duration::from_millis(800);
+    let rules = vec![Fault::new(
+        When::Page(1),
+        Action::Stall {
+            after: 100_000,
+            stall,
+        },
+        Times::First(1),
+    )];
+    let server = mock(data(300), |c| c.faults.rules = rules).await;
+    let report = lands(
+        "link header ahead",
+        &Style::LinkHeader.source(&server.base_url(), 100),
+        300,
+    )
+    .await;
+    assert_eq!(report.pages, 3);
+    let log = server.request_log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    let ahead = log[1].at.saturating_duration_since(log[0].at);
+    assert!(
+        ahead < stall / 2,
+        "page 2 was requested {ahead:?} after page 1, not while page 1 stalled"
+    );
 }
