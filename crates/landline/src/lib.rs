@@ -20,7 +20,7 @@
 //!
 //! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
 //! or a blocking call. A stage that is full makes the one before it wait, which is how memory
-//! stays bounded: a few pages' bodies as received (never a whole decoded page), a few 512 KiB
+//! stays bounded: a few pages' bodies as received (never a whole decoded page), a few 256 KiB
 //! chunks, the part being filled and the parts in flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
 //! each bound visible where the buffer lives.
 //!

@@ -34,8 +34,11 @@ use crate::source::{HttpSource, SourceError};
 use crate::template::RunVars;
 use crate::transform::TransformBuildError;
 
-/// JSON Lines are handed to the compressor in chunks of this size.
-pub const CHUNK_BYTES: usize = 512 * 1024;
+/// JSON Lines are handed to the compressor in chunks of this size, each deflated as one
+/// block. 256 KiB rather than 512 KiB: about 2 MiB less peak RSS on the incident workload
+/// (about five chunks are alive at once) for ~5 % more wall time on loopback, where deflate
+/// is the limit (each block is primed with the previous 32 KiB), and +0.1 % in size.
+pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks that may wait for the compressor's coordinator.
 pub const CHUNK_QUEUE: usize = 1;
 
