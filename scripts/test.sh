@@ -107,32 +107,35 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-read -r MOTO_PORT S3S_PORT < <(python3 -c '
+S3S_ACCESS_KEY_ID=landline-test-ak
+S3S_SECRET_ACCESS_KEY=landline-test-sk-0123456789
+BUCKET=landline-test
+REGION=us-east-1
+
+# Picks two free ports and starts both servers on them. Another process may take a port
+# between the pick and the server's bind: the caller then starts them again.
+start_servers() {
+    read -r MOTO_PORT S3S_PORT < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 ')
-
-MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT
-S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT
-S3S_ACCESS_KEY_ID=landline-test-ak
-S3S_SECRET_ACCESS_KEY=landline-test-sk-0123456789
-BUCKET=landline-test
-REGION=us-east-1
-
-log "starting moto on $MOTO_ENDPOINT and s3s-fs on $S3S_ENDPOINT (logs in $LOGS)"
-# The first three AWS actions are unauthenticated (the IAM setup below); all
-# the later ones must be signed by the access key created then.
-INITIAL_NO_AUTH_ACTION_COUNT=3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
-    >"$LOGS/moto.log" 2>&1 </dev/null &
-MOTO_PID=$!
-mkdir -p "$S3S_ROOT"
-RUST_LOG=${LANDLINE_S3S_LOG:-warn} "$S3S_FS" --host 127.0.0.1 --port "$S3S_PORT" \
-    --access-key "$S3S_ACCESS_KEY_ID" --secret-key "$S3S_SECRET_ACCESS_KEY" "$S3S_ROOT" \
-    >"$LOGS/s3s-fs.log" 2>&1 </dev/null &
-S3S_PID=$!
+    MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT
+    S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT
+    log "starting moto on $MOTO_ENDPOINT and s3s-fs on $S3S_ENDPOINT (logs in $LOGS)"
+    # The first three AWS actions are unauthenticated (the IAM setup below); all
+    # the later ones must be signed by the access key created then.
+    INITIAL_NO_AUTH_ACTION_COUNT=3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
+        >"$LOGS/moto.log" 2>&1 </dev/null &
+    MOTO_PID=$!
+    mkdir -p "$S3S_ROOT"
+    RUST_LOG=${LANDLINE_S3S_LOG:-warn} "$S3S_FS" --host 127.0.0.1 --port "$S3S_PORT" \
+        --access-key "$S3S_ACCESS_KEY_ID" --secret-key "$S3S_SECRET_ACCESS_KEY" "$S3S_ROOT" \
+        >"$LOGS/s3s-fs.log" 2>&1 </dev/null &
+    S3S_PID=$!
+}
 
 # Waits for both servers, sets moto's IAM up, checks that moto rejects a bad
 # signature, creates the bucket on both. Prints the moto access key pair.
@@ -246,13 +249,22 @@ EOF
 }
 
 start=$SECONDS
-if ! keys=$(setup_servers); then
+for attempt in 1 2 3; do
+    start_servers
+    if keys=$(setup_servers); then
+        break
+    fi
+    if ((attempt < 3)) && grep -qs "Address already in use" "$LOGS/moto.log" "$LOGS/s3s-fs.log"; then
+        log "a port was taken before a server could bind it: starting both again on other ports"
+        cleanup
+        continue
+    fi
     for f in moto s3s-fs; do
         echo "---- tail of $LOGS/$f.log" >&2
         tail -n 30 "$LOGS/$f.log" >&2 || true
     done
     die "S3 test servers failed to start"
-fi
+done
 read -r MOTO_ACCESS_KEY_ID MOTO_SECRET_ACCESS_KEY <<<"$keys"
 log "servers ready in $((SECONDS - start)) s (moto enforces SigV4 with key $MOTO_ACCESS_KEY_ID)"
 
