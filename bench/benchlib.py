@@ -91,9 +91,19 @@ def s3_client(env: dict[str, str]):
                         config=Config(s3={"addressing_style": "path"}))
 
 
-def start_api(kind: str, records: int, extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+# Runs the reference mock with TCP_NODELAY on its sockets (socketserver's
+# `disable_nagle_algorithm`), as nginx sets it on keep-alive connections (`tcp_nodelay on`):
+# without it, the last small segment of each response waits for the client's delayed ACK,
+# up to 40 ms a page on a reused connection.
+_NODELAY_MOCK = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import mock_api; "
+                 "mock_api.Handler.disable_nagle_algorithm = True; mock_api.main(sys.argv[1:])")
+
+
+def start_api(kind: str, records: int, extra: list[str] | tuple[str, ...] = (),
+              nodelay: bool = False) -> tuple[subprocess.Popen, str]:
     """Starts the project's mock API (`rust`) or the reference one (`python`) serving `records`
-    records; `extra` goes on its command line (e.g. `--latency-ms 100 --gzip`)."""
+    records; `extra` goes on its command line (e.g. `--latency-ms 100 --gzip`). `nodelay`
+    (reference mock only) turns Nagle's algorithm off on its connections."""
     if kind == "rust":
         proc = subprocess.Popen([str(MOCKAPI), "--port", "0", "--total", str(records), *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -106,7 +116,9 @@ def start_api(kind: str, records: int, extra: list[str] | tuple[str, ...] = ()) 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(SHARED_BENCH / "mock_api.py"), "--port", str(port),
+    program = (["-c", _NODELAY_MOCK, str(SHARED_BENCH)] if nodelay
+               else [str(SHARED_BENCH / "mock_api.py")])
+    proc = subprocess.Popen([sys.executable, *program, "--port", str(port),
                              "--total", str(records), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

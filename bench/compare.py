@@ -172,7 +172,8 @@ def network_token(a, records: int, env: dict, s3, bucket: str, tmp: Path) -> dic
     tools = ["landline"] if a.no_peer else ["landline", "peer"]
     rows: dict[str, list[dict]] = {t: [] for t in tools}
     api, url = start_api("python", records, ["--latency-ms", str(a.latency_ms),
-                                             "--bandwidth-mbps", str(a.bandwidth_mbps), "--gzip"])
+                                             "--bandwidth-mbps", str(a.bandwidth_mbps), "--gzip"],
+                         nodelay=a.nodelay)
     print(f"token: {records} records from the reference mock API at {url}", file=sys.stderr)
 
     def run_one(tool: str, i: int) -> dict:
@@ -199,7 +200,9 @@ def network_token(a, records: int, env: dict, s3, bucket: str, tmp: Path) -> dic
     def floor(r: dict) -> float:
         return floor_seconds(r["report"], a.latency_ms, a.bandwidth_mbps)
 
-    print("\ntoken pagination (count = 200), reference mock API ../shared/bench/mock_api.py: landline and the v3 peer")
+    nodelay = " with TCP_NODELAY" if a.nodelay else ""
+    print(f"\ntoken pagination (count = 200), reference mock API ../shared/bench/mock_api.py{nodelay}: "
+          "landline and the v3 peer")
     print_network_rows(rows, floor)
     land_runs = rows["landline"]
     if "peer" in rows:
@@ -319,6 +322,10 @@ def main() -> None:
     net.add_argument("--latency-ms", type=int, default=100, help="wait before each page, ms (default 100)")
     net.add_argument("--bandwidth-mbps", type=float, default=100.0,
                      help="send rate of each response, megabits/s; 0 is unlimited (default 100)")
+    net.add_argument("--nodelay", action="store_true",
+                     help="token part: run the reference mock with Nagle's algorithm off on its "
+                          "connections (TCP_NODELAY, as nginx has it), so that no response's last "
+                          "segment waits for the client's delayed ACK")
     a = ap.parse_args()
     if a.runs < 1:
         ap.error("--runs must be at least 1")

@@ -91,6 +91,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_CANCELLED: u8 = 130;
 
 fn main() -> ExitCode {
+    landline::report::use_one_malloc_arena();
     let cli = Cli::parse();
     let interactive = std::io::stderr().is_terminal() && cli.log_format != LogFormat::Json;
     init_logging(cli.log_format, cli.quiet, interactive);
