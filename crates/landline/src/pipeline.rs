@@ -135,13 +135,7 @@ pub async fn run(
             })
         })?
         .map(|url| (url.clone(), source.spawn_page(1, url, &mut tasks)));
-    let writer = ObjectWriter::create(
-        destination.store.clone(),
-        &destination.path,
-        destination.location.clone(),
-        pipeline.sink.max_parts_in_flight,
-    )
-    .await?;
+    let writer = ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?;
 
     // One slot per part alive at once: the one being filled, plus those queued or uploading.
     let part_slots = Arc::new(Semaphore::new(pipeline.sink.max_parts_in_flight + 1));
@@ -156,11 +150,13 @@ pub async fn run(
     ));
     let stages = Compressor::spawn(
         CompressorConfig {
-            level: pipeline.sink.compression_level,
-            workers: pipeline.sink.compression_threads,
             queue_depth: CHUNK_QUEUE,
-            parts: pipeline.sink.parts,
             part_slots: Some(Arc::clone(&part_slots)),
+            ..CompressorConfig::new(
+                pipeline.sink.compression_level,
+                pipeline.sink.compression_threads,
+                pipeline.sink.parts,
+            )
         },
         parts_tx,
     )

@@ -12,7 +12,17 @@
 //! collected, and the parts alive. A part is started only with a slot from
 //! [`CompressorConfig::part_slots`], and the slot travels with the part until its upload ends,
 //! so the parts alive at once (filling, queued and uploading) never exceed the slots. Parts are
-//! [`PartBuffer`]s: every part but the last holds exactly its part size.
+//! [`PartBuffer`]s: every part but the last holds exactly its part size, unless parts are cut
+//! at boundaries (below).
+//!
+//! Boundaries, for checkpoints: a chunk may be marked as the end of a unit of the caller's
+//! (a page), see [`Compressor::send_marked`]. With [`CompressorConfig::cut_at_boundaries`], a
+//! part is shipped at the first boundary after it reaches its part size, carrying the
+//! [`MemberState`] there, so that a later process can continue the same gzip member from
+//! that part's end ([`CompressorConfig::resume`]). A part that reaches twice its size
+//! without a boundary (a page larger than a part) is shipped without one. Parts then hold
+//! between one and two part sizes; the memory maps are reserved at twice the size, and only
+//! what is written is resident.
 
 pub mod block;
 
@@ -25,7 +35,60 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::sink::PartSizer;
+use crate::sink::multipart::MAX_PART_SIZE;
 use block::{BlockDeflater, DICTIONARY_BYTES, FINAL_BLOCK, GZIP_HEADER};
+
+/// Where a gzip member stands at a block boundary: what a later process needs to continue
+/// the same member, so that a resumed object is still one member.
+///
+/// Serialised into checkpoints; the dictionary is base64 in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberState {
+    /// CRC-32 of the uncompressed bytes so far.
+    pub crc32: u32,
+    /// Uncompressed bytes so far.
+    pub bytes_in: u64,
+    /// The last (up to) 32 KiB of those bytes: the next block's preset dictionary.
+    #[serde(with = "base64_bytes")]
+    pub dictionary: Vec<u8>,
+}
+
+impl MemberState {
+    /// The state of a member nothing has been written to (its header included).
+    pub fn empty() -> Self {
+        MemberState {
+            crc32: 0,
+            bytes_in: 0,
+            dictionary: Vec::new(),
+        }
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The end of a part that ends at a boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartEnd {
+    /// The caller's mark of the boundary (a page number).
+    pub mark: u64,
+    /// The member's state after the part.
+    pub member: MemberState,
+}
 
 /// Why compression stopped.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +188,30 @@ pub struct CompressorConfig {
     pub parts: PartSizer,
     /// One permit per part alive at once; `None` for no limit.
     pub part_slots: Option<Arc<Semaphore>>,
+    /// Cut parts at marked boundaries (see the module doc), for checkpoints.
+    pub cut_at_boundaries: bool,
+    /// Continue a member from this state (no header is written), its next part being
+    /// `first_part`; `None` starts a new member.
+    pub resume: Option<MemberState>,
+    /// The number of the first part this compressor emits (1 unless resuming).
+    pub first_part: u64,
+}
+
+impl CompressorConfig {
+    /// A new member at `level` on `workers` threads, `parts` sized by `parts`, at most
+    /// `part_slots` parts alive, parts cut at exact sizes.
+    pub fn new(level: u32, workers: usize, parts: PartSizer) -> Self {
+        CompressorConfig {
+            level,
+            workers,
+            queue_depth: 1,
+            parts,
+            part_slots: None,
+            cut_at_boundaries: false,
+            resume: None,
+            first_part: 1,
+        }
+    }
 }
 
 /// A part of the compressed stream, holding its memory slot until dropped.
@@ -134,11 +221,17 @@ pub struct Part {
     pub data: Bytes,
     /// The slot, released when the part (and its upload) is done.
     pub slot: Option<OwnedSemaphorePermit>,
+    /// The part's number in the upload, from 1.
+    pub number: u64,
+    /// Set when the part ends at a marked boundary.
+    pub end: Option<PartEnd>,
+    /// Whether this is the member's last part.
+    pub last: bool,
 }
 
 /// Handle on the compressor threads.
 pub struct Compressor {
-    chunks: SyncSender<Vec<u8>>,
+    chunks: SyncSender<Chunk>,
     recycled: Receiver<Vec<u8>>,
     thread: JoinHandle<Result<CompressStats, CompressError>>,
 }
@@ -149,7 +242,7 @@ impl Compressor {
         config: CompressorConfig,
         parts_out: tokio::sync::mpsc::Sender<Part>,
     ) -> std::io::Result<Self> {
-        let (chunks, chunk_rx) = mpsc::sync_channel::<Vec<u8>>(config.queue_depth.max(1));
+        let (chunks, chunk_rx) = mpsc::sync_channel::<Chunk>(config.queue_depth.max(1));
         let (recycle_tx, recycled) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("landline-gzip".into())
@@ -170,6 +263,22 @@ impl Compressor {
 
     /// Queues a chunk of JSON Lines; blocks while the queue is full.
     pub fn send(&self, chunk: Vec<u8>) -> Result<(), CompressError> {
+        self.send_chunk(Chunk {
+            data: chunk,
+            mark: None,
+        })
+    }
+
+    /// Queues a chunk that ends at a boundary of the caller's, named by `mark` (a page
+    /// number): with [`CompressorConfig::cut_at_boundaries`], a part may end after it.
+    pub fn send_marked(&self, chunk: Vec<u8>, mark: u64) -> Result<(), CompressError> {
+        self.send_chunk(Chunk {
+            data: chunk,
+            mark: Some(mark),
+        })
+    }
+
+    fn send_chunk(&self, chunk: Chunk) -> Result<(), CompressError> {
         self.chunks
             .send(chunk)
             .map_err(|_| CompressError::ThreadGone)
@@ -180,6 +289,12 @@ impl Compressor {
         drop(self.chunks);
         self.thread.join().map_err(|_| CompressError::ThreadGone)?
     }
+}
+
+/// A chunk of JSON Lines, maybe ending at a boundary.
+struct Chunk {
+    data: Vec<u8>,
+    mark: Option<u64>,
 }
 
 /// A block for a worker, and the buffers it comes back in.
@@ -228,24 +343,32 @@ struct PartWriter {
     sizes: PartSizer,
     slots: Option<Arc<Semaphore>>,
     out: tokio::sync::mpsc::Sender<Part>,
+    cut_at_boundaries: bool,
     current: PartBuffer,
+    /// The current part's number and the size it is cut at (at a boundary, when cutting at
+    /// boundaries).
+    number: u64,
+    target: usize,
     slot: Option<OwnedSemaphorePermit>,
     stats: CompressStats,
 }
 
 impl PartWriter {
     fn new(
-        sizes: PartSizer,
-        slots: Option<Arc<Semaphore>>,
+        config: &CompressorConfig,
         out: tokio::sync::mpsc::Sender<Part>,
     ) -> Result<Self, CompressError> {
-        let slot = take_slot(&slots)?;
-        let current = PartBuffer::new(sizes.size_of(1)).map_err(CompressError::Memory)?;
+        let slot = take_slot(&config.part_slots)?;
+        let number = config.first_part.max(1);
+        let (target, capacity) = part_bounds(config.parts, config.cut_at_boundaries, number);
         Ok(PartWriter {
-            sizes,
-            slots,
+            sizes: config.parts,
+            slots: config.part_slots.clone(),
             out,
-            current,
+            cut_at_boundaries: config.cut_at_boundaries,
+            current: PartBuffer::new(capacity).map_err(CompressError::Memory)?,
+            number,
+            target,
             slot,
             stats: CompressStats::default(),
         })
@@ -256,34 +379,58 @@ impl PartWriter {
             let n = self.current.fill(bytes);
             bytes = &bytes[n..];
             if self.current.is_full() {
-                self.ship(false)?;
+                self.ship(None, false)?;
             }
         }
         Ok(())
     }
 
-    fn ship(&mut self, last: bool) -> Result<(), CompressError> {
+    /// A marked boundary: the part ends here if it has reached its size.
+    fn boundary(&mut self, end: impl FnOnce() -> PartEnd) -> Result<(), CompressError> {
+        if self.cut_at_boundaries && self.current.len() >= self.target {
+            self.ship(Some(end()), false)?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self, end: Option<PartEnd>, last: bool) -> Result<(), CompressError> {
         self.stats.parts += 1;
         self.stats.bytes_out += self.current.len() as u64;
         // After the last part nothing is written: a one-page stand-in takes its place.
-        let size = if last {
-            0
+        let (target, capacity) = if last {
+            (0, 0)
         } else {
-            self.sizes.size_of(self.stats.parts + 1)
+            part_bounds(self.sizes, self.cut_at_boundaries, self.number + 1)
         };
-        let next = PartBuffer::new(size).map_err(CompressError::Memory)?;
+        let next = PartBuffer::new(capacity).map_err(CompressError::Memory)?;
         let part = Part {
             data: std::mem::replace(&mut self.current, next).freeze(),
             slot: self.slot.take(),
+            number: self.number,
+            end,
+            last,
         };
         self.out
             .blocking_send(part)
             .map_err(|_| CompressError::OutputClosed)?;
+        self.number += 1;
+        self.target = target;
         if !last {
             // The next part needs a slot before it takes memory.
             self.slot = take_slot(&self.slots)?;
         }
         Ok(())
+    }
+}
+
+/// Part `number`'s target size and its buffer's capacity: the schedule's size for both, or,
+/// when parts are cut at boundaries, twice it (at most S3's largest part) for the capacity.
+fn part_bounds(sizes: PartSizer, cut_at_boundaries: bool, number: u64) -> (usize, usize) {
+    let target = sizes.size_of(number);
+    if cut_at_boundaries {
+        (target, target.saturating_mul(2).min(MAX_PART_SIZE))
+    } else {
+        (target, target)
     }
 }
 
@@ -299,9 +446,34 @@ fn take_slot(
     }
 }
 
+/// Appends `chunk` to the rolling dictionary `tail`, keeping its last [`DICTIONARY_BYTES`].
+fn roll_dictionary(tail: &mut Vec<u8>, chunk: &[u8]) {
+    if chunk.len() >= DICTIONARY_BYTES {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - DICTIONARY_BYTES..]);
+    } else {
+        let excess = (tail.len() + chunk.len()).saturating_sub(DICTIONARY_BYTES);
+        tail.drain(..excess);
+        tail.extend_from_slice(chunk);
+    }
+}
+
+/// A block handed to a worker, waiting to be collected in order.
+struct Pending {
+    done: Receiver<Done>,
+    /// The chunk's mark, with the dictionary after it.
+    mark: Option<(u64, Vec<u8>)>,
+}
+
+/// The member as collected so far.
+struct Member {
+    crc: crc32fast::Hasher,
+    bytes_in: u64,
+}
+
 fn coordinate(
     config: CompressorConfig,
-    chunks: Receiver<Vec<u8>>,
+    chunks: Receiver<Chunk>,
     recycle: mpsc::Sender<Vec<u8>>,
     parts_out: tokio::sync::mpsc::Sender<Part>,
 ) -> Result<CompressStats, CompressError> {
@@ -319,22 +491,51 @@ fn coordinate(
         job_txs.push(tx);
     }
     let mut next_worker = 0;
-    let mut parts = PartWriter::new(config.parts, config.part_slots.clone(), parts_out)?;
-    parts.write(&GZIP_HEADER)?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut bytes_in = 0u64;
+    let mut parts = PartWriter::new(&config, parts_out)?;
+    let resumed = config.resume.clone();
+    let (mut member, mut tail) = match resumed {
+        Some(state) => (
+            Member {
+                crc: crc32fast::Hasher::new_with_initial_len(state.crc32, state.bytes_in),
+                bytes_in: state.bytes_in,
+            },
+            state.dictionary,
+        ),
+        None => {
+            parts.write(&GZIP_HEADER)?;
+            (
+                Member {
+                    crc: crc32fast::Hasher::new(),
+                    bytes_in: 0,
+                },
+                Vec::with_capacity(DICTIONARY_BYTES),
+            )
+        }
+    };
     // Results in submission order; at most `workers + 1` outstanding.
-    let mut pending: VecDeque<Receiver<Done>> = VecDeque::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spare: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut tail: Vec<u8> = Vec::with_capacity(DICTIONARY_BYTES);
 
-    let mut collect = |done: Done,
-                       parts: &mut PartWriter,
-                       spare: &mut Vec<(Vec<u8>, Vec<u8>)>|
+    let collect = |pending: Pending,
+                   parts: &mut PartWriter,
+                   member: &mut Member,
+                   spare: &mut Vec<(Vec<u8>, Vec<u8>)>|
      -> Result<(), CompressError> {
+        let done = pending.done.recv().map_err(|_| CompressError::ThreadGone)?;
         done.result?;
         parts.write(&done.output)?;
-        crc.combine(&done.crc);
+        member.crc.combine(&done.crc);
+        member.bytes_in += done.input.len() as u64;
+        if let Some((mark, dictionary)) = pending.mark {
+            parts.boundary(|| PartEnd {
+                mark,
+                member: MemberState {
+                    crc32: member.crc.clone().finalize(),
+                    bytes_in: member.bytes_in,
+                    dictionary,
+                },
+            })?;
+        }
         let mut input = done.input;
         input.clear();
         // The encoder may be gone already; then the buffer is simply freed.
@@ -342,16 +543,13 @@ fn coordinate(
         spare.push((done.dictionary, done.output));
         Ok(())
     };
-    let wait = |rx: Receiver<Done>| rx.recv().map_err(|_| CompressError::ThreadGone);
 
     // The encoder closes the queue to end the stream.
-    while let Ok(chunk) = chunks.recv() {
-        bytes_in += chunk.len() as u64;
+    while let Ok(Chunk { data: chunk, mark }) = chunks.recv() {
         let (mut dictionary, output) = spare.pop().unwrap_or_default();
         dictionary.clear();
         dictionary.extend_from_slice(&tail);
-        tail.clear();
-        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(DICTIONARY_BYTES)..]);
+        roll_dictionary(&mut tail, &chunk);
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         job_txs[next_worker]
             .send(Job {
@@ -362,22 +560,27 @@ fn coordinate(
             })
             .map_err(|_| CompressError::ThreadGone)?;
         next_worker = (next_worker + 1) % workers;
-        pending.push_back(done_rx);
+        pending.push_back(Pending {
+            done: done_rx,
+            mark: mark
+                .filter(|_| config.cut_at_boundaries)
+                .map(|m| (m, tail.clone())),
+        });
         while pending.len() > workers {
-            if let Some(rx) = pending.pop_front() {
-                collect(wait(rx)?, &mut parts, &mut spare)?;
+            if let Some(p) = pending.pop_front() {
+                collect(p, &mut parts, &mut member, &mut spare)?;
             }
         }
     }
     drop(job_txs);
-    while let Some(rx) = pending.pop_front() {
-        collect(wait(rx)?, &mut parts, &mut spare)?;
+    while let Some(p) = pending.pop_front() {
+        collect(p, &mut parts, &mut member, &mut spare)?;
     }
     parts.write(&FINAL_BLOCK)?;
-    parts.write(&block::trailer(&crc, bytes_in))?;
-    parts.ship(true)?;
+    parts.write(&block::trailer(&member.crc, member.bytes_in))?;
+    parts.ship(None, true)?;
     let mut stats = parts.stats;
-    stats.bytes_in = bytes_in;
+    stats.bytes_in = member.bytes_in - config.resume.as_ref().map_or(0, |r| r.bytes_in);
     Ok(stats)
 }
 
@@ -411,11 +614,9 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let slots = Arc::new(Semaphore::new(2));
         let config = CompressorConfig {
-            level: 6,
-            workers,
             queue_depth: 2,
-            parts: PartSizer::new(part, false),
             part_slots: Some(Arc::clone(&slots)),
+            ..CompressorConfig::new(6, workers, PartSizer::new(part, false))
         };
         let c = Compressor::spawn(config, tx).unwrap();
         let collector = std::thread::spawn(move || {
@@ -464,6 +665,140 @@ mod tests {
             }
             assert_eq!(stats.bytes_in, data.len() as u64);
         }
+    }
+
+    /// Feeds `pages` (each in `chunk`-byte chunks, the last one marked with the page's
+    /// number, `first_page` for the first) through a compressor with `config`.
+    fn compress_pages(
+        config: CompressorConfig,
+        pages: &[Vec<u8>],
+        first_page: u64,
+        chunk: usize,
+    ) -> Vec<Part> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let c = Compressor::spawn(config, tx).unwrap();
+        let collector = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(p) = rt.block_on(rx.recv()) {
+                got.push(p);
+            }
+            got
+        });
+        for (i, page) in pages.iter().enumerate() {
+            let pieces: Vec<&[u8]> = page.chunks(chunk).collect();
+            for (j, piece) in pieces.iter().enumerate() {
+                let mut b = c.buffer(chunk);
+                b.extend_from_slice(piece);
+                if j + 1 == pieces.len() {
+                    c.send_marked(b, first_page + i as u64).unwrap();
+                } else {
+                    c.send(b).unwrap();
+                }
+            }
+        }
+        c.finish().unwrap();
+        collector.join().unwrap()
+    }
+
+    fn gunzip_one_member(parts: &[&Part]) -> Vec<u8> {
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let mut back = Vec::new();
+        // GzDecoder stops after the first member: all the data means one member.
+        flate2::read::GzDecoder::new(&joined[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        back
+    }
+
+    #[test]
+    fn parts_cut_at_page_ends_continue_as_the_same_member_in_another_compressor() {
+        // Pages of uneven sizes; one is larger than two parts.
+        let sizes = [
+            70_000, 90_000, 30_000, 400_000, 50_000, 120_000, 80_000, 60_000,
+        ];
+        let pages: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut p = noise(n);
+                p[0] = b'0' + i as u8;
+                p
+            })
+            .collect();
+        let data: Vec<u8> = pages.concat();
+        let part = 64 * 1024;
+        let config = || CompressorConfig {
+            cut_at_boundaries: true,
+            ..CompressorConfig::new(6, 2, PartSizer::new(part, false))
+        };
+        let whole = compress_pages(config(), &pages, 1, 16 * 1024);
+        let all: Vec<&Part> = whole.iter().collect();
+        assert_eq!(gunzip_one_member(&all), data);
+        let ends: Vec<u64> = pages
+            .iter()
+            .scan(0u64, |at, p| {
+                *at += p.len() as u64;
+                Some(*at)
+            })
+            .collect();
+        for (i, p) in whole.iter().enumerate() {
+            assert_eq!(p.number, i as u64 + 1);
+            assert_eq!(p.last, i + 1 == whole.len());
+            if p.last {
+                continue;
+            }
+            assert!(p.data.len() <= 2 * part, "part {} too large", p.number);
+            match &p.end {
+                Some(end) => {
+                    assert!(p.data.len() >= part, "part {} cut short", p.number);
+                    assert_eq!(end.member.bytes_in, ends[end.mark as usize - 1]);
+                    let so_far = &data[..end.member.bytes_in as usize];
+                    assert_eq!(end.member.crc32, crc32fast::hash(so_far));
+                    let tail = &so_far[so_far.len().saturating_sub(DICTIONARY_BYTES)..];
+                    assert_eq!(end.member.dictionary, tail);
+                }
+                // Only a page larger than a part may be cut inside.
+                None => assert_eq!(p.data.len(), 2 * part, "part {}", p.number),
+            }
+        }
+        assert!(
+            whole.iter().any(|p| p.end.is_none() && !p.last),
+            "the large page was not cut inside"
+        );
+        let cut = whole
+            .iter()
+            .filter(|p| p.end.is_some())
+            .nth(1)
+            .expect("two parts end at a page");
+        let end = cut.end.clone().unwrap();
+        // A checkpoint's state survives JSON.
+        let json = serde_json::to_string(&end.member).unwrap();
+        let member: MemberState = serde_json::from_str(&json).unwrap();
+        assert_eq!(member, end.member);
+
+        let resumed = compress_pages(
+            CompressorConfig {
+                resume: Some(member),
+                first_part: cut.number + 1,
+                ..config()
+            },
+            &pages[end.mark as usize..],
+            end.mark + 1,
+            16 * 1024,
+        );
+        assert_eq!(resumed[0].number, cut.number + 1);
+        let joined: Vec<&Part> = whole[..cut.number as usize]
+            .iter()
+            .chain(resumed.iter())
+            .collect();
+        assert_eq!(
+            gunzip_one_member(&joined),
+            data,
+            "the resumed member differs"
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! [`Destination::open`] turns a destination URL into an object store and a path: `s3://`
 //! (configured the standard AWS way, from environment variables), `gs://`, `az://`/`abfss://`,
 //! `file:///abs/path`, or a plain relative or absolute path. Writing is done by
-//! [`ObjectWriter`], the same for every store: for local files object_store writes a staging
-//! file beside the target and renames it into place on completion, so a local destination is
-//! as atomic as S3.
+//! [`ObjectWriter`], the same for every store, through object_store's `MultipartStore` (upload
+//! ids and part ids as plain data). Local files use [`local::LocalMultipart`]: parts are files
+//! under `_landline-uploads/` beside the target, concatenated and renamed into place on
+//! completion, so a local destination is as atomic as S3 and as resumable.
 
 pub mod cleanup;
+pub mod local;
 pub mod multipart;
 
 use std::net::IpAddr;
@@ -15,13 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::tls::{CaBundle, CaBundleError};
 
-pub use multipart::{MAX_PARTS, MIN_PART_SIZE, ObjectWriter, PartSizer, Written};
+pub use multipart::{
+    MAX_PARTS, MIN_PART_SIZE, ObjectWriter, PartSizer, UploadHandle, UploadState, UploadedPart,
+    Written,
+};
 
 /// Why an object could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +116,18 @@ pub enum SinkError {
         cause: Box<SinkError>,
         /// How the abort failed.
         abort: Box<SinkError>,
+    },
+    /// The store no longer has the upload (aborted, or expired by a lifecycle rule).
+    #[error(
+        "the store no longer has upload {upload_id} of {location} (part {part} was refused as not found): it was aborted or expired; start the run afresh"
+    )]
+    UploadGone {
+        /// The destination.
+        location: String,
+        /// The upload's id.
+        upload_id: String,
+        /// The part that found it gone.
+        part: u64,
     },
     /// A background upload task panicked or was cancelled.
     #[error("an upload task failed: {0}")]
@@ -213,10 +233,12 @@ fn one_line(e: &object_store::Error) -> String {
 }
 
 /// A resolved destination: the store, the object's path in it, and a printable location.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Destination {
     /// The object store.
     pub store: Arc<dyn ObjectStore>,
+    /// The same store's multipart uploads, driven with explicit ids (see [`ObjectWriter`]).
+    pub multipart: Arc<dyn MultipartStore>,
     /// The object's path within the store.
     pub path: Path,
     /// The destination as users know it (`s3://bucket/key`, `file:///…`); holds no secrets.
@@ -225,7 +247,29 @@ pub struct Destination {
     pub s3_rules: bool,
 }
 
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("store", &self.store)
+            .field("path", &self.path)
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
 impl Destination {
+    /// `path` in an in-memory store (for tests and examples).
+    pub fn in_memory(path: &str) -> Destination {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Destination {
+            store: Arc::clone(&store) as Arc<dyn ObjectStore>,
+            multipart: store,
+            path: Path::from(path),
+            location: format!("memory:///{path}"),
+            s3_rules: false,
+        }
+    }
+
     /// Checks the form of `dest` without opening anything: a supported scheme, an S3 URL with
     /// a bucket and a key, a file name rather than a directory.
     pub fn check(dest: &str) -> Result<(), SinkError> {
@@ -289,31 +333,62 @@ impl Destination {
                     .map_err(|()| bad("not an absolute file:// path".into()))?;
                 local(&path.to_string_lossy())
             }
-            "gs" | "az" | "adl" | "azure" | "abfs" | "abfss" => {
-                let options: Vec<(String, String)> = env
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with("GOOGLE_") || k.starts_with("AZURE_"))
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .collect();
-                let (store, path) =
-                    object_store::parse_url_opts(&url, options).map_err(|source| {
-                        SinkError::Store {
-                            location: dest.to_owned(),
-                            source,
-                        }
-                    })?;
-                Ok(Destination {
-                    store: Arc::from(store),
-                    path,
+            "gs" => {
+                let mut builder = GoogleCloudStorageBuilder::new().with_url(dest);
+                for (k, v) in env {
+                    if k.starts_with("GOOGLE_")
+                        && let Ok(key) = k.to_ascii_lowercase().parse::<GoogleConfigKey>()
+                    {
+                        builder = builder.with_config(key, v);
+                    }
+                }
+                let store = Arc::new(builder.build().map_err(|source| SinkError::Store {
                     location: dest.to_owned(),
-                    s3_rules: true,
-                })
+                    source,
+                })?);
+                cloud(dest, &url, store.clone(), store)
+            }
+            "az" | "adl" | "azure" | "abfs" | "abfss" => {
+                let mut builder = MicrosoftAzureBuilder::new().with_url(dest);
+                for (k, v) in env {
+                    if k.starts_with("AZURE_")
+                        && let Ok(key) = k.to_ascii_lowercase().parse::<AzureConfigKey>()
+                    {
+                        builder = builder.with_config(key, v);
+                    }
+                }
+                let store = Arc::new(builder.build().map_err(|source| SinkError::Store {
+                    location: dest.to_owned(),
+                    source,
+                })?);
+                cloud(dest, &url, store.clone(), store)
             }
             other => Err(bad(format!(
                 "unsupported scheme {other:?} (use s3://, gs://, az://, file:// or a path)"
             ))),
         }
     }
+}
+
+/// A GCS or Azure destination: the object's path is the URL's path after the container.
+fn cloud(
+    dest: &str,
+    url: &Url,
+    store: Arc<dyn ObjectStore>,
+    multipart: Arc<dyn MultipartStore>,
+) -> Result<Destination, SinkError> {
+    let (_, path) =
+        object_store::ObjectStoreScheme::parse(url).map_err(|source| SinkError::Store {
+            location: dest.to_owned(),
+            source: source.into(),
+        })?;
+    Ok(Destination {
+        store,
+        multipart,
+        path,
+        location: dest.to_owned(),
+        s3_rules: true,
+    })
 }
 
 fn local(path: &str) -> Result<Destination, SinkError> {
@@ -329,6 +404,7 @@ fn local(path: &str) -> Result<Destination, SinkError> {
     let store = object_store::local::LocalFileSystem::new();
     Ok(Destination {
         store: Arc::new(store),
+        multipart: Arc::new(local::LocalMultipart::new("/")),
         path: object,
         location: format!("file://{}", abs.display()),
         s3_rules: false,
@@ -353,8 +429,10 @@ fn s3(
         url: location.clone(),
         reason: e.to_string(),
     })?;
+    let store = Arc::new(bucket.store);
     Ok(Destination {
-        store: Arc::new(bucket.store),
+        store: Arc::clone(&store) as Arc<dyn ObjectStore>,
+        multipart: store,
         path,
         location,
         s3_rules: true,

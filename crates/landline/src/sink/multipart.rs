@@ -1,5 +1,10 @@
 //! The streaming object writer: one multipart upload, bounded parts in flight, complete or abort.
 //!
+//! The upload is driven through object_store's [`MultipartStore`], where the upload id and
+//! each part's id are plain values: [`ObjectWriter::state`] writes them down
+//! ([`UploadState`]) and [`ObjectWriter::resume`] continues the same upload in another
+//! process.
+//!
 //! [`ObjectWriter::create`] starts the upload before the first record is fetched, so wrong
 //! credentials or a missing bucket fail the run at its first request. Parts are uploaded in
 //! background tasks, at most `max_in_flight` at a time; [`ObjectWriter::put_part`] waits for a
@@ -10,15 +15,17 @@
 //!
 //! Memory: at most `max_in_flight` parts, each the size the [`PartSizer`] gives it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::task::JoinSet;
 
-use super::SinkError;
+use super::{Destination, SinkError};
 
 /// S3's smallest part, except the last: 5 MiB (5,242,880 bytes, not 5,000,000).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -84,16 +91,106 @@ pub struct Written {
     pub e_tag: Option<String>,
 }
 
-/// Writes one object through a multipart upload.
-pub struct ObjectWriter {
-    location: String,
-    store: Arc<dyn ObjectStore>,
+/// A part the store has acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadedPart {
+    /// The part's number, from 1.
+    pub number: u64,
+    /// What the store answered for it (S3's ETag), needed to complete the upload.
+    pub e_tag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A multipart upload as plain data: with it, another process can add parts to the same
+/// upload and complete it ([`ObjectWriter::resume`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadState {
+    /// The store's id of the upload.
+    pub upload_id: String,
+    /// When the upload was created, by the creating machine's clock.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// The parts acknowledged, numbered 1, 2, … without gaps.
+    pub parts: Vec<UploadedPart>,
+}
+
+impl UploadState {
+    /// Bytes in the acknowledged parts.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum()
+    }
+}
+
+/// Where an upload is: enough to abort it without its writer (after the task that owned the
+/// writer panicked, say). Cheap to clone.
+#[derive(Clone)]
+pub struct UploadHandle {
+    multipart: Arc<dyn MultipartStore>,
     path: Path,
-    /// When the upload was created, by this machine's clock.
+    id: MultipartId,
+    location: String,
+}
+
+impl std::fmt::Debug for UploadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadHandle")
+            .field("location", &self.location)
+            .field("upload_id", &self.id)
+            .finish()
+    }
+}
+
+impl UploadHandle {
+    /// The store's id of the upload.
+    pub fn upload_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The object's location, as errors name it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Asks the store to drop the upload and its parts, retrying a few times. An upload the
+    /// store no longer has counts as aborted.
+    pub async fn abort(&self) -> Result<(), SinkError> {
+        let mut last = None;
+        for attempt in 0..ABORT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            match self.multipart.abort_multipart(&self.path, &self.id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(SinkError::Abort {
+            location: self.location.clone(),
+            attempts: ABORT_ATTEMPTS,
+            source: last.map(Box::new),
+        })
+    }
+}
+
+type PartResult = Result<UploadedPart, (u64, object_store::Error)>;
+
+/// Writes one object through a multipart upload whose state is plain data
+/// ([`UploadState`]): parts are numbered by the writer, and each acknowledged part's ETag is
+/// kept, so the upload can be written down and continued by another process.
+///
+/// Contract: every part but the last must be at least [`MIN_PART_SIZE`] for S3 (not checked
+/// here: the compressor's [`PartSizer`] cuts them). Dropping a writer does not abort its
+/// upload: call [`ObjectWriter::finish`] or [`ObjectWriter::abort`] (or
+/// [`UploadHandle::abort`]).
+pub struct ObjectWriter {
+    handle: UploadHandle,
+    store: Arc<dyn ObjectStore>,
     created: chrono::DateTime<chrono::Utc>,
-    upload: Box<dyn MultipartUpload>,
-    in_flight: JoinSet<Result<(), (u64, object_store::Error)>>,
+    in_flight: JoinSet<PartResult>,
     max_in_flight: usize,
+    /// Acknowledged parts by number.
+    acknowledged: BTreeMap<u64, UploadedPart>,
+    /// Parts handed to the writer so far (acknowledged or not).
     parts: u64,
     bytes: u64,
 }
@@ -101,7 +198,8 @@ pub struct ObjectWriter {
 impl std::fmt::Debug for ObjectWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectWriter")
-            .field("location", &self.location)
+            .field("location", &self.handle.location)
+            .field("upload_id", &self.handle.id)
             .field("parts", &self.parts)
             .field("in_flight", &self.in_flight.len())
             .finish()
@@ -109,32 +207,90 @@ impl std::fmt::Debug for ObjectWriter {
 }
 
 impl ObjectWriter {
-    /// Starts a multipart upload to `path`; `location` is how errors name the object.
+    /// Starts a multipart upload to the destination's object.
     pub async fn create(
-        store: Arc<dyn ObjectStore>,
-        path: &Path,
-        location: String,
+        destination: &Destination,
         max_in_flight: usize,
     ) -> Result<Self, SinkError> {
         let created = chrono::Utc::now();
-        let upload = store
-            .put_multipart(path)
+        let id = destination
+            .multipart
+            .create_multipart(&destination.path)
             .await
             .map_err(|source| SinkError::Create {
-                location: location.clone(),
+                location: destination.location.clone(),
                 source,
             })?;
-        Ok(ObjectWriter {
-            location,
-            store,
-            path: path.clone(),
-            created,
-            upload,
+        Ok(Self::with_state(
+            destination,
+            UploadState {
+                upload_id: id,
+                created,
+                parts: Vec::new(),
+            },
+            max_in_flight,
+        ))
+    }
+
+    /// Continues the upload `state` describes, at its next part. No request is made: an
+    /// upload the store no longer has fails at the first part ([`SinkError::UploadGone`]).
+    pub fn resume(
+        destination: &Destination,
+        state: UploadState,
+        max_in_flight: usize,
+    ) -> Result<Self, SinkError> {
+        let numbered = state
+            .parts
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.number == i as u64 + 1);
+        if !numbered {
+            return Err(SinkError::Destination {
+                url: destination.location.clone(),
+                reason: "the saved upload's parts are not numbered 1, 2, … without gaps".into(),
+            });
+        }
+        Ok(Self::with_state(destination, state, max_in_flight))
+    }
+
+    fn with_state(destination: &Destination, state: UploadState, max_in_flight: usize) -> Self {
+        let bytes = state.bytes();
+        let parts = state.parts.len() as u64;
+        ObjectWriter {
+            handle: UploadHandle {
+                multipart: Arc::clone(&destination.multipart),
+                path: destination.path.clone(),
+                id: state.upload_id,
+                location: destination.location.clone(),
+            },
+            store: Arc::clone(&destination.store),
+            created: state.created,
             in_flight: JoinSet::new(),
             max_in_flight: max_in_flight.max(1),
-            parts: 0,
-            bytes: 0,
-        })
+            acknowledged: state.parts.into_iter().map(|p| (p.number, p)).collect(),
+            parts,
+            bytes,
+        }
+    }
+
+    /// The upload's handle, to abort it from elsewhere.
+    pub fn handle(&self) -> &UploadHandle {
+        &self.handle
+    }
+
+    /// The acknowledged parts from part 1 up to the first gap: what a checkpoint may record.
+    pub fn state(&self) -> UploadState {
+        UploadState {
+            upload_id: self.handle.id.clone(),
+            created: self.created,
+            parts: self
+                .acknowledged
+                .values()
+                .enumerate()
+                .take_while(|(i, p)| p.number == *i as u64 + 1)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        }
     }
 
     /// Waits until fewer than `max_in_flight` parts are uploading.
@@ -165,26 +321,65 @@ impl ObjectWriter {
         self.wait_for_capacity().await?;
         if self.parts >= MAX_PARTS {
             return Err(SinkError::TooManyParts {
-                location: self.location.clone(),
+                location: self.handle.location.clone(),
             });
         }
         self.parts += 1;
         self.bytes += part.len() as u64;
         let number = self.parts;
-        let upload = self.upload.put_part(PutPayload::from(part));
+        let size = part.len() as u64;
+        let handle = self.handle.clone();
         self.in_flight.spawn(async move {
-            let result = upload.await.map_err(|e| (number, e));
+            // Part numbers are 1-based; object_store's part index is 0-based.
+            let index = (number - 1) as usize;
+            let result = handle
+                .multipart
+                .put_part(&handle.path, &handle.id, index, PutPayload::from(part))
+                .await;
             drop(guard);
-            result
+            match result {
+                Ok(id) => Ok(UploadedPart {
+                    number,
+                    e_tag: id.content_id,
+                    size,
+                }),
+                Err(e) => Err((number, e)),
+            }
         });
         Ok(())
     }
 
-    async fn join_one(&mut self) -> Result<(), SinkError> {
+    /// Waits for the next part to end; `Ok(None)` when none is uploading.
+    pub async fn next_acknowledged(&mut self) -> Result<Option<u64>, SinkError> {
+        if self.in_flight.is_empty() {
+            return Ok(None);
+        }
+        self.join_one().await.map(Some)
+    }
+
+    /// Parts being uploaded.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Waits for one part; returns its number.
+    async fn join_one(&mut self) -> Result<u64, SinkError> {
         match self.in_flight.join_next().await {
-            None | Some(Ok(Ok(()))) => Ok(()),
+            None => Ok(0),
+            Some(Ok(Ok(part))) => {
+                let number = part.number;
+                self.acknowledged.insert(number, part);
+                Ok(number)
+            }
+            Some(Ok(Err((part, object_store::Error::NotFound { .. })))) => {
+                Err(SinkError::UploadGone {
+                    location: self.handle.location.clone(),
+                    upload_id: self.handle.id.clone(),
+                    part,
+                })
+            }
             Some(Ok(Err((part, source)))) => Err(SinkError::Part {
-                location: self.location.clone(),
+                location: self.handle.location.clone(),
                 part,
                 source,
             }),
@@ -205,11 +400,27 @@ impl ObjectWriter {
             while !self.in_flight.is_empty() {
                 self.join_one().await?;
             }
-            self.upload
-                .complete()
+            let state = self.state();
+            if state.parts.len() as u64 != self.parts {
+                return Err(SinkError::Task(format!(
+                    "{} parts were handed in, {} acknowledged in order",
+                    self.parts,
+                    state.parts.len()
+                )));
+            }
+            let ids = state
+                .parts
+                .into_iter()
+                .map(|p| PartId {
+                    content_id: p.e_tag,
+                })
+                .collect();
+            self.handle
+                .multipart
+                .complete_multipart(&self.handle.path, &self.handle.id, ids)
                 .await
                 .map_err(|source| SinkError::Complete {
-                    location: self.location.clone(),
+                    location: self.handle.location.clone(),
                     source,
                 })
         }
@@ -222,7 +433,7 @@ impl ObjectWriter {
             }),
             Err(err @ SinkError::Complete { .. }) => match completed_anyway(
                 Arc::clone(&self.store),
-                self.path.clone(),
+                self.handle.path.clone(),
                 self.created,
                 self.parts,
                 self.bytes,
@@ -231,7 +442,7 @@ impl ObjectWriter {
             {
                 Some(e_tag) => {
                     tracing::warn!(
-                        location = %self.location,
+                        location = %self.handle.location,
                         error = %err,
                         "the answer to completing the upload was lost, but the object is this \
                          upload's (same size and part count, written after it started)"
@@ -262,21 +473,7 @@ impl ObjectWriter {
             self.in_flight.abort_all();
             while self.in_flight.join_next().await.is_some() {}
         }
-        let mut last = None;
-        for attempt in 0..ABORT_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-            match self.upload.abort().await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(SinkError::Abort {
-            location: self.location.clone(),
-            attempts: ABORT_ATTEMPTS,
-            source: last.map(Box::new),
-        })
+        self.handle.abort().await
     }
 
     /// Aborts after `cause`, returning `cause` with the abort's outcome attached.
@@ -355,11 +552,9 @@ mod tests {
 
     #[tokio::test]
     async fn writes_parts_in_order_and_completes() {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let path = Path::from("a/b.gz");
-        let mut w = ObjectWriter::create(store.clone(), &path, "mem://a/b.gz".into(), 2)
-            .await
-            .unwrap();
+        let dest = Destination::in_memory("a/b.gz");
+        let (store, path) = (dest.store.clone(), dest.path.clone());
+        let mut w = ObjectWriter::create(&dest, 2).await.unwrap();
         for i in 0..7u8 {
             w.put_part(Bytes::from(vec![i; 1000 + i as usize]))
                 .await
@@ -373,12 +568,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abort_leaves_no_object() {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let path = Path::from("x.gz");
-        let mut w = ObjectWriter::create(store.clone(), &path, "mem://x.gz".into(), 2)
+    async fn an_upload_written_down_is_continued_by_another_writer() {
+        let dest = Destination::in_memory("c/d.gz");
+        let mut first = ObjectWriter::create(&dest, 2).await.unwrap();
+        for i in 0..3u8 {
+            first.put_part(Bytes::from(vec![i; 100])).await.unwrap();
+        }
+        while first.next_acknowledged().await.unwrap().is_some() {}
+        let state = first.state();
+        assert_eq!(state.parts.len(), 3);
+        assert_eq!(state.bytes(), 300);
+        // Through JSON, as a checkpoint keeps it; the first writer is simply dropped.
+        let json = serde_json::to_string(&state).unwrap();
+        drop(first);
+        let state: UploadState = serde_json::from_str(&json).unwrap();
+        let mut second = ObjectWriter::resume(&dest, state, 2).unwrap();
+        second.put_part(Bytes::from(vec![9; 50])).await.unwrap();
+        let written = second.finish().await.unwrap();
+        assert_eq!((written.parts, written.bytes), (4, 350));
+        let got = dest
+            .store
+            .get(&dest.path)
+            .await
+            .unwrap()
+            .bytes()
             .await
             .unwrap();
+        let mut want: Vec<u8> = (0..3u8).flat_map(|i| vec![i; 100]).collect();
+        want.extend([9; 50]);
+        assert_eq!(got.as_ref(), &want[..]);
+    }
+
+    #[tokio::test]
+    async fn a_saved_upload_with_a_gap_is_refused() {
+        let dest = Destination::in_memory("e.gz");
+        let w = ObjectWriter::create(&dest, 2).await.unwrap();
+        let mut state = w.state();
+        state.parts.push(UploadedPart {
+            number: 2,
+            e_tag: "x".into(),
+            size: 1,
+        });
+        let err = ObjectWriter::resume(&dest, state, 2).unwrap_err();
+        assert!(err.to_string().contains("without gaps"), "{err}");
+        w.abort().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn abort_leaves_no_object() {
+        let dest = Destination::in_memory("x.gz");
+        let (store, path) = (dest.store.clone(), dest.path.clone());
+        let mut w = ObjectWriter::create(&dest, 2).await.unwrap();
         w.put_part(Bytes::from_static(b"part")).await.unwrap();
         w.abort().await.unwrap();
         assert!(store.head(&path).await.is_err());
