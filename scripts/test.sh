@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The landline test command.
 #
-#   scripts/test.sh [NEXTEST ARGS...]        fmt, clippy, nextest, doc tests
+#   scripts/test.sh [NEXTEST ARGS...]        fmt, clippy, doc, deploy templates, nextest, doc tests
 #   scripts/test.sh --servers-only -- CMD... start the S3 servers, run CMD
 #
 # It installs two S3 servers into the build directory (cached, so a second run
@@ -14,7 +14,8 @@
 # crates/landline/tests/it/s3.rs). No AWS_* variable is exported.
 #
 # Environment:
-#   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt, cargo clippy and cargo doc
+#   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt, cargo clippy, cargo doc and the deploy templates
+#                               (scripts/validate-deploy.sh: cfn-lint and asl-validator, offline)
 #   LANDLINE_S3S_LOG=info       RUST_LOG of s3s-fs (default warn)
 #   CARGO_TARGET_DIR            the tools go to $CARGO_TARGET_DIR/tools
 # Server logs: target/tools/logs/{moto,s3s-fs}.log.
@@ -302,11 +303,12 @@ step() {
 }
 
 if [[ ${LANDLINE_TEST_SKIP_LINT:-0} == 1 ]]; then
-    log "LANDLINE_TEST_SKIP_LINT=1: skipping cargo fmt, cargo clippy and cargo doc"
+    log "LANDLINE_TEST_SKIP_LINT=1: skipping cargo fmt, cargo clippy, cargo doc and the deploy templates"
 else
     step "cargo fmt" cargo fmt --all -- --check
     step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
     step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+    step "deploy templates" scripts/validate-deploy.sh
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     step "tests (nextest)" cargo nextest run --workspace --no-fail-fast "$@"

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::pointer::JsonPointer;
-use crate::sink::{MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
+use crate::sink::{Destination, MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
 use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig, Total};
 use crate::template::{RunVars, Template, TemplateError, expand_env};
 use crate::tls::CaBundle;
@@ -66,6 +66,10 @@ fn invalid(key: impl Into<String>, message: impl ToString) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
+    /// `name`: names the pipeline in checkpoint, manifest and state keys; by default the
+    /// file's name without its extension.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `[source]`.
     pub source: SourceSection,
     /// `[transform]`.
@@ -73,7 +77,43 @@ pub struct PipelineFile {
     pub transform: TransformSection,
     /// `[sink]`.
     pub sink: SinkSection,
+    /// `[state]`.
+    #[serde(default)]
+    pub state: StateSection,
+    /// A hash of the file as written (`${VAR}` references unexpanded, so no secret enters
+    /// it), in a canonical form: what a checkpoint is checked against.
+    #[serde(skip)]
+    pub identity: String,
+    /// The file's name without its extension, when it came from a file.
+    #[serde(skip)]
+    pub file_stem: Option<String>,
 }
+
+/// `[state]`: where run state (checkpoints) lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// A prefix URL (`s3://bucket/prefix/`, a directory); by default `_landline/` at the root
+    /// of the destination bucket, or, for a local destination, beside the first directory of
+    /// its path that holds a `{variable}`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Write a checkpoint after every uploaded part that ends a page (default true).
+    #[serde(default = "default_true")]
+    pub checkpoints: bool,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            url: None,
+            checkpoints: true,
+        }
+    }
+}
+
+/// The longest pipeline name: it is part of object keys.
+pub const MAX_NAME_CHARS: usize = 128;
 
 /// A scalar TOML value used as a query parameter or added field.
 #[derive(Debug, Clone, Deserialize)]
@@ -382,6 +422,21 @@ pub struct Pipeline {
     pub transform: TransformSpec,
     /// The sink.
     pub sink: SinkSpec,
+    /// The pipeline's name (`[A-Za-z0-9._-]`, at most [`MAX_NAME_CHARS`]).
+    pub name: String,
+    /// A hash of the pipeline file as written, without secrets (see [`PipelineFile::identity`]).
+    pub identity: String,
+    /// `[state]`, validated.
+    pub state: StateSpec,
+}
+
+/// `[state]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSpec {
+    /// The state prefix, ending in `/`; `None` for the default next to the destination.
+    pub url: Option<String>,
+    /// Whether runs write checkpoints.
+    pub checkpoints: bool,
 }
 
 /// `[transform]`, validated.
@@ -448,7 +503,16 @@ pub struct SinkSpec {
 impl PipelineFile {
     /// Parses a pipeline file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))
+        let toml_error = |e: toml::de::Error| ConfigError::Toml(format!("{origin}: {e}"));
+        let mut file: PipelineFile = toml::from_str(text).map_err(toml_error)?;
+        // The same values give the same identity, however the file is spaced or commented.
+        let table: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        let canonical = toml::to_string(&table).unwrap_or_else(|_| text.to_owned());
+        file.identity = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(canonical.as_bytes()));
+        file.file_stem = std::path::Path::new(origin)
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned());
+        Ok(file)
     }
 
     /// Checks every value and expands `${VAR}` references with `env`.
@@ -636,7 +700,7 @@ impl PipelineFile {
             ingest_date: "2026-01-01".into(),
             ingest_ts: "2026-01-01T00:00:00.000Z".into(),
         });
-        crate::sink::Destination::check(&example).map_err(|e| invalid("sink.url", e))?;
+        Destination::check(&example).map_err(|e| invalid("sink.url", e))?;
         if k.part_size_bytes < MIN_PART_SIZE {
             return Err(invalid(
                 "sink.part_size_bytes",
@@ -682,7 +746,12 @@ impl PipelineFile {
             },
             ca_bundle: ca_bundle("sink.ca_bundle", &k.ca_bundle)?,
         };
+        let name = self.pipeline_name()?;
+        let state = self.state.validate()?;
         Ok(Pipeline {
+            name,
+            identity: self.identity.clone(),
+            state,
             source,
             records,
             transform,
@@ -695,6 +764,62 @@ impl PipelineFile {
                 compression_threads,
                 store,
             },
+        })
+    }
+}
+
+impl PipelineFile {
+    /// `name`, or the file's name without its extension, checked for use in keys.
+    fn pipeline_name(&self) -> Result<String, ConfigError> {
+        let name = match (&self.name, &self.file_stem) {
+            (Some(name), _) => name.clone(),
+            (None, Some(stem)) => stem.clone(),
+            (None, None) => "pipeline".to_owned(),
+        };
+        let usable = !name.is_empty()
+            && name.chars().count() <= MAX_NAME_CHARS
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if usable {
+            Ok(name)
+        } else {
+            let key = if self.name.is_some() {
+                "name"
+            } else {
+                "name (from the file name)"
+            };
+            Err(invalid(
+                key,
+                format!(
+                    "{name:?} cannot be used in object keys: use letters, digits, '.', '_' and '-' (at most {MAX_NAME_CHARS}, not starting with '.')"
+                ),
+            ))
+        }
+    }
+}
+
+impl StateSection {
+    fn validate(&self) -> Result<StateSpec, ConfigError> {
+        let url = match &self.url {
+            None => None,
+            Some(url) if url.is_empty() => return Err(invalid("state.url", "is empty")),
+            Some(url) => {
+                let prefix = if url.ends_with('/') {
+                    url.clone()
+                } else {
+                    format!("{url}/")
+                };
+                // The form of an object under it, as the sink checks a destination.
+                Destination::check(&format!("{prefix}checkpoint.json"))
+                    .map_err(|e| invalid("state.url", e))?;
+                Some(prefix)
+            }
+        };
+        Ok(StateSpec {
+            url,
+            checkpoints: self.checkpoints,
         })
     }
 }

@@ -59,6 +59,20 @@ impl LineEncoder {
         self.compressor.send(full)
     }
 
+    /// Marks the end of page `page`: with `mark`, the chunk so far goes to the compressor
+    /// as a boundary a part may end at (see [`Compressor::send_marked`]); otherwise nothing.
+    pub fn end_page(&mut self, page: u64, mark: bool) -> Result<(), CompressError> {
+        if !mark {
+            return Ok(());
+        }
+        let fresh = self
+            .compressor
+            .buffer(self.chunk_bytes + self.chunk_bytes / 4);
+        let full = std::mem::replace(&mut self.chunk, fresh);
+        self.bytes += full.len() as u64;
+        self.compressor.send_marked(full, page)
+    }
+
     /// Sends what is left and ends the compressed stream.
     pub fn finish(mut self) -> Result<CompressStats, CompressError> {
         if !self.chunk.is_empty() {

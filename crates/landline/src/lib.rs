@@ -15,7 +15,9 @@
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |
 //! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
-//! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload, bounded, abort) |
+//! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload as plain data, bounded, abort) |
+//! | upload | [`upload`] | [`upload::CompressedUpload`]: compressor threads + upload task + part slots, one cleanup |
+//! | run state | [`checkpoint`] | checkpoints under `_landline/`, written after parts that end a page |
 //! | run | [`pipeline`], [`report`] | [`pipeline::run`] wires the stages; [`report::RunReport`] sums up |
 //!
 //! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
@@ -37,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod checkpoint;
 pub mod compress;
 pub mod config;
 pub mod encode;
@@ -50,6 +53,7 @@ pub mod source;
 pub mod template;
 pub mod tls;
 pub mod transform;
+pub mod upload;
 
 pub use config::{ConfigError, Pipeline, PipelineFile};
 pub use pipeline::{RunError, RunOptions, run};

@@ -37,11 +37,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::checkpoint::{Counters, Ledger};
 use crate::encode::LineEncoder;
 use crate::pipeline::RunError;
 use crate::report::Progress;
 use crate::source::decode::{self, BodyEnd, BodyReader, Encoding};
 use crate::source::page::{PageError, PageSplitter, Paths};
+use crate::source::paginate::url_hash;
 use crate::source::{
     BodyEvent, HttpSource, PageOutcome, Pagination, PaginationError, Paginator, RetryCause,
     SourceError, Verdict,
@@ -86,6 +88,9 @@ pub(crate) struct Processor {
     pub(crate) source: HttpSource,
     pub(crate) progress: Arc<Progress>,
     pub(crate) events: mpsc::UnboundedSender<Event>,
+    /// With checkpoints: where each page's counters go, and page ends are marked for the
+    /// compressor.
+    pub(crate) ledger: Option<Arc<Ledger>>,
 }
 
 /// Counters of the processed pages.
@@ -198,6 +203,18 @@ fn page(
         done.pages += 1;
         done.bytes_decoded += bytes;
         done.largest_page = done.largest_page.max(bytes);
+        if let Some(ledger) = &p.ledger {
+            ledger.counters(Counters {
+                page: feed.page,
+                records: done.records,
+                pages: done.pages,
+                bytes_in: done.bytes_decoded,
+                largest_page: done.largest_page,
+            });
+        }
+        p.encoder
+            .end_page(feed.page, p.ledger.is_some())
+            .map_err(RunError::Compress)?;
         p.progress.page(scan.records, bytes, p.encoder.bytes());
         // Offset and page pagination read the total where the others read the cursor.
         let (body_next, total) = match &config.pagination {
@@ -412,7 +429,13 @@ pub(crate) async fn drive(
     tasks: &mut JoinSet<()>,
     feeds: mpsc::Sender<Feed>,
     mut events: mpsc::UnboundedReceiver<Event>,
+    ledger: Option<&Ledger>,
 ) -> Result<(), RunError> {
+    let note = |page: u64, url: &Url, paginator: &Paginator| {
+        if let Some(ledger) = ledger {
+            ledger.paging(page, paginator.position(), url_hash(url));
+        }
+    };
     let Some((first_url, first_body)) = first else {
         return Ok(());
     };
@@ -478,6 +501,7 @@ pub(crate) async fn drive(
                 paginator
                     .advance(&current.1, outcome)
                     .map_err(|e| pagination_error(page, &current.1, e))?;
+                note(page, &current.1, &paginator);
                 early = Some(cursor_text(body_next.as_deref(), link_next.as_deref()));
                 if let Some(url) = paginator
                     .next_url()
@@ -517,6 +541,7 @@ pub(crate) async fn drive(
                         paginator
                             .advance(url, outcome)
                             .map_err(|e| pagination_error(page, url, e))?;
+                        note(page, url, &paginator);
                         let next = paginator
                             .next_url()
                             .map_err(|e| pagination_error(page, url, e))?;

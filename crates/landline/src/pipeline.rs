@@ -20,19 +20,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{NaiveDate, SecondsFormat, Utc};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::compress::{CompressError, Compressor, CompressorConfig, Part};
+use crate::checkpoint::{
+    Checkpoint, Checkpoints, Counters, Ledger, checkpoint_url, default_state_prefix,
+};
+use crate::compress::{CompressError, CompressorConfig, MemberState};
 use crate::config::Pipeline;
 use crate::encode::LineEncoder;
 use crate::pages::{self, Processed, Processor};
 use crate::report::{MemorySettings, NetworkReport, Progress, RunReport, peak_rss_bytes};
-use crate::sink::{Destination, ObjectWriter, SinkError};
+use crate::sink::{Destination, ObjectWriter, SinkError, UploadState, Written};
 use crate::source::page::Paths;
 use crate::source::{HttpSource, SourceError};
 use crate::template::RunVars;
 use crate::transform::TransformBuildError;
+use crate::upload::CompressedUpload;
 
 /// JSON Lines are handed to the compressor in chunks of this size, each deflated as one
 /// block. 256 KiB rather than 512 KiB: about 2 MiB less peak RSS on the incident workload
@@ -106,18 +110,11 @@ pub async fn run(
     cancel: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let now = Utc::now();
-    let ingest_date = options.ingest_date.unwrap_or_else(|| now.date_naive());
-    let vars = RunVars {
-        ingest_date: ingest_date.format("%Y-%m-%d").to_string(),
-        ingest_ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-    };
+    let vars = run_vars(options.ingest_date);
     let transform = Arc::new(pipeline.transform.build(&vars)?);
-    let destination = Destination::open(
-        &pipeline.sink.url.render(&vars),
-        &pipeline.sink.store,
-        options.store_env,
-    )?;
+    let object_url = pipeline.sink.url.render(&vars);
+    let destination =
+        Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
     let source = HttpSource::new(pipeline.source.clone())?;
     let progress = options.progress.unwrap_or_default();
 
@@ -125,132 +122,86 @@ pub async fn run(
     // task set on the way out stops every fetch still going.
     let mut tasks = JoinSet::new();
     let mut paginator = source.paginator();
-    let first = paginator
-        .next_url()
-        .map_err(|e| {
-            RunError::Source(SourceError::Pagination {
-                page: 0,
-                url: source.config().redactor.url(&source.config().url),
-                source: e,
-            })
-        })?
-        .map(|url| (url.clone(), source.spawn_page(1, url, &mut tasks)));
+    let start_position = paginator.state();
+    let first = first_page(&source, &mut paginator, &mut tasks)?;
     let writer = ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?;
-
-    // One slot per part alive at once: the one being filled, plus those queued or uploading.
-    let part_slots = Arc::new(Semaphore::new(pipeline.sink.max_parts_in_flight + 1));
-    let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let mut stop_tx = Some(stop_tx);
-    let uploader = tokio::spawn(upload_parts(
+    let checkpoints = match checkpoints(pipeline, &vars, &object_url, &options.store_env) {
+        Ok(checkpoints) => checkpoints,
+        Err(e) => return Err(abort_writer(writer, e).await),
+    };
+    if let Some(checkpoints) = &checkpoints
+        && let Err(e) = checkpoints.started(writer.state(), start_position).await
+    {
+        return Err(abort_writer(writer, e.into()).await);
+    }
+    let compressor = CompressorConfig {
+        queue_depth: CHUNK_QUEUE,
+        ..CompressorConfig::new(
+            pipeline.sink.compression_level,
+            pipeline.sink.compression_threads,
+            pipeline.sink.parts,
+        )
+    };
+    let (mut upload, encoder) = CompressedUpload::start(
         writer,
-        parts_rx,
-        stop_rx,
-        Arc::clone(&part_slots),
-    ));
-    let stages = Compressor::spawn(
-        CompressorConfig {
-            queue_depth: CHUNK_QUEUE,
-            part_slots: Some(Arc::clone(&part_slots)),
-            ..CompressorConfig::new(
-                pipeline.sink.compression_level,
-                pipeline.sink.compression_threads,
-                pipeline.sink.parts,
-            )
-        },
-        parts_tx,
+        compressor,
+        CHUNK_BYTES,
+        pipeline.sink.max_parts_in_flight,
+        checkpoints.clone(),
     )
-    .map_err(|e| RunError::Internal(format!("starting the compressor: {e}")))
-    .and_then(|compressor| {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let processor = Processor {
-            transform,
-            encoder: LineEncoder::new(compressor, CHUNK_BYTES),
-            paths: Paths {
-                records: pipeline.records.clone(),
-                cursor: pipeline.source.body_pointer().cloned(),
-                error: pipeline.source.error.clone(),
-            },
-            source: source.clone(),
-            progress: Arc::clone(&progress),
-            events: events_tx,
-        };
-        let (feeds_tx, feeds_rx) = mpsc::channel(1);
-        let (done_tx, done_rx) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("landline-pages".into())
-            .spawn(move || {
-                let _ = done_tx.send(pages::process(processor, feeds_rx));
-            })
-            .map_err(|e| RunError::Internal(format!("starting the page processor: {e}")))?;
-        Ok((feeds_tx, events_rx, done_rx))
-    });
-    let (feeds_tx, events_rx, processed) = match stages {
-        Ok(stages) => stages,
-        Err(err) => {
-            halt(&part_slots, &mut stop_tx);
-            let (writer, _) = join_uploader(uploader).await?;
-            return Err(abort(writer, err).await);
-        }
+    .await?;
+    let ledger = checkpoints.as_ref().map(|c| Arc::clone(c.ledger()));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let processor = Processor {
+        transform,
+        encoder,
+        paths: Paths {
+            records: pipeline.records.clone(),
+            cursor: pipeline.source.body_pointer().cloned(),
+            error: pipeline.source.error.clone(),
+        },
+        source: source.clone(),
+        progress: Arc::clone(&progress),
+        events: events_tx,
+        ledger: ledger.clone(),
+    };
+    let (feeds_tx, processed) = match spawn_processor(processor) {
+        Ok(spawned) => spawned,
+        Err(e) => return Err(upload.abort(e).await),
     };
 
     let driven = tokio::select! {
-        r = pages::drive(&source, paginator, first, &mut tasks, feeds_tx, events_rx) => r,
+        r = pages::drive(&source, paginator, first, &mut tasks, feeds_tx, events_rx, ledger.as_deref()) => r,
         () = cancel => Err(RunError::Cancelled),
     };
     // Pages fetched past the end, or still going after a failure, are not wanted.
     tasks.abort_all();
     if driven.is_err() {
-        halt(&part_slots, &mut stop_tx);
+        upload.halt();
     }
     let processed = processed
         .await
         .unwrap_or_else(|_| Err(RunError::Internal("the page processor died".into())));
-    // On success the encoder comes back: finishing it sends the last part.
-    let finished = match (driven, processed) {
-        (Ok(()), Ok((encoder, done))) => tokio::task::spawn_blocking(move || encoder.finish())
-            .await
-            .map_err(|e| RunError::Internal(e.to_string()))
-            .and_then(|r| r.map_err(RunError::from))
-            .map(|stats| (stats, done)),
-        (Err(RunError::Cancelled), _) => Err(RunError::Cancelled),
+    let (encoder, done) = match (driven, processed) {
+        (Ok(()), Ok(finished)) => finished,
+        (Err(RunError::Cancelled), _) => return Err(upload.abort(RunError::Cancelled).await),
         // The processor's own error says what went wrong; paging only saw it stop.
-        (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => Err(err),
-        (Err(err), _) | (Ok(()), Err(err)) => Err(err),
-    };
-    let (stats, done) = match finished {
-        Ok(finished) => finished,
-        Err(err) => {
-            halt(&part_slots, &mut stop_tx);
-            let (writer, upload) = join_uploader(uploader).await?;
-            // When the compressor stopped because the upload failed, the upload's error is
-            // the cause worth reporting.
-            let cause = match (upload, is_downstream_closed(&err)) {
-                (Err(up), true) => up.into(),
-                _ => err,
-            };
-            return Err(abort(writer, cause).await);
+        (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => {
+            return Err(upload.abort(err).await);
         }
+        (Err(err), _) | (Ok(()), Err(err)) => return Err(upload.abort(err).await),
     };
-    let (writer, upload) = join_uploader(uploader).await?;
-    drop(stop_tx);
-    if let Err(e) = upload {
-        return Err(abort(writer, e.into()).await);
-    }
-    let (objects, e_tag, parts) = if done.records == 0 {
-        // An empty source writes nothing, not an empty object.
-        writer.abort().await?;
-        (Vec::new(), None, 0)
-    } else {
-        let written = writer.finish().await?;
-        (
-            vec![destination.location.clone()],
-            written.e_tag,
-            written.parts,
-        )
-    };
+    // An empty source writes nothing, not an empty object.
+    let (written, stats) = upload.finish(encoder, done.records > 0).await?;
     let report = report(
-        pipeline, &source, &done, &stats, objects, e_tag, parts, started, vars,
+        pipeline,
+        &source,
+        &done,
+        &stats,
+        &destination,
+        written,
+        started,
+        vars,
     );
     tracing::info!(
         records = report.records,
@@ -261,19 +212,130 @@ pub async fn run(
     Ok(report)
 }
 
+/// The run's `{ingest_date}` (today in UTC unless given) and `{ingest_ts}` (now).
+fn run_vars(ingest_date: Option<NaiveDate>) -> RunVars {
+    let now = Utc::now();
+    RunVars {
+        ingest_date: ingest_date
+            .unwrap_or_else(|| now.date_naive())
+            .format("%Y-%m-%d")
+            .to_string(),
+        ingest_ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
+}
+
+/// Starts page 1, if paging has one.
+fn first_page(
+    source: &HttpSource,
+    paginator: &mut crate::source::Paginator,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<(url::Url, mpsc::Receiver<crate::source::BodyEvent>)>, RunError> {
+    let first = paginator.next_url().map_err(|e| {
+        RunError::Source(SourceError::Pagination {
+            page: 0,
+            url: source.config().redactor.url(&source.config().url),
+            source: e,
+        })
+    })?;
+    Ok(first.map(|url| (url.clone(), source.spawn_page(1, url, tasks))))
+}
+
+/// Where this run's checkpoints go, if the pipeline writes them.
+fn checkpoints(
+    pipeline: &Pipeline,
+    vars: &RunVars,
+    object_url: &str,
+    env: &[(String, String)],
+) -> Result<Option<Arc<Checkpoints>>, RunError> {
+    if !pipeline.state.checkpoints {
+        return Ok(None);
+    }
+    let prefix = match &pipeline.state.url {
+        Some(prefix) => prefix.clone(),
+        None => default_state_prefix(pipeline.sink.url.literal_prefix(), object_url),
+    };
+    let url = checkpoint_url(&prefix, &pipeline.name, &vars.ingest_date);
+    let at = Destination::open(&url, &pipeline.sink.store, env.to_vec())?;
+    let template = Checkpoint {
+        format: crate::checkpoint::FORMAT.to_owned(),
+        pipeline: pipeline.name.clone(),
+        pipeline_identity: pipeline.identity.clone(),
+        destination: object_url.to_owned(),
+        ingest_date: vars.ingest_date.clone(),
+        ingest_ts: vars.ingest_ts.clone(),
+        upload: UploadState {
+            upload_id: String::new(),
+            created: Utc::now(),
+            parts: Vec::new(),
+        },
+        member: MemberState::empty(),
+        paging: crate::source::paginate::PagingState {
+            cursor: crate::source::paginate::CursorState::Start,
+            pages: 0,
+            records: 0,
+            seen: Vec::new(),
+        },
+        counters: Counters::default(),
+        written_at: Utc::now(),
+    };
+    Ok(Some(Arc::new(Checkpoints::new(
+        at,
+        Arc::new(Ledger::default()),
+        template,
+    ))))
+}
+
+/// Starts the page processor thread; returns its feed and its outcome.
+#[allow(clippy::type_complexity)]
+fn spawn_processor(
+    processor: Processor,
+) -> Result<
+    (
+        mpsc::Sender<pages::Feed>,
+        oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+    ),
+    RunError,
+> {
+    let (feeds_tx, feeds_rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("landline-pages".into())
+        .spawn(move || {
+            let _ = done_tx.send(pages::process(processor, feeds_rx));
+        })
+        .map_err(|e| RunError::Internal(format!("starting the page processor: {e}")))?;
+    Ok((feeds_tx, done_rx))
+}
+
+/// Aborts a writer no compressed upload owns yet, after `cause`.
+async fn abort_writer(writer: ObjectWriter, cause: RunError) -> RunError {
+    tracing::warn!(error = %cause, "aborting the upload");
+    match writer.abort().await {
+        Ok(()) => cause,
+        Err(abort) => RunError::AbortFailed {
+            cause: Box::new(cause),
+            abort,
+        },
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn report(
     pipeline: &Pipeline,
     source: &HttpSource,
     done: &Processed,
     stats: &crate::compress::CompressStats,
-    objects: Vec<String>,
-    e_tag: Option<String>,
-    parts: u64,
+    destination: &Destination,
+    written: Option<Written>,
     started: Instant,
     vars: RunVars,
 ) -> RunReport {
     let rate = source.rate_stats();
+    let objects: Vec<String> = written
+        .iter()
+        .map(|_| destination.location.clone())
+        .collect();
+    let (e_tag, parts) = written.map_or((None, 0), |w| (w.e_tag, w.parts));
     RunReport {
         records: done.records,
         pages: done.pages,
@@ -311,78 +373,6 @@ fn report(
             largest_page_bytes: done.largest_page,
             concurrency: pipeline.source.concurrency as u64,
             page_buffer_bytes: pipeline.source.page_buffer_bytes as u64,
-        },
-    }
-}
-
-/// Wakes the compressor if it waits for a slot, and stops the upload task taking parts.
-fn halt(part_slots: &Semaphore, stop: &mut Option<oneshot::Sender<()>>) {
-    part_slots.close();
-    if let Some(stop) = stop.take() {
-        let _ = stop.send(());
-    }
-}
-
-/// Whether `err` only says that the stage after the compressor went away.
-fn is_downstream_closed(err: &RunError) -> bool {
-    matches!(
-        err,
-        RunError::Compress(CompressError::OutputClosed | CompressError::ThreadGone)
-    )
-}
-
-/// Takes parts from the compressor and uploads them, a part leaving the channel only when an
-/// upload slot is free. Returns the writer, so the caller can complete or abort it.
-async fn upload_parts(
-    mut writer: ObjectWriter,
-    mut parts: mpsc::Receiver<Part>,
-    mut stop: oneshot::Receiver<()>,
-    part_slots: Arc<Semaphore>,
-) -> (ObjectWriter, Result<(), SinkError>) {
-    loop {
-        let step = async {
-            writer.wait_for_capacity().await?;
-            match parts.recv().await {
-                Some(part) => writer
-                    .put_part_holding(part.data, part.slot)
-                    .await
-                    .map(|()| true),
-                None => Ok(false),
-            }
-        };
-        let result = tokio::select! {
-            biased;
-            _ = &mut stop => return (writer, Ok(())),
-            r = step => r,
-        };
-        match result {
-            Ok(true) => {}
-            Ok(false) => return (writer, Ok(())),
-            Err(e) => {
-                // The compressor may be waiting for a slot: let it see that nobody will upload.
-                part_slots.close();
-                return (writer, Err(e));
-            }
-        }
-    }
-}
-
-async fn join_uploader(
-    uploader: tokio::task::JoinHandle<(ObjectWriter, Result<(), SinkError>)>,
-) -> Result<(ObjectWriter, Result<(), SinkError>), RunError> {
-    uploader
-        .await
-        .map_err(|e| RunError::Internal(format!("upload task: {e}")))
-}
-
-/// Aborts the upload after `cause`; a failed abort is reported with the cause.
-async fn abort(writer: ObjectWriter, cause: RunError) -> RunError {
-    tracing::warn!(error = %cause, "aborting the upload");
-    match writer.abort().await {
-        Ok(()) => cause,
-        Err(abort) => RunError::AbortFailed {
-            cause: Box::new(cause),
-            abort,
         },
     }
 }

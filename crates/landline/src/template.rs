@@ -141,6 +141,14 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// The text before the first variable (the whole text when there is none).
+    pub fn literal_prefix(&self) -> &str {
+        match self.pieces.first() {
+            Some(Piece::Text(text)) => text,
+            _ => "",
+        }
+    }
+
     /// Whether the template uses `var`.
     pub fn uses(&self, var: RunVar) -> bool {
         self.pieces.contains(&Piece::Var(var))

@@ -129,6 +129,14 @@ pub enum SinkError {
         /// The part that found it gone.
         part: u64,
     },
+    /// A checkpoint could not be written or deleted.
+    #[error("checkpoint {location}: {reason}")]
+    Checkpoint {
+        /// Where the checkpoint goes.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
     /// A background upload task panicked or was cancelled.
     #[error("an upload task failed: {0}")]
     Task(String),

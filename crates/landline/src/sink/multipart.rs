@@ -362,6 +362,20 @@ impl ObjectWriter {
         self.in_flight.len()
     }
 
+    /// Whether another part may start uploading now.
+    pub fn has_capacity(&self) -> bool {
+        self.in_flight.len() < self.max_in_flight
+    }
+
+    /// The highest part number with every part up to it acknowledged (0 for none).
+    pub fn acknowledged_through(&self) -> u64 {
+        self.acknowledged
+            .keys()
+            .zip(1..)
+            .take_while(|&(&number, expected)| number == expected)
+            .count() as u64
+    }
+
     /// Waits for one part; returns its number.
     async fn join_one(&mut self) -> Result<u64, SinkError> {
         match self.in_flight.join_next().await {

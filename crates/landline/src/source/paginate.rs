@@ -347,6 +347,7 @@ impl Paginator {
     /// written before its `advance` is the caller's business: the snapshot takes `advance`
     /// as the mark of a page done.
     pub fn state(&self) -> PagingState {
+        let mut state = self.position();
         let in_flight = self.in_flight;
         let mut seen: Vec<u64> = self
             .seen
@@ -355,11 +356,21 @@ impl Paginator {
             .filter(|&hash| Some(hash) != in_flight)
             .collect();
         seen.sort_unstable();
+        state.seen = seen;
+        state
+    }
+
+    /// [`state`](Self::state) without the loop guard's hashes (`seen` is empty): cheap to
+    /// take after every page. A checkpoint adds the hashes of the pages it covers
+    /// ([`url_hash`]).
+    pub fn position(&self) -> PagingState {
         PagingState {
             cursor: CursorState::from(&self.cursor),
-            pages: self.pages.saturating_sub(u64::from(in_flight.is_some())),
+            pages: self
+                .pages
+                .saturating_sub(u64::from(self.in_flight.is_some())),
             records: self.records,
-            seen,
+            seen: Vec::new(),
         }
     }
 
@@ -654,6 +665,11 @@ fn with_params(base: &Url, param: &str, value: u64, limit: Option<&(String, u64)
         }
     }
     url
+}
+
+/// The loop guard's hash of a page URL, as [`PagingState::seen`] holds it.
+pub fn url_hash(url: &Url) -> u64 {
+    hash_url(url)
 }
 
 /// XXH3 of the URL: the same on every machine and Rust release, so it can be stored.

@@ -1,0 +1,360 @@
+//! Checkpoints: a run's state, written down after every part that ends a page, so that a
+//! later process can continue the same upload where the run stopped.
+//!
+//! A checkpoint is a small JSON object ([`Checkpoint`]) under the state prefix
+//! (`_landline/` at the root of the destination bucket by default, never inside the data
+//! prefix that query engines read): `checkpoints/{pipeline name}/{ingest date}.json`. It
+//! holds the pipeline's identity (a hash of its file, secrets excluded, since `${VAR}`
+//! references are hashed unexpanded), the destination, the multipart upload and its
+//! acknowledged parts, the gzip member's state after the last of them, the paging state after
+//! the page that part ends, the counters at that page, and the run's `ingest_date` and
+//! `ingest_ts`. No secret is ever written: a resumed run resolves them from its environment.
+//!
+//! The first checkpoint is written as soon as the upload is created, so that no kill can
+//! leave an upload that nothing knows about; it is deleted once the upload is completed, or
+//! aborted after a failure.
+//!
+//! Memory: the [`Ledger`] keeps the state after each page only until a checkpoint passes it:
+//! the pages of about one part.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::compress::{MemberState, PartEnd};
+use crate::sink::{Destination, SinkError, UploadState};
+use crate::source::paginate::PagingState;
+
+/// The checkpoint format this build writes and reads.
+pub const FORMAT: &str = "landline-checkpoint/1";
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// A hash of the pipeline file as written (no secrets in it).
+    pub pipeline_identity: String,
+    /// The object being written.
+    pub destination: String,
+    /// The run's `{ingest_date}`.
+    pub ingest_date: String,
+    /// The run's `{ingest_ts}`.
+    pub ingest_ts: String,
+    /// The multipart upload and its acknowledged parts.
+    pub upload: UploadState,
+    /// The gzip member after the last acknowledged part.
+    pub member: MemberState,
+    /// Paging after the last page those parts hold.
+    pub paging: PagingState,
+    /// Counters at that page.
+    pub counters: Counters,
+    /// When this checkpoint was written.
+    pub written_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Counters of a run up to a page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// The last page written (0 before the first).
+    pub page: u64,
+    /// Records written.
+    pub records: u64,
+    /// Pages written.
+    pub pages: u64,
+    /// Page bytes read, decoded.
+    pub bytes_in: u64,
+    /// The largest page, decoded.
+    pub largest_page: u64,
+}
+
+/// The state after each page, until a checkpoint needs it: counters from the page
+/// processor, paging state from the pager, each arriving on its own.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pages: Mutex<BTreeMap<u64, Entry>>,
+    /// The loop guard's hashes of the pages taken so far (and of a resumed run's earlier
+    /// pages): the `seen` of the next checkpoint.
+    seen: Mutex<Vec<u64>>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    counters: Option<Counters>,
+    paging: Option<PagingState>,
+    url_hash: Option<u64>,
+}
+
+impl Ledger {
+    /// Records the counters after `counters.page`.
+    pub fn counters(&self, counters: Counters) {
+        self.update(counters.page, |e| e.counters = Some(counters));
+    }
+
+    /// Starts from a resumed run's loop-guard hashes.
+    pub fn with_seen(seen: Vec<u64>) -> Self {
+        Ledger {
+            seen: Mutex::new(seen),
+            ..Ledger::default()
+        }
+    }
+
+    /// Records the paging position after `page` (its `seen` is ignored) and the hash of
+    /// `page`'s URL ([`crate::source::paginate::url_hash`]).
+    pub fn paging(&self, page: u64, position: PagingState, url_hash: u64) {
+        self.update(page, |e| {
+            e.paging = Some(position);
+            e.url_hash = Some(url_hash);
+        });
+    }
+
+    fn update(&self, page: u64, set: impl FnOnce(&mut Entry)) {
+        if let Ok(mut pages) = self.pages.lock() {
+            set(pages.entry(page).or_default());
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits for both halves of `page`'s state, then forgets it and every page before it.
+    pub async fn take(&self, page: u64) -> (Counters, PagingState) {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(whole) = self.try_take(page) {
+                return whole;
+            }
+            changed.await;
+        }
+    }
+
+    fn try_take(&self, page: u64) -> Option<(Counters, PagingState)> {
+        let mut pages = self.pages.lock().ok()?;
+        let entry = pages.get(&page)?;
+        let (Some(counters), Some(mut paging)) = (entry.counters, entry.paging.clone()) else {
+            return None;
+        };
+        let rest = pages.split_off(&(page + 1));
+        let taken = std::mem::replace(&mut *pages, rest);
+        let mut seen = self.seen.lock().ok()?;
+        seen.extend(taken.values().filter_map(|e| e.url_hash));
+        seen.sort_unstable();
+        seen.dedup();
+        paging.seen = seen.clone();
+        Some((counters, paging))
+    }
+}
+
+/// The run-constant part of a checkpoint, and where checkpoints go.
+#[derive(Debug)]
+pub struct Checkpoints {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    location: String,
+    ledger: Arc<Ledger>,
+    template: Checkpoint,
+    /// For a local state directory: the directories [`checkpoint_url`] adds, innermost
+    /// first, removed when empty once the checkpoint is deleted.
+    local_dirs: Vec<std::path::PathBuf>,
+}
+
+impl Checkpoints {
+    /// Checkpoints of `destination`'s run at `at` (a state destination), filled from `ledger`.
+    pub fn new(at: Destination, ledger: Arc<Ledger>, template: Checkpoint) -> Self {
+        let local_dirs = url::Url::parse(&at.location)
+            .ok()
+            .filter(|url| url.scheme() == "file")
+            .and_then(|url| url.to_file_path().ok())
+            .map(|file| file.ancestors().skip(1).take(3).map(Into::into).collect())
+            .unwrap_or_default();
+        Checkpoints {
+            local_dirs,
+            store: at.store,
+            path: at.path,
+            location: at.location,
+            ledger,
+            template,
+        }
+    }
+
+    /// Where the checkpoints are written.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The ledger the run fills.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Writes the first checkpoint: the upload exists, nothing is written yet.
+    pub async fn started(&self, upload: UploadState, paging: PagingState) -> Result<(), SinkError> {
+        self.put(upload, MemberState::empty(), paging, Counters::default())
+            .await
+    }
+
+    /// Writes the checkpoint after a part that ends page `end.mark`, once that page's state
+    /// is known.
+    pub async fn part_done(&self, upload: UploadState, end: &PartEnd) -> Result<(), SinkError> {
+        let (counters, paging) = self.ledger.take(end.mark).await;
+        self.put(upload, end.member.clone(), paging, counters).await
+    }
+
+    async fn put(
+        &self,
+        upload: UploadState,
+        member: MemberState,
+        paging: PagingState,
+        counters: Counters,
+    ) -> Result<(), SinkError> {
+        let checkpoint = Checkpoint {
+            upload,
+            member,
+            paging,
+            counters,
+            written_at: chrono::Utc::now(),
+            ..self.template.clone()
+        };
+        let json = serde_json::to_vec(&checkpoint).map_err(|e| SinkError::Checkpoint {
+            location: self.location.clone(),
+            reason: e.to_string(),
+        })?;
+        self.store
+            .put(&self.path, PutPayload::from(json))
+            .await
+            .map_err(|source| SinkError::Checkpoint {
+                location: self.location.clone(),
+                reason: crate::errors::one_line(&source),
+            })?;
+        tracing::debug!(
+            location = %self.location,
+            page = checkpoint.counters.page,
+            parts = checkpoint.upload.parts.len(),
+            "checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// Deletes the checkpoint (the upload was completed or aborted); one already gone is fine.
+    pub async fn delete(&self) -> Result<(), SinkError> {
+        match self.store.delete(&self.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                // A local state directory left empty goes too (remove_dir fails on any
+                // directory that still holds something, which is then kept).
+                for dir in &self.local_dirs {
+                    if std::fs::remove_dir(dir).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Err(source) => Err(SinkError::Checkpoint {
+                location: self.location.clone(),
+                reason: format!("deleting it: {}", crate::errors::one_line(&source)),
+            }),
+        }
+    }
+}
+
+/// The default state prefix for a destination template `sink_url` rendered as `rendered`:
+/// `_landline/` at the bucket's root for object stores, and for a local destination beside
+/// the first directory of the path that holds a `{variable}` (or beside the object).
+pub fn default_state_prefix(literal_prefix: &str, rendered: &str) -> String {
+    if let Ok(url) = url::Url::parse(rendered)
+        && url.scheme().len() > 1
+        && url.scheme() != "file"
+    {
+        return format!(
+            "{}://{}/_landline/",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        );
+    }
+    match literal_prefix.rfind('/') {
+        Some(slash) => format!("{}_landline/", &literal_prefix[..=slash]),
+        None => "_landline/".to_owned(),
+    }
+}
+
+/// The checkpoint's URL for `name` on `ingest_date` under `prefix` (ending in `/`).
+pub fn checkpoint_url(prefix: &str, name: &str, ingest_date: &str) -> String {
+    format!("{prefix}checkpoints/{name}/{ingest_date}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_lives_at_the_bucket_root_or_beside_the_data_directory() {
+        let p = |lit: &str, rendered: &str| default_state_prefix(lit, rendered);
+        assert_eq!(
+            p(
+                "s3://b/variants/date=",
+                "s3://b/variants/date=2024-01-01/v.jsonl.gz"
+            ),
+            "s3://b/_landline/"
+        );
+        assert_eq!(p("gs://c/x.gz", "gs://c/x.gz"), "gs://c/_landline/");
+        assert_eq!(
+            p(
+                "out/variants/date=",
+                "out/variants/date=2024-01-01/v.jsonl.gz"
+            ),
+            "out/variants/_landline/"
+        );
+        assert_eq!(
+            p("/data/v.jsonl.gz", "/data/v.jsonl.gz"),
+            "/data/_landline/"
+        );
+        assert_eq!(
+            p("file:///data/d=", "file:///data/d=1/v.gz"),
+            "file:///data/_landline/"
+        );
+        assert_eq!(p("v-", "v-2024.jsonl.gz"), "_landline/");
+        assert_eq!(
+            checkpoint_url("s3://b/_landline/", "variants", "2024-01-01"),
+            "s3://b/_landline/checkpoints/variants/2024-01-01.json"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ledger_waits_for_both_halves_and_forgets_what_is_passed() {
+        let ledger = Arc::new(Ledger::default());
+        for page in 1..=3 {
+            ledger.counters(Counters {
+                page,
+                records: page * 10,
+                pages: page,
+                ..Counters::default()
+            });
+        }
+        let paging = |pages| PagingState {
+            pages,
+            ..serde_json::from_str(r#"{"cursor":{"kind":"start"},"pages":0,"records":0,"seen":[]}"#)
+                .unwrap()
+        };
+        ledger.paging(1, paging(1), 11);
+        let waiter = {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.take(2).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        ledger.paging(2, paging(2), 7);
+        let (counters, state) = waiter.await.unwrap();
+        assert_eq!((counters.records, state.pages), (20, 2));
+        assert_eq!(state.seen, [7, 11]);
+        // Pages 1 and 2 are forgotten; 3 is kept.
+        assert!(ledger.try_take(1).is_none());
+        ledger.paging(3, paging(3), 5);
+        let (counters, state) = ledger.try_take(3).unwrap();
+        assert_eq!((counters.records, state.seen), (30, vec![5, 7, 11]));
+    }
+}

@@ -1,0 +1,302 @@
+//! The compressed upload: JSON Lines in, one object out. It owns the compressor threads, the
+//! task that uploads their parts, the part slots that bound memory, and checkpoints; its
+//! cleanup (stop the compressor, stop the uploads, abort the upload, delete the checkpoint)
+//! is written once, here.
+//!
+//! ```text
+//! LineEncoder ─ chunks ─▶ gzip threads ─ parts (channel of 1) ─▶ upload task ─▶ ObjectWriter
+//!                                                                    └─▶ checkpoint after a
+//!                                                                        part that ends a page
+//! ```
+//!
+//! Memory: `max_parts_in_flight + 1` parts alive (one being filled, the others queued or
+//! uploading), each of its part size (up to twice it when parts are cut at page ends).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::Checkpoints;
+use crate::compress::{CompressError, CompressStats, Compressor, CompressorConfig, Part, PartEnd};
+use crate::encode::LineEncoder;
+use crate::pipeline::RunError;
+use crate::sink::{ObjectWriter, SinkError, UploadHandle, UploadState, Written};
+
+type UploadTask = JoinHandle<(ObjectWriter, Result<(), SinkError>)>;
+
+/// The newest checkpoint to write: the upload so far and the page end its last part holds.
+type Latest = Option<(UploadState, PartEnd)>;
+
+/// A multipart upload fed by the compressor. Finish it with [`CompressedUpload::finish`] or
+/// end it with [`CompressedUpload::abort`]; both wait for the upload task.
+#[derive(Debug)]
+pub struct CompressedUpload {
+    /// To abort the upload even if the task that owns the writer is lost.
+    handle: UploadHandle,
+    /// One slot per part alive; closed to wake a compressor waiting for one.
+    slots: Arc<Semaphore>,
+    /// Tells the upload task to stop taking parts.
+    stop: Option<oneshot::Sender<()>>,
+    task: UploadTask,
+    checkpoints: Option<Arc<Checkpoints>>,
+    /// Writes checkpoints off the upload task, the newest only, one at a time.
+    checkpoint_writer: Option<JoinHandle<()>>,
+}
+
+impl CompressedUpload {
+    /// Starts the compressor (with `config`, whose part slots this sets) and the upload task
+    /// around `writer`; returns the encoder to write JSON Lines into, with chunks of
+    /// `chunk_bytes`. With `checkpoints`, a checkpoint is written after every part that ends
+    /// a page; the caller writes the first one. On failure the upload is aborted.
+    pub async fn start(
+        writer: ObjectWriter,
+        mut config: CompressorConfig,
+        chunk_bytes: usize,
+        max_parts_in_flight: usize,
+        checkpoints: Option<Arc<Checkpoints>>,
+    ) -> Result<(Self, LineEncoder), RunError> {
+        let slots = Arc::new(Semaphore::new(max_parts_in_flight + 1));
+        config.part_slots = Some(Arc::clone(&slots));
+        config.cut_at_boundaries = checkpoints.is_some();
+        let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let handle = writer.handle().clone();
+        let (latest_tx, checkpoint_writer) = match &checkpoints {
+            Some(checkpoints) => {
+                let (tx, rx) = watch::channel(None);
+                (
+                    Some(tx),
+                    Some(tokio::spawn(write_checkpoints(Arc::clone(checkpoints), rx))),
+                )
+            }
+            None => (None, None),
+        };
+        let task = tokio::spawn(upload_parts(
+            writer,
+            parts_rx,
+            stop_rx,
+            Arc::clone(&slots),
+            latest_tx,
+        ));
+        let upload = CompressedUpload {
+            handle,
+            slots,
+            stop: Some(stop_tx),
+            task,
+            checkpoints,
+            checkpoint_writer,
+        };
+        match Compressor::spawn(config, parts_tx) {
+            Ok(compressor) => Ok((upload, LineEncoder::new(compressor, chunk_bytes))),
+            Err(e) => {
+                let cause = RunError::Internal(format!("starting the compressor: {e}"));
+                Err(upload.abort(cause).await)
+            }
+        }
+    }
+
+    /// Stops the compressor and the uploads where they are (a stage failed): a compressor
+    /// waiting for a part slot wakes and stops, and the upload task takes no more parts.
+    pub fn halt(&mut self) {
+        self.slots.close();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Ends the compressed stream (the encoder sends the last part), waits for every part
+    /// and completes the upload, or, when `keep` is false (nothing was written), aborts it.
+    /// Then deletes the checkpoint.
+    pub async fn finish(
+        mut self,
+        encoder: LineEncoder,
+        keep: bool,
+    ) -> Result<(Option<Written>, CompressStats), RunError> {
+        let stats = match tokio::task::spawn_blocking(move || encoder.finish()).await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => return Err(self.abort(e.into()).await),
+            Err(e) => return Err(self.abort(RunError::Internal(e.to_string())).await),
+        };
+        // The compressor has sent its last part: the task ends when it has taken it.
+        let (writer, uploaded) = match (&mut self.task).await {
+            Ok(joined) => joined,
+            Err(e) => {
+                self.stop_checkpoint_writer().await;
+                let cause = RunError::Internal(format!("upload task: {e}"));
+                return Err(self.abort_lost(cause).await);
+            }
+        };
+        drop(self.stop.take());
+        if let Err(e) = uploaded {
+            self.stop_checkpoint_writer().await;
+            return Err(finish_abort(writer, e.into(), &self.checkpoints).await);
+        }
+        // The upload task has ended, so the newest checkpoint is queued: let it be written
+        // (it waits for nothing the finished pages have not given) before anything deletes it.
+        if let Some(writer) = self.checkpoint_writer.take() {
+            let _ = writer.await;
+        }
+        let written = if keep {
+            Some(writer.finish().await?)
+        } else {
+            writer.abort().await?;
+            None
+        };
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.delete().await?;
+        }
+        Ok((written, stats))
+    }
+
+    /// Ends everything after `cause` and aborts the upload; returns the error to report: the
+    /// upload's own error when the compressor only stopped because the uploads did, and the
+    /// abort's failure, if any, beside the cause.
+    pub async fn abort(mut self, cause: RunError) -> RunError {
+        self.halt();
+        self.stop_checkpoint_writer().await;
+        match (&mut self.task).await {
+            Ok((writer, uploaded)) => {
+                let cause = match (uploaded, is_downstream_closed(&cause)) {
+                    (Err(up), true) => up.into(),
+                    _ => cause,
+                };
+                finish_abort(writer, cause, &self.checkpoints).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the upload task was lost");
+                self.abort_lost(cause).await
+            }
+        }
+    }
+
+    /// Stops writing checkpoints: one may wait for a page that will never be done, and none
+    /// is wanted once the upload is being aborted.
+    async fn stop_checkpoint_writer(&mut self) {
+        if let Some(writer) = self.checkpoint_writer.take() {
+            writer.abort();
+            let _ = writer.await;
+        }
+    }
+
+    /// Aborts through the handle: the task that owned the writer panicked or was cancelled.
+    async fn abort_lost(&self, cause: RunError) -> RunError {
+        tracing::warn!(error = %cause, "aborting the upload");
+        let aborted = self.handle.abort().await;
+        let cause = with_abort(cause, aborted);
+        delete_checkpoint(cause, &self.checkpoints).await
+    }
+}
+
+/// Aborts `writer`'s upload after `cause`, then deletes the checkpoint.
+async fn finish_abort(
+    writer: ObjectWriter,
+    cause: RunError,
+    checkpoints: &Option<Arc<Checkpoints>>,
+) -> RunError {
+    tracing::warn!(error = %cause, "aborting the upload");
+    let cause = with_abort(cause, writer.abort().await);
+    delete_checkpoint(cause, checkpoints).await
+}
+
+fn with_abort(cause: RunError, aborted: Result<(), SinkError>) -> RunError {
+    match aborted {
+        Ok(()) => cause,
+        Err(abort) => RunError::AbortFailed {
+            cause: Box::new(cause),
+            abort,
+        },
+    }
+}
+
+/// After an abort the checkpoint describes nothing: it goes too (a failure to delete it is
+/// only logged, the cause is what the run reports).
+async fn delete_checkpoint(cause: RunError, checkpoints: &Option<Arc<Checkpoints>>) -> RunError {
+    if let Some(checkpoints) = checkpoints
+        && let Err(e) = checkpoints.delete().await
+    {
+        tracing::warn!(error = %e, "the checkpoint of the aborted upload could not be deleted");
+    }
+    cause
+}
+
+/// Whether `err` only says that the stage after the compressor went away.
+fn is_downstream_closed(err: &RunError) -> bool {
+    matches!(
+        err,
+        RunError::Compress(CompressError::OutputClosed | CompressError::ThreadGone)
+    )
+}
+
+/// Writes the newest checkpoint each time there is one, until the upload task is done. A
+/// checkpoint that cannot be written is a warning: the one before it still describes a
+/// state the upload can be continued from (a resumed run puts the later parts again).
+async fn write_checkpoints(checkpoints: Arc<Checkpoints>, mut latest: watch::Receiver<Latest>) {
+    while latest.changed().await.is_ok() {
+        let next = latest.borrow_and_update().clone();
+        if let Some((upload, end)) = next
+            && let Err(e) = checkpoints.part_done(upload, &end).await
+        {
+            tracing::warn!(error = %e, "a checkpoint could not be written; the previous one stands");
+        }
+    }
+}
+
+/// Takes parts from the compressor and uploads them, a part leaving the channel only when an
+/// upload slot is free; after each acknowledged part that ends a page (with every part
+/// before it acknowledged), writes a checkpoint. Returns the writer, so the caller can
+/// complete or abort it.
+async fn upload_parts(
+    mut writer: ObjectWriter,
+    mut parts: mpsc::Receiver<Part>,
+    mut stop: oneshot::Receiver<()>,
+    slots: Arc<Semaphore>,
+    latest: Option<watch::Sender<Latest>>,
+) -> (ObjectWriter, Result<(), SinkError>) {
+    // Page ends of parts not yet covered by a checkpoint, by part number.
+    let mut ends: BTreeMap<u64, PartEnd> = BTreeMap::new();
+    loop {
+        let step = async {
+            tokio::select! {
+                acked = writer.next_acknowledged(), if writer.in_flight() > 0 => {
+                    acked?;
+                    if let Some(latest) = &latest {
+                        let through = writer.acknowledged_through();
+                        let rest = ends.split_off(&(through + 1));
+                        let passed = std::mem::replace(&mut ends, rest);
+                        if let Some((_, end)) = passed.into_iter().next_back() {
+                            // Replaces a checkpoint not written yet: only the newest matters.
+                            latest.send_replace(Some((writer.state(), end)));
+                        }
+                    }
+                    Ok(true)
+                }
+                part = parts.recv(), if writer.has_capacity() => match part {
+                    Some(part) => {
+                        if let Some(end) = part.end {
+                            ends.insert(part.number, end);
+                        }
+                        writer.put_part_holding(part.data, part.slot).await?;
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                },
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = &mut stop => return (writer, Ok(())),
+            r = step => r,
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => return (writer, Ok(())),
+            Err(e) => {
+                // The compressor may be waiting for a slot: let it see that nobody will upload.
+                slots.close();
+                return (writer, Err(e));
+            }
+        }
+    }
+}

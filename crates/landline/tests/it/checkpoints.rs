@@ -1,0 +1,221 @@
+//! Checkpoints in the store while a run goes: written as soon as the upload exists and after
+//! every part that ends a page, holding exactly the state at that page (checked against the
+//! landed object's own bytes), never a secret, and gone once the run completes or fails.
+
+use std::time::Duration;
+
+use landline_mockapi::{Action, Fault, Times, When};
+use serde_json::Value;
+
+use crate::harness::{
+    INGEST_DATE, Style, data, gunzip, mock, pipeline, pipeline_text, run, verify,
+};
+use crate::s3::{self, S3Server};
+
+/// Records of this test's data: with `compression_level = 0` and 20 records a page, about
+/// eight 5 MiB parts.
+const RECORDS: u64 = 1_500;
+/// The page the mock API holds back for a while, so the checkpoint can be read mid-run.
+const SLOW_PAGE: u64 = 60;
+const SECRET: &str = "s3cr3t-bearer-token";
+
+/// A token pipeline into `s3` at `prefix`, state under `prefix/_landline/`, stored gzip
+/// (level 0) so that parts fill fast, and a bearer token the checkpoint must not hold.
+fn pipeline_for(api: &str, s3: &S3Server, prefix: &str, extra_state: &str) -> String {
+    let source = Style::Token.source(api, 20).replace(
+        "[source.pagination]",
+        &format!("headers = {{ Authorization = \"Bearer {SECRET}\" }}\n[source.pagination]"),
+    );
+    let sink = format!(
+        "url = \"s3://{bucket}/{prefix}/date={{ingest_date}}/variants.jsonl.gz\"\n\
+         compression_level = 0\n\
+         [state]\nurl = \"s3://{bucket}/{prefix}/_landline/\"\n{extra_state}",
+        bucket = s3.bucket
+    );
+    pipeline_text(&source, &sink)
+}
+
+fn checkpoint_key(prefix: &str) -> String {
+    format!("{prefix}/_landline/checkpoints/test/{INGEST_DATE}.json")
+}
+
+/// Polls for the checkpoint until one holds at least `parts` parts (bounded: 20 s).
+async fn checkpoint_with(s3: &S3Server, key: &str, parts: usize) -> Option<(Vec<u8>, Value)> {
+    for _ in 0..400 {
+        if let Some(bytes) = s3.get_object(key).await {
+            let json: Value = serde_json::from_slice(&bytes).expect("a checkpoint is JSON");
+            if json["upload"]["parts"].as_array().map_or(0, Vec::len) >= parts {
+                return Some((bytes, json));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_mid_run_holds_the_state_at_a_page_end_and_goes_when_the_run_ends() {
+    let data = data(RECORDS);
+    let server = mock(data.clone(), |c| {
+        c.faults.rules = vec![Fault::new(
+            When::Page(SLOW_PAGE),
+            Action::Delay(Duration::from_secs(3)),
+            Times::First(1),
+        )];
+    })
+    .await;
+    for s3 in s3::servers() {
+        let prefix = s3.unique_prefix("checkpoint");
+        let key = checkpoint_key(&prefix);
+        let text = pipeline_for(&server.base_url(), &s3, &prefix, "");
+        let run = tokio::spawn({
+            let env = s3.env();
+            async move { run(&pipeline(&text), env).await }
+        });
+        let (raw, cp) = checkpoint_with(&s3, &key, 2)
+            .await
+            .unwrap_or_else(|| panic!("{}: no checkpoint with 2 parts at {key}", s3.name));
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            !text.contains(SECRET),
+            "{}: the checkpoint holds the token",
+            s3.name
+        );
+        assert_eq!(cp["format"], "landline-checkpoint/1");
+        assert_eq!(cp["pipeline"], "test");
+        assert_eq!(cp["ingest_date"], INGEST_DATE);
+        let object = format!(
+            "s3://{}/{prefix}/date={INGEST_DATE}/variants.jsonl.gz",
+            s3.bucket
+        );
+        assert_eq!(cp["destination"], object.as_str());
+        if s3.supports_list_multipart_uploads {
+            let open = s3.list_multipart_uploads(&prefix).await;
+            assert_eq!(open.len(), 1, "{}: {open:?}", s3.name);
+            assert_eq!(cp["upload"]["upload_id"], open[0].1.as_str());
+        }
+        let parts = cp["upload"]["parts"].as_array().expect("parts");
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(part["number"], i as u64 + 1);
+            assert!(part["size"].as_u64().expect("size") >= 5 * 1024 * 1024);
+            assert!(!part["e_tag"].as_str().expect("e_tag").is_empty());
+        }
+        let page = cp["counters"]["page"].as_u64().expect("page");
+        let records = cp["counters"]["records"].as_u64().expect("records");
+        assert!(page < SLOW_PAGE, "{}: page {page}", s3.name);
+        assert_eq!(records, page * 20);
+        assert_eq!(cp["counters"]["pages"], page);
+        assert_eq!(cp["paging"]["cursor"]["kind"], "token");
+        assert_eq!(cp["paging"]["pages"], page);
+        assert_eq!(
+            cp["paging"]["seen"].as_array().map(Vec::len),
+            Some(page as usize)
+        );
+
+        let report = run
+            .await
+            .expect("run task")
+            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        let bytes = s3
+            .get_object(&format!("{prefix}/date={INGEST_DATE}/variants.jsonl.gz"))
+            .await
+            .expect("object");
+        let jsonl = gunzip(&bytes);
+        verify(&jsonl, &data, &report, 97);
+        // The checkpoint's gzip state is exactly that of the object's first `records` lines.
+        let upto = jsonl
+            .split_inclusive(|&b| b == b'\n')
+            .take(records as usize)
+            .map(<[u8]>::len)
+            .sum::<usize>();
+        assert_eq!(cp["member"]["bytes_in"], upto as u64);
+        assert_eq!(cp["member"]["crc32"], crc32fast::hash(&jsonl[..upto]));
+        // The parts it lists are the object's first bytes.
+        let listed: u64 = parts.iter().map(|p| p["size"].as_u64().unwrap_or(0)).sum();
+        assert!(listed < bytes.len() as u64);
+        assert!(
+            s3.get_object(&key).await.is_none(),
+            "{}: checkpoint left",
+            s3.name
+        );
+        assert!(
+            s3.list_keys(&format!("{prefix}/date=")).await.len() == 1,
+            "{}: the data prefix holds only the object",
+            s3.name
+        );
+        if s3.supports_list_multipart_uploads {
+            assert!(s3.list_multipart_uploads(&prefix).await.is_empty());
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_run_leaves_no_checkpoint_and_checkpoints_can_be_off() {
+    let data = data(RECORDS);
+    let s3 = s3::moto();
+    // Fails after several parts: the API refuses page 70 for good.
+    let failing = mock(data.clone(), |c| {
+        c.faults.rules = vec![
+            Fault::new(
+                When::Page(SLOW_PAGE),
+                Action::Delay(Duration::from_secs(2)),
+                Times::First(1),
+            ),
+            Fault::new(When::Page(70), Action::status(400), Times::Forever),
+        ];
+    })
+    .await;
+    let prefix = s3.unique_prefix("checkpoint-failed");
+    let key = checkpoint_key(&prefix);
+    let text = pipeline_for(&failing.base_url(), &s3, &prefix, "");
+    let task = tokio::spawn({
+        let env = s3.env();
+        async move { run(&pipeline(&text), env).await }
+    });
+    assert!(
+        checkpoint_with(&s3, &key, 1).await.is_some(),
+        "no checkpoint mid-run"
+    );
+    let err = task.await.expect("run task").expect_err("the run fails");
+    assert!(err.to_string().contains("page 70"), "{err}");
+    assert!(
+        s3.get_object(&key).await.is_none(),
+        "checkpoint left after {err}"
+    );
+    assert!(s3.list_multipart_uploads(&prefix).await.is_empty());
+    assert!(
+        s3.list_keys(&prefix).await.is_empty(),
+        "{:?}",
+        s3.list_keys(&prefix).await
+    );
+    failing.shutdown().await;
+
+    // Off: nothing appears under the state prefix while the run is held up.
+    let slow = mock(data.clone(), |c| {
+        c.faults.rules = vec![Fault::new(
+            When::Page(SLOW_PAGE),
+            Action::Delay(Duration::from_secs(2)),
+            Times::First(1),
+        )];
+    })
+    .await;
+    let prefix = s3.unique_prefix("checkpoint-off");
+    let text = pipeline_for(&slow.base_url(), &s3, &prefix, "checkpoints = false\n");
+    let task = tokio::spawn({
+        let env = s3.env();
+        async move { run(&pipeline(&text), env).await }
+    });
+    let mut seen = Vec::new();
+    while !task.is_finished() {
+        seen.extend(s3.list_keys(&format!("{prefix}/_landline/")).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = task.await.expect("run task").expect("run");
+    assert!(report.parts >= 3, "{} parts", report.parts);
+    assert!(
+        seen.is_empty(),
+        "state written with checkpoints off: {seen:?}"
+    );
+    slow.shutdown().await;
+}
