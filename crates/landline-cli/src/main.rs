@@ -44,6 +44,30 @@ enum Command {
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Stop at a checkpoint before this much time has passed (e.g. 10m), leaving the
+        /// upload open: the report says `continue`, and `landline resume` goes on.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_duration: Option<Duration>,
+        /// `auto`: continue this pipeline's checkpointed run of the same ingest date if there
+        /// is one, else start afresh. `never` (the default): a checkpoint found is a run that
+        /// died; its upload is aborted and the run starts afresh.
+        #[arg(long, value_enum, default_value_t = ResumeMode::Never)]
+        resume: ResumeMode,
+    },
+    /// Continue a run from its checkpoint (the URL a `continue` report names); when the
+    /// source is exhausted, the object is completed.
+    Resume {
+        /// The checkpoint's URL (s3://…/_landline/checkpoints/NAME/DATE.json, or a path).
+        checkpoint: String,
+        /// The pipeline file, if not where the checkpoint says it was read from.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Stop at a checkpoint again before this much time has passed.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_duration: Option<Duration>,
+        /// Also write the run report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
     },
     /// Run the whole path on an embedded mock API into ./landline-demo/ (no cloud account).
     Demo {
@@ -70,6 +94,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ResumeMode {
+    Auto,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,9 +165,52 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             pipeline,
             ingest_date,
             report_json,
+            max_duration,
+            resume,
         } => {
             let loaded = Pipeline::load(&pipeline)?;
-            let report = run(&loaded, ingest_date, show_progress).await?;
+            let resume = found_checkpoint(&loaded, ingest_date, resume).await?;
+            let options = RunOptions {
+                ingest_date,
+                max_duration,
+                resume,
+                pipeline_file: Some(absolute(&pipeline)),
+                ..RunOptions::default()
+            };
+            let report = run(&loaded, options, show_progress).await?;
+            finish(&report, report_json.as_deref())
+        }
+        Command::Resume {
+            checkpoint,
+            pipeline,
+            max_duration,
+            report_json,
+        } => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let cp = landline::pipeline::read_checkpoint(
+                &checkpoint,
+                &StoreOptions::default(),
+                env,
+            )
+            .await?
+            .with_context(|| {
+                format!("no checkpoint at {checkpoint}: the run may have completed or been aborted")
+            })?;
+            let file = match (&pipeline, &cp.pipeline_file) {
+                (Some(path), _) => path.clone(),
+                (None, Some(file)) => PathBuf::from(file),
+                (None, None) => anyhow::bail!(
+                    "the checkpoint does not say where its pipeline file is: give --pipeline FILE"
+                ),
+            };
+            let loaded = Pipeline::load(&file)?;
+            let options = RunOptions {
+                max_duration,
+                resume: Some(cp),
+                pipeline_file: Some(absolute(&file)),
+                ..RunOptions::default()
+            };
+            let report = run(&loaded, options, show_progress).await?;
             finish(&report, report_json.as_deref())
         }
         Command::Demo {
@@ -200,17 +273,55 @@ async fn cleanup(location: &str, older_than: Duration, dry_run: bool) -> anyhow:
     Ok(())
 }
 
-async fn run(
+/// The checkpoint of `pipeline`'s run of `ingest_date`, when one is to be continued. With
+/// `never`, one found is a run that died: its upload is aborted and it is deleted.
+async fn found_checkpoint(
     pipeline: &Pipeline,
     ingest_date: Option<chrono::NaiveDate>,
+    mode: ResumeMode,
+) -> anyhow::Result<Option<landline::checkpoint::Checkpoint>> {
+    if !pipeline.state.checkpoints {
+        return Ok(None);
+    }
+    let url = landline::pipeline::checkpoint_location(pipeline, ingest_date);
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let found = landline::pipeline::read_checkpoint(&url, &pipeline.sink.store, env.clone()).await;
+    let cp = match (found, mode) {
+        (Ok(None), _) => return Ok(None),
+        (Ok(Some(cp)), ResumeMode::Auto) => {
+            tracing::info!(checkpoint = %url, records = cp.counters.records, "continuing the run from its checkpoint");
+            return Ok(Some(cp));
+        }
+        (Ok(Some(cp)), ResumeMode::Never) => cp,
+        (Err(e), _) => return Err(e).context("reading the checkpoint of an earlier run"),
+    };
+    tracing::warn!(
+        checkpoint = %url,
+        upload = %cp.upload.upload_id,
+        "found the checkpoint of an earlier run that did not finish: aborting its upload and starting afresh (use --resume auto to continue it instead)"
+    );
+    landline::pipeline::discard_checkpoint(pipeline, &url, &cp, env).await?;
+    Ok(None)
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}
+
+async fn run(
+    pipeline: &Pipeline,
+    options: RunOptions,
     show_progress: bool,
 ) -> Result<RunReport, RunError> {
     let progress = Arc::new(Progress::default());
     let bar = show_progress.then(|| progress_bar(Arc::clone(&progress)));
     let options = RunOptions {
-        ingest_date,
         store_env: std::env::vars().collect(),
         progress: Some(progress),
+        ..options
     };
     let result = landline::run(pipeline, options, shutdown_signal()).await;
     if let Some((bar, ticker)) = bar {
@@ -246,7 +357,7 @@ async fn demo(records: u64, show_progress: bool, report_json: Option<&Path>) -> 
     eprintln!("mock API serving {records} records at {api}/variants");
     let pipeline = PipelineFile::parse(include_str!("demo.toml"), "demo.toml")?
         .validate(&|name| (name == "DEMO_API").then(|| api.clone()))?;
-    let report = run(&pipeline, None, show_progress).await?;
+    let report = run(&pipeline, RunOptions::default(), show_progress).await?;
     server.shutdown().await;
     finish(&report, report_json)?;
     if let Some(object) = report.objects.first() {

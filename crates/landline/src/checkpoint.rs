@@ -42,6 +42,9 @@ pub struct Checkpoint {
     pub pipeline: String,
     /// A hash of the pipeline file as written (no secrets in it).
     pub pipeline_identity: String,
+    /// Where the pipeline file was read from (an absolute path or a URL), for `landline
+    /// resume`; the file itself is not copied here.
+    pub pipeline_file: Option<String>,
     /// The object being written.
     pub destination: String,
     /// The run's `{ingest_date}`.
@@ -193,6 +196,39 @@ impl Checkpoints {
         &self.ledger
     }
 
+    /// Reads the checkpoint at `at` (a [`Destination`] for its URL); `Ok(None)` when there is
+    /// none. A checkpoint of another format, or not one at all, is an error saying so.
+    pub async fn load(at: &Destination) -> Result<Option<Checkpoint>, SinkError> {
+        let bad = |reason: String| SinkError::Checkpoint {
+            location: at.location.clone(),
+            reason,
+        };
+        let bytes = match at.store.get(&at.path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| bad(crate::errors::one_line(&e)))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(bad(crate::errors::one_line(&e))),
+        };
+        let format = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| bad(format!("not a checkpoint (not JSON: {e})")))?
+            .get("format")
+            .and_then(|f| f.as_str().map(str::to_owned));
+        match format.as_deref() {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    "written in format {other:?}, which this landline does not read (it reads {FORMAT:?})"
+                )));
+            }
+            None => return Err(bad("not a checkpoint (no \"format\" key)".into())),
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| bad(format!("corrupt: {e}")))
+    }
+
     /// Writes the first checkpoint: the upload exists, nothing is written yet.
     pub async fn started(&self, upload: UploadState, paging: PagingState) -> Result<(), SinkError> {
         self.put(upload, MemberState::empty(), paging, Counters::default())
@@ -201,9 +237,15 @@ impl Checkpoints {
 
     /// Writes the checkpoint after a part that ends page `end.mark`, once that page's state
     /// is known.
-    pub async fn part_done(&self, upload: UploadState, end: &PartEnd) -> Result<(), SinkError> {
+    pub async fn part_done(
+        &self,
+        upload: UploadState,
+        end: &PartEnd,
+    ) -> Result<Counters, SinkError> {
         let (counters, paging) = self.ledger.take(end.mark).await;
-        self.put(upload, end.member.clone(), paging, counters).await
+        self.put(upload, end.member.clone(), paging, counters)
+            .await?;
+        Ok(counters)
     }
 
     async fn put(

@@ -90,7 +90,7 @@ pub struct PipelineFile {
 }
 
 /// `[state]`: where run state (checkpoints) lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
     /// A prefix URL (`s3://bucket/prefix/`, a directory); by default `_landline/` at the root
@@ -98,18 +98,10 @@ pub struct StateSection {
     /// its path that holds a `{variable}`.
     #[serde(default)]
     pub url: Option<String>,
-    /// Write a checkpoint after every uploaded part that ends a page (default true).
-    #[serde(default = "default_true")]
-    pub checkpoints: bool,
-}
-
-impl Default for StateSection {
-    fn default() -> Self {
-        StateSection {
-            url: None,
-            checkpoints: true,
-        }
-    }
+    /// Write a checkpoint after every uploaded part that ends a page (default true, except
+    /// with `[sink] fixed_part_size`, whose equal parts cannot end at page ends).
+    #[serde(default)]
+    pub checkpoints: Option<bool>,
 }
 
 /// The longest pipeline name: it is part of object keys.
@@ -747,7 +739,7 @@ impl PipelineFile {
             ca_bundle: ca_bundle("sink.ca_bundle", &k.ca_bundle)?,
         };
         let name = self.pipeline_name()?;
-        let state = self.state.validate()?;
+        let state = self.state.validate(k.fixed_part_size)?;
         Ok(Pipeline {
             name,
             identity: self.identity.clone(),
@@ -801,7 +793,13 @@ impl PipelineFile {
 }
 
 impl StateSection {
-    fn validate(&self) -> Result<StateSpec, ConfigError> {
+    fn validate(&self, fixed_part_size: bool) -> Result<StateSpec, ConfigError> {
+        if fixed_part_size && self.checkpoints == Some(true) {
+            return Err(invalid(
+                "state.checkpoints",
+                "cannot be used with [sink] fixed_part_size: checkpointed parts end at page ends, so they are not all the same size",
+            ));
+        }
         let url = match &self.url {
             None => None,
             Some(url) if url.is_empty() => return Err(invalid("state.url", "is empty")),
@@ -819,7 +817,7 @@ impl StateSection {
         };
         Ok(StateSpec {
             url,
-            checkpoints: self.checkpoints,
+            checkpoints: self.checkpoints.unwrap_or(!fixed_part_size),
         })
     }
 }
@@ -993,6 +991,60 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
 
     fn validate(text: &str) -> Result<Pipeline, ConfigError> {
         PipelineFile::parse(text, "p.toml")?.validate(&env)
+    }
+
+    #[test]
+    fn names_identity_and_state() {
+        let p = validate(EXAMPLE).unwrap();
+        assert_eq!(p.name, "p");
+        assert!(p.state.checkpoints);
+        assert_eq!(p.state.url, None);
+        // The identity is of the file as written: spacing and comments do not count, values
+        // do, and the secret's value is not in it (the reference is hashed unexpanded).
+        let spaced = EXAMPLE.replace("max_pages = 450", "max_pages   =   450 # comment");
+        assert_eq!(validate(&spaced).unwrap().identity, p.identity);
+        let other = EXAMPLE.replace("max_pages = 450", "max_pages = 451");
+        assert_ne!(validate(&other).unwrap().identity, p.identity);
+        let other_secret = PipelineFile::parse(EXAMPLE, "p.toml")
+            .unwrap()
+            .validate(&|_| Some("another".to_owned()))
+            .unwrap();
+        assert_eq!(other_secret.identity, p.identity);
+
+        let named = format!(
+            "name = \"variants-v2\"\n{EXAMPLE}[state]\nurl = \"s3://state-bucket/run-state\"\n"
+        );
+        let p = validate(&named).unwrap();
+        assert_eq!(p.name, "variants-v2");
+        assert_eq!(p.state.url.as_deref(), Some("s3://state-bucket/run-state/"));
+
+        for (text, key) in [
+            (format!("name = \"a/b\"\n{EXAMPLE}"), "name"),
+            (format!("name = \"\"\n{EXAMPLE}"), "name"),
+            (format!("name = \".hidden\"\n{EXAMPLE}"), "name"),
+            (format!("{EXAMPLE}[state]\nurl = \"\"\n"), "state.url"),
+            (
+                format!("{EXAMPLE}[state]\nurl = \"ftp://x/\"\n"),
+                "state.url",
+            ),
+            (
+                format!("{EXAMPLE}fixed_part_size = true\n[state]\ncheckpoints = true\n"),
+                "state.checkpoints",
+            ),
+        ] {
+            let err = validate(&text).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+        let fixed = validate(&format!("{EXAMPLE}fixed_part_size = true\n")).unwrap();
+        assert!(
+            !fixed.state.checkpoints,
+            "equal parts cannot end at page ends"
+        );
+        let err = PipelineFile::parse(EXAMPLE, "bad name.toml")
+            .unwrap()
+            .validate(&env)
+            .unwrap_err();
+        assert!(err.to_string().contains("from the file name"), "{err}");
     }
 
     #[test]

@@ -103,12 +103,24 @@ pub(crate) struct Processed {
     pub(crate) largest_page: u64,
 }
 
+impl From<Counters> for Processed {
+    fn from(c: Counters) -> Self {
+        Processed {
+            records: c.records,
+            pages: c.pages,
+            bytes_decoded: c.bytes_in,
+            largest_page: c.largest_page,
+        }
+    }
+}
+
 /// Processes the pages fed, in order, until the feed ends; gives back the encoder.
 pub(crate) fn process(
     mut p: Processor,
     mut feeds: mpsc::Receiver<Feed>,
+    before: Processed,
 ) -> Result<(LineEncoder, Processed), RunError> {
-    let mut done = Processed::default();
+    let mut done = before;
     let mut window = Vec::new();
     while let Some(feed) = feeds.blocking_recv() {
         let mut splitter = PageSplitter::new(p.paths.clone(), p.transform.max_record_bytes());
@@ -425,7 +437,7 @@ fn total_of(raw: &RawValue) -> Option<u64> {
 pub(crate) async fn drive(
     source: &HttpSource,
     mut paginator: Paginator,
-    first: Option<(Url, mpsc::Receiver<BodyEvent>)>,
+    first: Option<(u64, Url, mpsc::Receiver<BodyEvent>)>,
     tasks: &mut JoinSet<()>,
     feeds: mpsc::Sender<Feed>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -436,7 +448,7 @@ pub(crate) async fn drive(
             ledger.paging(page, paginator.position(), url_hash(url));
         }
     };
-    let Some((first_url, first_body)) = first else {
+    let Some((first_page, first_url, first_body)) = first else {
         return Ok(());
     };
     let config = source.config();
@@ -459,9 +471,9 @@ pub(crate) async fn drive(
     };
     // Pages started but not handed to the processor yet, in order.
     let mut ahead: VecDeque<(u64, Url, mpsc::Receiver<BodyEvent>)> = VecDeque::new();
-    let mut current = (1u64, first_url.clone());
-    feed(1, first_url, first_body).await?;
-    let mut started = 1u64;
+    let mut current = (first_page, first_url.clone());
+    feed(first_page, first_url, first_body).await?;
+    let mut started = first_page;
     // Sequential kinds: the cursor the next page was started from, before the page was done.
     let mut early: Option<String> = None;
     // The total record count, once a page has told it: no page is started past it.

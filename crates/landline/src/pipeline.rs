@@ -30,13 +30,15 @@ use crate::compress::{CompressError, CompressorConfig, MemberState};
 use crate::config::Pipeline;
 use crate::encode::LineEncoder;
 use crate::pages::{self, Processed, Processor};
-use crate::report::{MemorySettings, NetworkReport, Progress, RunReport, peak_rss_bytes};
+use crate::report::{
+    MemorySettings, NetworkReport, Progress, RunReport, RunStatus, peak_rss_bytes,
+};
 use crate::sink::{Destination, ObjectWriter, SinkError, UploadState, Written};
 use crate::source::page::Paths;
 use crate::source::{HttpSource, SourceError};
 use crate::template::RunVars;
 use crate::transform::TransformBuildError;
-use crate::upload::CompressedUpload;
+use crate::upload::{CompressedUpload, Suspended, TimeLimit};
 
 /// JSON Lines are handed to the compressor in chunks of this size, each deflated as one
 /// block. 256 KiB rather than 512 KiB: about 2 MiB less peak RSS on the incident workload
@@ -55,6 +57,12 @@ pub struct RunOptions {
     pub store_env: Vec<(String, String)>,
     /// Live counters, for a progress display.
     pub progress: Option<Arc<Progress>>,
+    /// Continue the run this checkpoint describes instead of starting afresh.
+    pub resume: Option<Checkpoint>,
+    /// Stop at a checkpoint before this much time has passed (status `continue`).
+    pub max_duration: Option<std::time::Duration>,
+    /// Where the pipeline file was read from, recorded in checkpoints for `landline resume`.
+    pub pipeline_file: Option<String>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -65,6 +73,8 @@ impl std::fmt::Debug for RunOptions {
             .field("ingest_date", &self.ingest_date)
             .field("store_env", &names)
             .field("progress", &self.progress)
+            .field("resume", &self.resume.as_ref().map(|c| &c.upload.upload_id))
+            .field("max_duration", &self.max_duration)
             .finish()
     }
 }
@@ -88,6 +98,14 @@ pub enum RunError {
     /// The run was cancelled (signal, deadline).
     #[error("cancelled")]
     Cancelled,
+    /// A checkpoint does not belong to this pipeline or run.
+    #[error("checkpoint {location}: {reason}")]
+    Checkpoint {
+        /// The checkpoint's URL.
+        location: String,
+        /// Why it does not fit.
+        reason: String,
+    },
     /// A stage failed, and aborting the upload failed too.
     #[error("{cause}; aborting the upload also failed: {abort}")]
     AbortFailed {
@@ -110,44 +128,85 @@ pub async fn run(
     cancel: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let vars = run_vars(options.ingest_date);
+    let resume = options.resume;
+    let vars = match &resume {
+        Some(cp) => RunVars {
+            ingest_date: cp.ingest_date.clone(),
+            ingest_ts: cp.ingest_ts.clone(),
+        },
+        None => run_vars(options.ingest_date),
+    };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
     let object_url = pipeline.sink.url.render(&vars);
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
     let source = HttpSource::new(pipeline.source.clone())?;
     let progress = options.progress.unwrap_or_default();
+    let checkpoints = checkpoints(
+        pipeline,
+        &vars,
+        &object_url,
+        &options.store_env,
+        options.pipeline_file,
+        resume.as_ref(),
+    )?;
+    if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
+        check_resumable(pipeline, cp, &object_url, at.location())?;
+    }
+    if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
+        return Err(RunError::Checkpoint {
+            location: "[state]".into(),
+            reason: "checkpoints are off for this pipeline, so a run can neither stop at one nor resume from one".into(),
+        });
+    }
 
-    // Page 1 is fetched while the upload is created: both are first requests. Dropping the
-    // task set on the way out stops every fetch still going.
+    // Page 1 (or the first page after the checkpoint) is fetched while the upload is created:
+    // both are first requests. Dropping the task set on the way out stops every fetch.
     let mut tasks = JoinSet::new();
-    let mut paginator = source.paginator();
-    let start_position = paginator.state();
-    let first = first_page(&source, &mut paginator, &mut tasks)?;
-    let writer = ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?;
-    let checkpoints = match checkpoints(pipeline, &vars, &object_url, &options.store_env) {
-        Ok(checkpoints) => checkpoints,
-        Err(e) => return Err(abort_writer(writer, e).await),
+    let (mut paginator, before) = match &resume {
+        Some(cp) => (
+            source
+                .resume_paginator(cp.paging.clone())
+                .map_err(|e| pagination_error(&source, e))?,
+            cp.counters,
+        ),
+        None => (source.paginator(), Counters::default()),
     };
-    if let Some(checkpoints) = &checkpoints
+    let start_position = paginator.state();
+    let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
+    let writer = match &resume {
+        Some(cp) => ObjectWriter::resume(
+            &destination,
+            cp.upload.clone(),
+            pipeline.sink.max_parts_in_flight,
+        )?,
+        None => ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?,
+    };
+    if let (Some(checkpoints), None) = (&checkpoints, &resume)
         && let Err(e) = checkpoints.started(writer.state(), start_position).await
     {
         return Err(abort_writer(writer, e.into()).await);
     }
     let compressor = CompressorConfig {
         queue_depth: CHUNK_QUEUE,
+        resume: resume.as_ref().map(|cp| cp.member.clone()),
+        first_part: resume
+            .as_ref()
+            .map_or(1, |cp| cp.upload.parts.len() as u64 + 1),
         ..CompressorConfig::new(
             pipeline.sink.compression_level,
             pipeline.sink.compression_threads,
             pipeline.sink.parts,
         )
     };
+    let limit = options.max_duration.map(|max| TimeLimit { started, max });
     let (mut upload, encoder) = CompressedUpload::start(
         writer,
         compressor,
         CHUNK_BYTES,
         pipeline.sink.max_parts_in_flight,
         checkpoints.clone(),
+        limit,
     )
     .await?;
     let ledger = checkpoints.as_ref().map(|c| Arc::clone(c.ledger()));
@@ -165,31 +224,48 @@ pub async fn run(
         events: events_tx,
         ledger: ledger.clone(),
     };
-    let (feeds_tx, processed) = match spawn_processor(processor) {
+    let (feeds_tx, processed) = match spawn_processor(processor, Processed::from(before)) {
         Ok(spawned) => spawned,
         Err(e) => return Err(upload.abort(e).await),
     };
 
+    let drive = pages::drive(
+        &source,
+        paginator,
+        first,
+        &mut tasks,
+        feeds_tx,
+        events_rx,
+        ledger.as_deref(),
+    );
     let driven = tokio::select! {
-        r = pages::drive(&source, paginator, first, &mut tasks, feeds_tx, events_rx, ledger.as_deref()) => r,
+        r = drive => r.map(|()| None),
         () = cancel => Err(RunError::Cancelled),
+        counters = upload.stop_point() => Ok(Some(counters)),
     };
-    // Pages fetched past the end, or still going after a failure, are not wanted.
+    // Pages fetched past the end, or still going after a failure or a stop, are not wanted.
     tasks.abort_all();
-    if driven.is_err() {
+    if !matches!(driven, Ok(None)) {
         upload.halt();
     }
     let processed = processed
         .await
         .unwrap_or_else(|_| Err(RunError::Internal("the page processor died".into())));
     let (encoder, done) = match (driven, processed) {
-        (Ok(()), Ok(finished)) => finished,
+        (Ok(Some(counters)), _) => {
+            let suspended = upload.suspend(counters).await?;
+            let location = checkpoints.as_ref().map(|c| c.location().to_owned());
+            return Ok(report_continue(
+                pipeline, &source, suspended, location, started, vars,
+            ));
+        }
+        (Ok(None), Ok(finished)) => finished,
         (Err(RunError::Cancelled), _) => return Err(upload.abort(RunError::Cancelled).await),
         // The processor's own error says what went wrong; paging only saw it stop.
         (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => {
             return Err(upload.abort(err).await);
         }
-        (Err(err), _) | (Ok(()), Err(err)) => return Err(upload.abort(err).await),
+        (Err(err), _) | (Ok(None), Err(err)) => return Err(upload.abort(err).await),
     };
     // An empty source writes nothing, not an empty object.
     let (written, stats) = upload.finish(encoder, done.records > 0).await?;
@@ -212,6 +288,88 @@ pub async fn run(
     Ok(report)
 }
 
+/// The URL of `pipeline`'s checkpoint for `ingest_date` (today in UTC by default).
+pub fn checkpoint_location(pipeline: &Pipeline, ingest_date: Option<NaiveDate>) -> String {
+    let vars = run_vars(ingest_date);
+    let prefix = match &pipeline.state.url {
+        Some(prefix) => prefix.clone(),
+        None => default_state_prefix(
+            pipeline.sink.url.literal_prefix(),
+            &pipeline.sink.url.render(&vars),
+        ),
+    };
+    checkpoint_url(&prefix, &pipeline.name, &vars.ingest_date)
+}
+
+/// Reads the checkpoint at `url`, if there is one; its store is configured from `env` with
+/// `options`.
+pub async fn read_checkpoint(
+    url: &str,
+    options: &crate::sink::StoreOptions,
+    env: Vec<(String, String)>,
+) -> Result<Option<Checkpoint>, RunError> {
+    let at = Destination::open(url, options, env)?;
+    Ok(Checkpoints::load(&at).await?)
+}
+
+/// Ends the run checkpoint `cp` (at `url`) describes: aborts its upload and deletes it.
+pub async fn discard_checkpoint(
+    pipeline: &Pipeline,
+    url: &str,
+    cp: &Checkpoint,
+    env: Vec<(String, String)>,
+) -> Result<(), RunError> {
+    let destination = Destination::open(&cp.destination, &pipeline.sink.store, env.clone())?;
+    let writer = ObjectWriter::resume(&destination, cp.upload.clone(), 1)?;
+    writer.abort().await?;
+    let at = Destination::open(url, &pipeline.sink.store, env)?;
+    let template = cp.clone();
+    Checkpoints::new(at, Arc::new(Ledger::default()), template)
+        .delete()
+        .await?;
+    Ok(())
+}
+
+/// Whether checkpoint `cp` (read from `location`) can be continued by `pipeline`.
+fn check_resumable(
+    pipeline: &Pipeline,
+    cp: &Checkpoint,
+    object_url: &str,
+    location: &str,
+) -> Result<(), RunError> {
+    let refuse = |reason: String| RunError::Checkpoint {
+        location: location.to_owned(),
+        reason,
+    };
+    if cp.pipeline != pipeline.name {
+        return Err(refuse(format!(
+            "it belongs to pipeline {:?}, not {:?}",
+            cp.pipeline, pipeline.name
+        )));
+    }
+    if cp.pipeline_identity != pipeline.identity {
+        return Err(refuse(
+            "the pipeline file has changed since the checkpoint was written; start the run afresh"
+                .into(),
+        ));
+    }
+    if cp.destination != object_url {
+        return Err(refuse(format!(
+            "it writes {}, not {object_url}",
+            cp.destination
+        )));
+    }
+    Ok(())
+}
+
+fn pagination_error(source: &HttpSource, e: crate::source::PaginationError) -> RunError {
+    RunError::Source(SourceError::Pagination {
+        page: 0,
+        url: source.config().redactor.url(&source.config().url),
+        source: e,
+    })
+}
+
 /// The run's `{ingest_date}` (today in UTC unless given) and `{ingest_ts}` (now).
 fn run_vars(ingest_date: Option<NaiveDate>) -> RunVars {
     let now = Utc::now();
@@ -224,20 +382,18 @@ fn run_vars(ingest_date: Option<NaiveDate>) -> RunVars {
     }
 }
 
-/// Starts page 1, if paging has one.
+/// Starts the first page of this process (numbered `page`), if paging has one.
+#[allow(clippy::type_complexity)]
 fn first_page(
     source: &HttpSource,
     paginator: &mut crate::source::Paginator,
     tasks: &mut JoinSet<()>,
-) -> Result<Option<(url::Url, mpsc::Receiver<crate::source::BodyEvent>)>, RunError> {
-    let first = paginator.next_url().map_err(|e| {
-        RunError::Source(SourceError::Pagination {
-            page: 0,
-            url: source.config().redactor.url(&source.config().url),
-            source: e,
-        })
-    })?;
-    Ok(first.map(|url| (url.clone(), source.spawn_page(1, url, tasks))))
+    page: u64,
+) -> Result<Option<(u64, url::Url, mpsc::Receiver<crate::source::BodyEvent>)>, RunError> {
+    let first = paginator
+        .next_url()
+        .map_err(|e| pagination_error(source, e))?;
+    Ok(first.map(|url| (page, url.clone(), source.spawn_page(page, url, tasks))))
 }
 
 /// Where this run's checkpoints go, if the pipeline writes them.
@@ -246,6 +402,8 @@ fn checkpoints(
     vars: &RunVars,
     object_url: &str,
     env: &[(String, String)],
+    pipeline_file: Option<String>,
+    resume: Option<&Checkpoint>,
 ) -> Result<Option<Arc<Checkpoints>>, RunError> {
     if !pipeline.state.checkpoints {
         return Ok(None);
@@ -260,6 +418,7 @@ fn checkpoints(
         format: crate::checkpoint::FORMAT.to_owned(),
         pipeline: pipeline.name.clone(),
         pipeline_identity: pipeline.identity.clone(),
+        pipeline_file,
         destination: object_url.to_owned(),
         ingest_date: vars.ingest_date.clone(),
         ingest_ts: vars.ingest_ts.clone(),
@@ -278,9 +437,10 @@ fn checkpoints(
         counters: Counters::default(),
         written_at: Utc::now(),
     };
+    let seen = resume.map(|cp| cp.paging.seen.clone()).unwrap_or_default();
     Ok(Some(Arc::new(Checkpoints::new(
         at,
-        Arc::new(Ledger::default()),
+        Arc::new(Ledger::with_seen(seen)),
         template,
     ))))
 }
@@ -289,6 +449,7 @@ fn checkpoints(
 #[allow(clippy::type_complexity)]
 fn spawn_processor(
     processor: Processor,
+    before: Processed,
 ) -> Result<
     (
         mpsc::Sender<pages::Feed>,
@@ -301,7 +462,7 @@ fn spawn_processor(
     std::thread::Builder::new()
         .name("landline-pages".into())
         .spawn(move || {
-            let _ = done_tx.send(pages::process(processor, feeds_rx));
+            let _ = done_tx.send(pages::process(processor, feeds_rx, before));
         })
         .map_err(|e| RunError::Internal(format!("starting the page processor: {e}")))?;
     Ok((feeds_tx, done_rx))
@@ -330,26 +491,67 @@ fn report(
     started: Instant,
     vars: RunVars,
 ) -> RunReport {
+    let mut report = base_report(pipeline, source, started, vars);
+    report.records = done.records;
+    report.pages = done.pages;
+    report.bytes_in = done.bytes_decoded;
+    report.bytes_uncompressed = stats.bytes_in;
+    report.memory.largest_page_bytes = done.largest_page;
+    if let Some(written) = written {
+        report.objects = vec![destination.location.clone()];
+        report.bytes_written = written.bytes;
+        report.parts = written.parts;
+        report.e_tag = written.e_tag;
+    }
+    report
+}
+
+/// The report of a run stopped at a checkpoint: the counters that checkpoint holds.
+fn report_continue(
+    pipeline: &Pipeline,
+    source: &HttpSource,
+    suspended: Suspended,
+    checkpoint: Option<String>,
+    started: Instant,
+    vars: RunVars,
+) -> RunReport {
+    let mut report = base_report(pipeline, source, started, vars);
+    let c = suspended.counters;
+    report.status = RunStatus::Continue;
+    report.checkpoint = checkpoint;
+    report.records = c.records;
+    report.pages = c.pages;
+    report.bytes_in = c.bytes_in;
+    report.memory.largest_page_bytes = c.largest_page;
+    tracing::info!(
+        records = report.records,
+        pages = report.pages,
+        checkpoint = report.checkpoint.as_deref().unwrap_or_default(),
+        "run stopped at a checkpoint, to be resumed"
+    );
+    report
+}
+
+/// A report with this process's network and memory figures and nothing written yet.
+fn base_report(
+    pipeline: &Pipeline,
+    source: &HttpSource,
+    started: Instant,
+    vars: RunVars,
+) -> RunReport {
     let rate = source.rate_stats();
-    let objects: Vec<String> = written
-        .iter()
-        .map(|_| destination.location.clone())
-        .collect();
-    let (e_tag, parts) = written.map_or((None, 0), |w| (w.e_tag, w.parts));
     RunReport {
-        records: done.records,
-        pages: done.pages,
+        status: RunStatus::Complete,
+        checkpoint: None,
+        records: 0,
+        pages: 0,
         retries: source.retries(),
-        bytes_in: done.bytes_decoded,
-        bytes_uncompressed: stats.bytes_in,
-        bytes_written: if objects.is_empty() {
-            0
-        } else {
-            stats.bytes_out
-        },
-        parts,
-        objects,
-        e_tag,
+        bytes_in: 0,
+        bytes_uncompressed: 0,
+        bytes_written: 0,
+        parts: 0,
+        objects: Vec::new(),
+        e_tag: None,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: started.elapsed().as_secs_f64(),
         ingest_date: vars.ingest_date,
@@ -370,7 +572,7 @@ fn report(
             chunk_queue: CHUNK_QUEUE as u64,
             compression_threads: pipeline.sink.compression_threads as u64,
             max_page_bytes: u64::try_from(pipeline.source.max_page_bytes).unwrap_or(u64::MAX),
-            largest_page_bytes: done.largest_page,
+            largest_page_bytes: 0,
             concurrency: pipeline.source.concurrency as u64,
             page_buffer_bytes: pipeline.source.page_buffer_bytes as u64,
         },

@@ -71,7 +71,13 @@ pub struct NetworkReport {
 /// The summary of one run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
-    /// Records written.
+    /// `complete`: the object is written; `continue`: the run stopped at a checkpoint before
+    /// its time ran out, and `landline resume` goes on from [`RunReport::checkpoint`].
+    pub status: RunStatus,
+    /// The checkpoint to resume from, when the status is `continue`.
+    pub checkpoint: Option<String>,
+    /// Records written (with `continue`: those the checkpoint holds, over every process of
+    /// the run so far).
     pub records: u64,
     /// Pages fetched.
     pub pages: u64,
@@ -101,6 +107,16 @@ pub struct RunReport {
     pub network: NetworkReport,
     /// Settings that bound memory.
     pub memory: MemorySettings,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The object is complete (or the source was empty).
+    Complete,
+    /// Stopped at a checkpoint, to be resumed.
+    Continue,
 }
 
 /// Peak resident set size of this process so far (Linux `VmHWM`; elsewhere `None`).
@@ -139,9 +155,13 @@ fn mib(bytes: u64) -> f64 {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.objects.first() {
-            Some(object) => writeln!(f, "wrote {object}")?,
-            None => writeln!(f, "the source returned no records: no object written")?,
+        match (self.status, self.objects.first(), &self.checkpoint) {
+            (RunStatus::Continue, _, Some(checkpoint)) => writeln!(
+                f,
+                "stopped at a checkpoint before the time ran out; resume with: landline resume {checkpoint}"
+            )?,
+            (_, Some(object), _) => writeln!(f, "wrote {object}")?,
+            _ => writeln!(f, "the source returned no records: no object written")?,
         }
         let ratio = if self.bytes_written > 0 {
             self.bytes_uncompressed as f64 / self.bytes_written as f64

@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{Checkpoints, Counters};
 use crate::compress::{CompressError, CompressStats, Compressor, CompressorConfig, Part, PartEnd};
 use crate::encode::LineEncoder;
 use crate::pipeline::RunError;
@@ -43,6 +44,24 @@ pub struct CompressedUpload {
     checkpoints: Option<Arc<Checkpoints>>,
     /// Writes checkpoints off the upload task, the newest only, one at a time.
     checkpoint_writer: Option<JoinHandle<()>>,
+    /// Set once a checkpoint was written late enough in a time-limited run to stop at.
+    stop_point: Option<oneshot::Receiver<Counters>>,
+}
+
+/// A time limit: stop at a checkpoint while there is still time for one more part.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeLimit {
+    /// When the process started.
+    pub started: Instant,
+    /// How long it may run.
+    pub max: Duration,
+}
+
+/// Where a stopped run stands: what its last checkpoint holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Suspended {
+    /// The counters at the checkpoint's page.
+    pub counters: Counters,
 }
 
 impl CompressedUpload {
@@ -56,37 +75,44 @@ impl CompressedUpload {
         chunk_bytes: usize,
         max_parts_in_flight: usize,
         checkpoints: Option<Arc<Checkpoints>>,
+        limit: Option<TimeLimit>,
     ) -> Result<(Self, LineEncoder), RunError> {
         let slots = Arc::new(Semaphore::new(max_parts_in_flight + 1));
         config.part_slots = Some(Arc::clone(&slots));
         config.cut_at_boundaries = checkpoints.is_some();
         let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (halt_tx, halt_rx) = oneshot::channel();
         let handle = writer.handle().clone();
+        let (stop_tx, stop_point) = match limit {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let (latest_tx, checkpoint_writer) = match &checkpoints {
             Some(checkpoints) => {
                 let (tx, rx) = watch::channel(None);
-                (
-                    Some(tx),
-                    Some(tokio::spawn(write_checkpoints(Arc::clone(checkpoints), rx))),
-                )
+                let writer = write_checkpoints(Arc::clone(checkpoints), rx, limit.zip(stop_tx));
+                (Some(tx), Some(tokio::spawn(writer)))
             }
             None => (None, None),
         };
         let task = tokio::spawn(upload_parts(
             writer,
             parts_rx,
-            stop_rx,
+            halt_rx,
             Arc::clone(&slots),
             latest_tx,
         ));
         let upload = CompressedUpload {
             handle,
             slots,
-            stop: Some(stop_tx),
+            stop: Some(halt_tx),
             task,
             checkpoints,
             checkpoint_writer,
+            stop_point,
         };
         match Compressor::spawn(config, parts_tx) {
             Ok(compressor) => Ok((upload, LineEncoder::new(compressor, chunk_bytes))),
@@ -94,6 +120,39 @@ impl CompressedUpload {
                 let cause = RunError::Internal(format!("starting the compressor: {e}"));
                 Err(upload.abort(cause).await)
             }
+        }
+    }
+
+    /// Completes once a time-limited run has written a checkpoint to stop at; never
+    /// otherwise.
+    pub async fn stop_point(&mut self) -> Counters {
+        match self.stop_point.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(counters) => counters,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Leaves the upload open and its checkpoint in place, after [`stop_point`]
+    /// (Self::stop_point): stops the compressor and the uploads (parts after the checkpoint
+    /// are put again by the resumed run).
+    pub async fn suspend(mut self, counters: Counters) -> Result<Suspended, RunError> {
+        self.halt();
+        if let Some(writer) = self.checkpoint_writer.take() {
+            let _ = writer.await;
+        }
+        match (&mut self.task).await {
+            Ok((writer, _)) => {
+                // Parts after the checkpoint may still be uploading: let them end (or give
+                // up) rather than cut their connections.
+                let _ =
+                    tokio::time::timeout(crate::sink::multipart::SETTLE_IN_FLIGHT, writer.settle())
+                        .await;
+                Ok(Suspended { counters })
+            }
+            Err(e) => Err(RunError::Internal(format!("upload task: {e}"))),
         }
     }
 
@@ -232,13 +291,41 @@ fn is_downstream_closed(err: &RunError) -> bool {
 /// Writes the newest checkpoint each time there is one, until the upload task is done. A
 /// checkpoint that cannot be written is a warning: the one before it still describes a
 /// state the upload can be continued from (a resumed run puts the later parts again).
-async fn write_checkpoints(checkpoints: Arc<Checkpoints>, mut latest: watch::Receiver<Latest>) {
+///
+/// With a time limit, it stops at the first checkpoint written (with at least one part more
+/// than the run began with) once the time left is less than twice the longest time between
+/// two checkpoints so far (filling and uploading one part), and says so on `stop`.
+async fn write_checkpoints(
+    checkpoints: Arc<Checkpoints>,
+    mut latest: watch::Receiver<Latest>,
+    mut stop: Option<(TimeLimit, oneshot::Sender<Counters>)>,
+) {
+    let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
     while latest.changed().await.is_ok() {
         let next = latest.borrow_and_update().clone();
-        if let Some((upload, end)) = next
-            && let Err(e) = checkpoints.part_done(upload, &end).await
-        {
-            tracing::warn!(error = %e, "a checkpoint could not be written; the previous one stands");
+        let Some((upload, end)) = next else { continue };
+        match checkpoints.part_done(upload, &end).await {
+            Ok(counters) => {
+                let now = Instant::now();
+                longest = longest.max(now - last);
+                last = now;
+                if let Some((limit, _)) = &stop
+                    && limit.started.elapsed() + 2 * longest >= limit.max
+                    && let Some((_, tx)) = stop.take()
+                {
+                    tracing::info!(
+                        page = counters.page,
+                        records = counters.records,
+                        "time is nearly up: stopping at this checkpoint"
+                    );
+                    let _ = tx.send(counters);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a checkpoint could not be written; the previous one stands");
+            }
         }
     }
 }

@@ -111,7 +111,7 @@ pub enum CompressError {
 /// Figures from one compressed stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompressStats {
-    /// Uncompressed bytes in.
+    /// Uncompressed bytes in the member (a resumed member's earlier bytes included).
     pub bytes_in: u64,
     /// Compressed bytes out, gzip header and trailer included.
     pub bytes_out: u64,
@@ -580,7 +580,7 @@ fn coordinate(
     parts.write(&block::trailer(&member.crc, member.bytes_in))?;
     parts.ship(None, true)?;
     let mut stats = parts.stats;
-    stats.bytes_in = member.bytes_in - config.resume.as_ref().map_or(0, |r| r.bytes_in);
+    stats.bytes_in = member.bytes_in;
     Ok(stats)
 }
 

@@ -473,6 +473,12 @@ impl ObjectWriter {
         }
     }
 
+    /// Waits for the parts still uploading, whatever their outcome (the upload is being left
+    /// for another process to continue).
+    pub async fn settle(mut self) {
+        while self.in_flight.join_next().await.is_some() {}
+    }
+
     /// Aborts the upload: stops parts in flight and asks the store to drop what it has.
     ///
     /// Parts still uploading are given [`SETTLE_IN_FLIGHT`] to end first: a part request the

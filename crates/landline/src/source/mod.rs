@@ -307,6 +307,21 @@ impl HttpSource {
         )
     }
 
+    /// A paginator that goes on from `state` (a checkpoint's); the state must fit this
+    /// source's pagination.
+    pub fn resume_paginator(
+        &self,
+        state: paginate::PagingState,
+    ) -> Result<Paginator, PaginationError> {
+        let config = &self.ctx.config;
+        Paginator::resume(
+            config.pagination.clone(),
+            config.url.clone(),
+            config.max_pages,
+            state,
+        )
+    }
+
     /// Starts fetching page `page` at `url` in a task of `tasks`; its body arrives on the
     /// returned channel (see [`fetch`]).
     pub fn spawn_page(

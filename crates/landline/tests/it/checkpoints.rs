@@ -219,3 +219,127 @@ async fn a_failed_run_leaves_no_checkpoint_and_checkpoints_can_be_off() {
     );
     slow.shutdown().await;
 }
+
+/// Runs `text` with `options` (the test's ingest date and `env` added).
+async fn run_with(
+    text: &str,
+    env: Vec<(String, String)>,
+    options: landline::RunOptions,
+) -> Result<landline::RunReport, landline::RunError> {
+    let options = landline::RunOptions {
+        ingest_date: Some(
+            chrono::NaiveDate::parse_from_str(INGEST_DATE, "%Y-%m-%d").expect("date"),
+        ),
+        store_env: env,
+        ..options
+    };
+    landline::run(&pipeline(text), options, std::future::pending()).await
+}
+
+/// A run cut by a time limit into processes, each continuing from the last one's
+/// checkpoint: the object is the uncut run's, record by record, in one gzip member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_cut_by_its_time_limit_goes_on_from_each_checkpoint_to_the_same_object() {
+    let data = data(RECORDS);
+    let server = mock(data.clone(), |_| {}).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("out/date={ingest_date}/variants.jsonl.gz");
+    let moto = s3::moto();
+    let prefix = moto.unique_prefix("resume-chain");
+    let sinks = [
+        (
+            format!("url = \"{}\"\ncompression_level = 0\n", local.display()),
+            vec![],
+        ),
+        (
+            format!(
+                "url = \"s3://{b}/{prefix}/date={{ingest_date}}/variants.jsonl.gz\"\ncompression_level = 0\n\
+                 [state]\nurl = \"s3://{b}/{prefix}/_landline/\"\n",
+                b = moto.bucket
+            ),
+            moto.env(),
+        ),
+    ];
+    for (sink, env) in sinks {
+        let text = pipeline_text(&Style::Token.source(&server.base_url(), 20), &sink);
+        let limit = landline::RunOptions {
+            max_duration: Some(Duration::from_millis(1)),
+            ..landline::RunOptions::default()
+        };
+        let mut report = run_with(&text, env.clone(), limit)
+            .await
+            .expect("first process");
+        let mut processes = 1;
+        let mut records_seen = vec![report.records];
+        while report.status == landline::report::RunStatus::Continue {
+            let url = report
+                .checkpoint
+                .clone()
+                .expect("a continue report names its checkpoint");
+            let cp = landline::pipeline::read_checkpoint(&url, &Default::default(), env.clone())
+                .await
+                .expect("read")
+                .expect("the checkpoint exists");
+            assert_eq!(cp.counters.records, report.records);
+            report = run_with(
+                &text,
+                env.clone(),
+                landline::RunOptions {
+                    resume: Some(cp),
+                    max_duration: Some(Duration::from_millis(1)),
+                    ..landline::RunOptions::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("process {}: {e}", processes + 1));
+            processes += 1;
+            records_seen.push(report.records);
+            assert!(processes < 100, "no end in sight: {records_seen:?}");
+        }
+        assert!(processes >= 3, "{processes} processes: {records_seen:?}");
+        assert!(
+            records_seen.windows(2).all(|w| w[0] < w[1]),
+            "every process lands something: {records_seen:?}"
+        );
+        let object = report.objects.first().expect("an object").clone();
+        let bytes = if let Some(path) = object.strip_prefix("file://") {
+            std::fs::read(path).expect("object")
+        } else {
+            let key = object
+                .split_once(&format!("{}/", moto.bucket))
+                .expect("key")
+                .1;
+            moto.get_object(key).await.expect("object")
+        };
+        assert_eq!(bytes.len() as u64, report.bytes_written);
+        // One member (the single-member reader reads every record), every record once.
+        verify(&gunzip(&bytes), &data, &report, 7);
+        if env.is_empty() {
+            let out = dir.path().join("out");
+            let left: Vec<_> = walk(&out);
+            assert_eq!(left.len(), 1, "only the object is left: {left:?}");
+        } else {
+            assert!(moto.list_multipart_uploads(&prefix).await.is_empty());
+            assert!(
+                moto.list_keys(&format!("{prefix}/_landline"))
+                    .await
+                    .is_empty()
+            );
+        }
+    }
+    server.shutdown().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

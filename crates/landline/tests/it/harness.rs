@@ -109,7 +109,7 @@ pub(crate) async fn run(
     let options = RunOptions {
         ingest_date: Some(NaiveDate::parse_from_str(INGEST_DATE, "%Y-%m-%d").expect("date")),
         store_env,
-        progress: None,
+        ..RunOptions::default()
     };
     landline::run(pipeline, options, std::future::pending()).await
 }
