@@ -169,15 +169,26 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             resume,
         } => {
             let loaded = Pipeline::load(&pipeline)?;
-            let resume = found_checkpoint(&loaded, ingest_date, resume).await?;
-            let options = RunOptions {
+            let found = found_checkpoint(&loaded, ingest_date, resume).await?;
+            let resuming = found.is_some();
+            let options = |resume| RunOptions {
                 ingest_date,
                 max_duration,
                 resume,
                 pipeline_file: Some(absolute(&pipeline)),
                 ..RunOptions::default()
             };
-            let report = run(&loaded, options, show_progress).await?;
+            let report = match run(&loaded, options(found), show_progress).await {
+                // The checkpoint's upload is gone (aborted, expired): its checkpoint was
+                // deleted, and the run starts afresh.
+                Err(RunError::Sink(e @ landline::sink::SinkError::UploadGone { .. }))
+                    if resuming =>
+                {
+                    tracing::warn!(error = %e, "the checkpointed upload is gone: starting afresh");
+                    run(&loaded, options(None), show_progress).await?
+                }
+                other => other?,
+            };
             finish(&report, report_json.as_deref())
         }
         Command::Resume {

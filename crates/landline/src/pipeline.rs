@@ -175,11 +175,19 @@ pub async fn run(
     let start_position = paginator.state();
     let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
     let writer = match &resume {
-        Some(cp) => ObjectWriter::resume(
-            &destination,
-            cp.upload.clone(),
-            pipeline.sink.max_parts_in_flight,
-        )?,
+        Some(cp) => {
+            if let Err(e) = upload_still_open(pipeline, cp, &options.store_env).await {
+                if let Some(checkpoints) = &checkpoints {
+                    let _ = checkpoints.delete().await;
+                }
+                return Err(e);
+            }
+            ObjectWriter::resume(
+                &destination,
+                cp.upload.clone(),
+                pipeline.sink.max_parts_in_flight,
+            )?
+        }
         None => ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?,
     };
     if let (Some(checkpoints), None) = (&checkpoints, &resume)
@@ -328,6 +336,46 @@ pub async fn discard_checkpoint(
         .delete()
         .await?;
     Ok(())
+}
+
+/// Checks, where the store can say (S3's ListMultipartUploads), that the checkpoint's upload
+/// is still open; elsewhere the first part will find out.
+async fn upload_still_open(
+    pipeline: &Pipeline,
+    cp: &Checkpoint,
+    env: &[(String, String)],
+) -> Result<(), RunError> {
+    if !cp.destination.starts_with("s3://") && !cp.destination.starts_with("s3a://") {
+        return Ok(());
+    }
+    let listing = crate::sink::cleanup::IncompleteUploads::open(
+        &cp.destination,
+        &pipeline.sink.store,
+        env.to_vec(),
+    );
+    let open = match listing {
+        Ok(uploads) => {
+            uploads
+                .older_than(std::time::Duration::ZERO, Utc::now())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match open {
+        Ok(uploads) if !uploads.iter().any(|u| u.upload_id == cp.upload.upload_id) => {
+            Err(RunError::Sink(SinkError::UploadGone {
+                location: cp.destination.clone(),
+                upload_id: cp.upload.upload_id.clone(),
+                part: cp.upload.parts.len() as u64 + 1,
+            }))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Not every S3-compatible store lists uploads (s3s-fs does not).
+            tracing::debug!(error = %e, "could not list the open uploads; the first part will tell");
+            Ok(())
+        }
+    }
 }
 
 /// Whether checkpoint `cp` (read from `location`) can be continued by `pipeline`.

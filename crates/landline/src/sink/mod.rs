@@ -119,7 +119,7 @@ pub enum SinkError {
     },
     /// The store no longer has the upload (aborted, or expired by a lifecycle rule).
     #[error(
-        "the store no longer has upload {upload_id} of {location} (part {part} was refused as not found): it was aborted or expired; start the run afresh"
+        "the store no longer has upload {upload_id} of {location} (needed for part {part}): it was aborted or expired; start the run afresh"
     )]
     UploadGone {
         /// The destination.

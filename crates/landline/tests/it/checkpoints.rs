@@ -343,3 +343,106 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// A checkpoint that does not fit is refused before anything is written; one whose upload the
+/// store no longer has fails at its first part, naming it, and is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_that_do_not_fit_or_whose_upload_is_gone_are_refused() {
+    let data = data(RECORDS);
+    let server = mock(data.clone(), |_| {}).await;
+    let moto = s3::moto();
+    let prefix = moto.unique_prefix("resume-refused");
+    let sink = format!(
+        "url = \"s3://{b}/{prefix}/date={{ingest_date}}/variants.jsonl.gz\"\ncompression_level = 0\n\
+         [state]\nurl = \"s3://{b}/{prefix}/_landline/\"\n",
+        b = moto.bucket
+    );
+    let text = pipeline_text(&Style::Token.source(&server.base_url(), 20), &sink);
+    let limit = landline::RunOptions {
+        max_duration: Some(Duration::from_millis(1)),
+        ..landline::RunOptions::default()
+    };
+    let report = run_with(&text, moto.env(), limit)
+        .await
+        .expect("first process");
+    assert_eq!(report.status, landline::report::RunStatus::Continue);
+    let url = report.checkpoint.clone().expect("checkpoint");
+    let read = || async {
+        landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())
+            .await
+            .expect("read")
+    };
+    let cp = read().await.expect("the checkpoint exists");
+
+    // A changed pipeline file, another destination: refused, nothing touched.
+    let changed = text.replace("count = 20", "count = 21");
+    let resume = |cp: &landline::checkpoint::Checkpoint| landline::RunOptions {
+        resume: Some(cp.clone()),
+        ..landline::RunOptions::default()
+    };
+    let err = run_with(&changed, moto.env(), resume(&cp))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("pipeline file has changed"),
+        "{err}"
+    );
+    let mut elsewhere = cp.clone();
+    elsewhere.destination = format!("s3://{}/{prefix}/other.jsonl.gz", moto.bucket);
+    let err = run_with(&text, moto.env(), resume(&elsewhere))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("it writes"), "{err}");
+    assert_eq!(
+        moto.list_multipart_uploads(&prefix).await.len(),
+        1,
+        "the upload is left open"
+    );
+    assert_eq!(
+        read().await.as_ref(),
+        Some(&cp),
+        "the checkpoint is untouched"
+    );
+
+    // Not a checkpoint, another format: refused by the reader.
+    let key = url
+        .split_once(&format!("{}/", moto.bucket))
+        .expect("key")
+        .1
+        .to_owned();
+    let original = moto.get_object(&key).await.expect("checkpoint bytes");
+    let newer = String::from_utf8(original.clone())
+        .expect("utf-8")
+        .replace("landline-checkpoint/1", "landline-checkpoint/9");
+    moto.put_object(&key, newer).await;
+    let err = landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("landline-checkpoint/9"), "{err}");
+    moto.put_object(
+        &key,
+        "{\"format\": \"landline-checkpoint/1\", \"pipeline\": 3}",
+    )
+    .await;
+    let err = landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    moto.put_object(&key, original).await;
+
+    // The upload is gone (aborted by a cleanup, say): the resumed run says so.
+    let object_key = cp
+        .destination
+        .split_once(&format!("{}/", moto.bucket))
+        .expect("key")
+        .1;
+    moto.abort_multipart_upload(object_key, &cp.upload.upload_id)
+        .await;
+    let err = run_with(&text, moto.env(), resume(&cp)).await.unwrap_err();
+    assert!(err.to_string().contains("no longer has upload"), "{err}");
+    assert!(
+        read().await.is_none(),
+        "the checkpoint of a gone upload is deleted"
+    );
+    server.shutdown().await;
+}
