@@ -266,6 +266,18 @@ impl std::fmt::Debug for Destination {
 }
 
 impl Destination {
+    /// The whole object, for small ones (a pipeline file); the error is on one line.
+    pub async fn read_whole(&self) -> Result<Vec<u8>, String> {
+        use object_store::ObjectStoreExt as _;
+        let got = self
+            .store
+            .get(&self.path)
+            .await
+            .map_err(|e| crate::errors::one_line(&e))?;
+        let bytes = got.bytes().await.map_err(|e| crate::errors::one_line(&e))?;
+        Ok(bytes.to_vec())
+    }
+
     /// `path` in an in-memory store (for tests and examples).
     pub fn in_memory(path: &str) -> Destination {
         let store = Arc::new(object_store::memory::InMemory::new());
