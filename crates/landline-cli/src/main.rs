@@ -69,6 +69,19 @@ enum Command {
         #[arg(long)]
         report_json: Option<PathBuf>,
     },
+    /// Print one Lambda event per shard of a run, as JSON Lines, for the Step Functions map
+    /// in deploy/ (see its README).
+    Plan {
+        /// The pipeline: an s3:// URL (the function reads it there) or a local file (put
+        /// inline into each event, unless --pipeline-url says where the function reads it).
+        pipeline: String,
+        /// The shards: date:FIRST..LAST (YYYY-MM-DD, both days included), one per ingest date.
+        #[arg(long)]
+        split_by: String,
+        /// Where the function reads the pipeline file (when PIPELINE is a local copy of it).
+        #[arg(long)]
+        pipeline_url: Option<String>,
+    },
     /// Run the whole path on an embedded mock API into ./landline-demo/ (no cloud account).
     Demo {
         /// Records the mock API serves (about 28.6 KB each).
@@ -145,6 +158,7 @@ fn main() -> ExitCode {
                 Some(RunError::Cancelled) => EXIT_CANCELLED,
                 Some(_) => EXIT_FAILED,
                 None if err.downcast_ref::<landline::ConfigError>().is_some() => EXIT_CONFIG,
+                None if err.downcast_ref::<landline::plan::PlanError>().is_some() => EXIT_CONFIG,
                 None if matches!(
                     err.downcast_ref::<CleanupError>(),
                     Some(CleanupError::Open(_))
@@ -224,6 +238,11 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             let report = run(&loaded, options, show_progress).await?;
             finish(&report, report_json.as_deref())
         }
+        Command::Plan {
+            pipeline,
+            split_by,
+            pipeline_url,
+        } => plan(&pipeline, &split_by, pipeline_url).await,
         Command::Demo {
             records,
             report_json,
@@ -234,6 +253,40 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             dry_run,
         } => cleanup(&location, older_than, dry_run).await,
     }
+}
+
+/// `landline plan`: checks the pipeline file, then prints the shards' events.
+async fn plan(pipeline: &str, split_by: &str, pipeline_url: Option<String>) -> anyhow::Result<()> {
+    use landline::plan::PipelineSource;
+    let remote = pipeline.contains("://") && !pipeline.starts_with("file://");
+    let text = if remote {
+        let at = landline::sink::Destination::open(
+            pipeline,
+            &StoreOptions::default(),
+            std::env::vars(),
+        )?;
+        let bytes = at
+            .read_whole()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {pipeline}: {e}"))?;
+        String::from_utf8(bytes).with_context(|| format!("{pipeline} is not UTF-8 text"))?
+    } else {
+        std::fs::read_to_string(pipeline).with_context(|| format!("reading {pipeline}"))?
+    };
+    // The file must parse here; its ${VAR}s are the function's to resolve.
+    PipelineFile::parse(&text, pipeline)?;
+    let source = match (pipeline_url, remote) {
+        (Some(url), _) => PipelineSource::Url(url),
+        (None, true) => PipelineSource::Url(pipeline.to_owned()),
+        (None, false) => PipelineSource::Toml(text),
+    };
+    let events = landline::plan::plan(&source, split_by)?;
+    let mut out = std::io::stdout().lock();
+    for event in &events {
+        serde_json::to_writer(&mut out, event)?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+    }
+    Ok(())
 }
 
 /// `landline cleanup`: lists the incomplete uploads older than `older_than`, aborts them

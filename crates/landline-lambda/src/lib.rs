@@ -13,42 +13,14 @@
 //! the run streams as everywhere else. Secrets (`${VAR}`) come from the function's
 //! environment. Memory settings follow the function's size ([`fit_to_memory`]).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use landline::config::PipelineFile;
 use landline::report::RunReport;
 use landline::sink::{Destination, StoreOptions};
 use landline::{Pipeline, RunError, RunOptions};
-use serde::Deserialize;
 
-/// One invocation's input.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    /// The pipeline file.
-    pub pipeline: PipelineSource,
-    /// The run's `{ingest_date}` (YYYY-MM-DD); today in UTC by default.
-    #[serde(default)]
-    pub ingest_date: Option<chrono::NaiveDate>,
-    /// Template values for the pipeline (reserved: a pipeline file has no such variables
-    /// yet, so any value here is refused rather than ignored).
-    #[serde(default)]
-    pub vars: BTreeMap<String, String>,
-    /// The checkpoint to continue from (a `continue` answer's `checkpoint`).
-    #[serde(default)]
-    pub checkpoint: Option<String>,
-}
-
-/// Where the pipeline file comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PipelineSource {
-    /// `{"url": "s3://bucket/pipelines/variants.toml"}`: read from the store.
-    Url(String),
-    /// `{"toml": "…"}`: the file itself.
-    Toml(String),
-}
+pub use landline::plan::{Event, PipelineSource};
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use landline_lambda::{Event, PipelineSource, handle, margin};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn continue_answers_fed_back_with_their_checkpoint_end_in_the_whole_object() {
+async fn each_shard_of_a_plan_fed_back_on_continue_ends_in_its_whole_object() {
     let records = 1_500;
     let server = landline_mockapi::spawn(landline_mockapi::MockConfig {
         data: landline_mockapi::DataConfig {
@@ -31,12 +31,30 @@ async fn continue_answers_fed_back_with_their_checkpoint_end_in_the_whole_object
         server.base_url(),
         object.display()
     );
-    let first = Event {
-        pipeline: PipelineSource::Toml(toml),
-        ingest_date: chrono::NaiveDate::from_ymd_opt(2024, 1, 2),
-        vars: Default::default(),
-        checkpoint: None,
-    };
+    let shards = landline::plan::plan(&PipelineSource::Toml(toml), "date:2024-01-01..2024-01-03")
+        .expect("plan");
+    assert_eq!(shards.len(), 3);
+    for first in shards {
+        let date = first.ingest_date.expect("a date").to_string();
+        shard(
+            first,
+            records,
+            &dir.path()
+                .join(format!("out/date={date}/variants.jsonl.gz")),
+        )
+        .await;
+    }
+    // Nothing but the objects is left.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .flatten()
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    server.shutdown().await;
+}
+
+/// Runs one shard as the state machine does; checks its object at `path`.
+async fn shard(first: Event, records: u64, path: &std::path::Path) {
     // Just over the margin: each invocation has a moment, and stops at its first checkpoint.
     let time_left = margin(Duration::from_secs(1)) + Duration::from_millis(1);
     let mut event = first.clone();
@@ -68,8 +86,7 @@ async fn continue_answers_fed_back_with_their_checkpoint_end_in_the_whole_object
         answers.iter().all(|a| &a["ingest_ts"] == ingest_ts),
         "one ingest_ts for the run"
     );
-    let path = dir.path().join("out/date=2024-01-02/variants.jsonl.gz");
-    let bytes = std::fs::read(&path).expect("the object");
+    let bytes = std::fs::read(path).expect("the object");
     let mut jsonl = String::new();
     // One member: the single-member reader reads every record.
     flate2::read::GzDecoder::new(&bytes[..])
@@ -88,13 +105,6 @@ async fn continue_answers_fed_back_with_their_checkpoint_end_in_the_whole_object
         ids.windows(2).all(|w| w[0] < w[1]),
         "every record once, in order"
     );
-    // Nothing but the object is left.
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
-        .expect("out")
-        .flatten()
-        .collect();
-    assert_eq!(left.len(), 1, "{left:?}");
-    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ pub mod encode;
 mod errors;
 mod pages;
 pub mod pipeline;
+pub mod plan;
 pub mod pointer;
 pub mod report;
 pub mod sink;
