@@ -197,7 +197,12 @@ pub async fn run(
     }
     let compressor = CompressorConfig {
         queue_depth: CHUNK_QUEUE,
-        resume: resume.as_ref().map(|cp| cp.member.clone()),
+        // A checkpoint without parts (written when the upload was created) continues
+        // nothing: the member starts afresh, its header included.
+        resume: resume
+            .as_ref()
+            .filter(|cp| !cp.upload.parts.is_empty())
+            .map(|cp| cp.member.clone()),
         first_part: resume
             .as_ref()
             .map_or(1, |cp| cp.upload.parts.len() as u64 + 1),

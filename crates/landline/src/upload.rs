@@ -135,8 +135,8 @@ impl CompressedUpload {
         }
     }
 
-    /// Leaves the upload open and its checkpoint in place, after [`stop_point`]
-    /// (Self::stop_point): stops the compressor and the uploads (parts after the checkpoint
+    /// Leaves the upload open and its checkpoint in place, after
+    /// [`stop_point`](Self::stop_point): stops the compressor and the uploads (parts after the checkpoint
     /// are put again by the resumed run).
     pub async fn suspend(mut self, counters: Counters) -> Result<Suspended, RunError> {
         self.halt();
