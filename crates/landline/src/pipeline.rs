@@ -304,14 +304,17 @@ pub async fn run(
 /// The URL of `pipeline`'s checkpoint for `ingest_date` (today in UTC by default).
 pub fn checkpoint_location(pipeline: &Pipeline, ingest_date: Option<NaiveDate>) -> String {
     let vars = run_vars(ingest_date);
-    let prefix = match &pipeline.state.url {
-        Some(prefix) => prefix.clone(),
-        None => default_state_prefix(
-            pipeline.sink.url.literal_prefix(),
-            &pipeline.sink.url.render(&vars),
-        ),
-    };
+    let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
     checkpoint_url(&prefix, &pipeline.name, &vars.ingest_date)
+}
+
+/// The state prefix of `pipeline` writing `object_url`: `[state] url`, or the default beside
+/// the destination.
+fn state_prefix(pipeline: &Pipeline, object_url: &str) -> String {
+    match &pipeline.state.url {
+        Some(prefix) => prefix.clone(),
+        None => default_state_prefix(pipeline.sink.url.literal_prefix(), object_url),
+    }
 }
 
 /// Reads the checkpoint at `url`, if there is one; its store is configured from `env` with
@@ -461,11 +464,11 @@ fn checkpoints(
     if !pipeline.state.checkpoints {
         return Ok(None);
     }
-    let prefix = match &pipeline.state.url {
-        Some(prefix) => prefix.clone(),
-        None => default_state_prefix(pipeline.sink.url.literal_prefix(), object_url),
-    };
-    let url = checkpoint_url(&prefix, &pipeline.name, &vars.ingest_date);
+    let url = checkpoint_url(
+        &state_prefix(pipeline, object_url),
+        &pipeline.name,
+        &vars.ingest_date,
+    );
     let at = Destination::open(&url, &pipeline.sink.store, env.to_vec())?;
     let template = Checkpoint {
         format: crate::checkpoint::FORMAT.to_owned(),

@@ -38,7 +38,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::path::{Component, PathBuf};
-use std::pin::Pin;
 
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -145,81 +144,37 @@ impl LocalMultipart {
     }
 }
 
-type Answer<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
-
-// Written out as `#[async_trait]` expands it: landline does not depend on async-trait.
+#[async_trait::async_trait]
 impl MultipartStore for LocalMultipart {
-    fn create_multipart<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        path: &'life1 Path,
-    ) -> Answer<'async_trait, MultipartId>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let upload = self.upload(path, &new_id());
-        Box::pin(async move {
-            let upload = upload?;
-            blocking(move || upload.create().map(|()| upload.id)).await
-        })
+    async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+        let upload = self.upload(path, &new_id())?;
+        blocking(move || upload.create().map(|()| upload.id)).await
     }
 
-    fn put_part<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        path: &'life1 Path,
-        id: &'life2 MultipartId,
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
         part_idx: usize,
         data: PutPayload,
-    ) -> Answer<'async_trait, PartId>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        let upload = self.upload(path, id);
-        Box::pin(async move {
-            let upload = upload?;
-            blocking(move || upload.put_part(part_idx, &data)).await
-        })
+    ) -> object_store::Result<PartId> {
+        let upload = self.upload(path, id)?;
+        blocking(move || upload.put_part(part_idx, &data)).await
     }
 
-    fn complete_multipart<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        path: &'life1 Path,
-        id: &'life2 MultipartId,
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
         parts: Vec<PartId>,
-    ) -> Answer<'async_trait, PutResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        let upload = self.upload(path, id);
-        Box::pin(async move {
-            let upload = upload?;
-            blocking(move || upload.complete(&parts)).await
-        })
+    ) -> object_store::Result<PutResult> {
+        let upload = self.upload(path, id)?;
+        blocking(move || upload.complete(&parts)).await
     }
 
-    fn abort_multipart<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        path: &'life1 Path,
-        id: &'life2 MultipartId,
-    ) -> Answer<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        let upload = self.upload(path, id);
-        Box::pin(async move {
-            let upload = upload?;
-            blocking(move || upload.abort()).await
-        })
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        let upload = self.upload(path, id)?;
+        blocking(move || upload.abort()).await
     }
 }
 

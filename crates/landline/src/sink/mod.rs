@@ -354,34 +354,18 @@ impl Destination {
                 local(&path.to_string_lossy())
             }
             "gs" => {
-                let mut builder = GoogleCloudStorageBuilder::new().with_url(dest);
-                for (k, v) in env {
-                    if k.starts_with("GOOGLE_")
-                        && let Ok(key) = k.to_ascii_lowercase().parse::<GoogleConfigKey>()
-                    {
-                        builder = builder.with_config(key, v);
-                    }
-                }
-                let store = Arc::new(builder.build().map_err(|source| SinkError::Store {
-                    location: dest.to_owned(),
-                    source,
-                })?);
-                cloud(dest, &url, store.clone(), store)
+                let builder = env_config::<GoogleConfigKey>(env, "GOOGLE_").fold(
+                    GoogleCloudStorageBuilder::new().with_url(dest),
+                    |b, (key, value)| b.with_config(key, value),
+                );
+                cloud(dest, &url, builder.build().map(Arc::new))
             }
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
-                let mut builder = MicrosoftAzureBuilder::new().with_url(dest);
-                for (k, v) in env {
-                    if k.starts_with("AZURE_")
-                        && let Ok(key) = k.to_ascii_lowercase().parse::<AzureConfigKey>()
-                    {
-                        builder = builder.with_config(key, v);
-                    }
-                }
-                let store = Arc::new(builder.build().map_err(|source| SinkError::Store {
-                    location: dest.to_owned(),
-                    source,
-                })?);
-                cloud(dest, &url, store.clone(), store)
+                let builder = env_config::<AzureConfigKey>(env, "AZURE_").fold(
+                    MicrosoftAzureBuilder::new().with_url(dest),
+                    |b, (key, value)| b.with_config(key, value),
+                );
+                cloud(dest, &url, builder.build().map(Arc::new))
             }
             other => Err(bad(format!(
                 "unsupported scheme {other:?} (use s3://, gs://, az://, file:// or a path)"
@@ -390,21 +374,36 @@ impl Destination {
     }
 }
 
-/// A GCS or Azure destination: the object's path is the URL's path after the container.
-fn cloud(
+/// The variables of `env` named `PREFIX…` that are configuration keys `K` of a store.
+fn env_config<K: std::str::FromStr>(
+    env: impl IntoIterator<Item = (String, String)>,
+    prefix: &str,
+) -> impl Iterator<Item = (K, String)> {
+    env.into_iter().filter_map(move |(name, value)| {
+        let key = name
+            .starts_with(prefix)
+            .then(|| name.to_ascii_lowercase().parse::<K>().ok())??;
+        Some((key, value))
+    })
+}
+
+/// A GCS or Azure destination from its built store: the object's path is the URL's path
+/// after the container.
+fn cloud<S: ObjectStore + MultipartStore>(
     dest: &str,
     url: &Url,
-    store: Arc<dyn ObjectStore>,
-    multipart: Arc<dyn MultipartStore>,
+    store: object_store::Result<Arc<S>>,
 ) -> Result<Destination, SinkError> {
+    let store_error = |source| SinkError::Store {
+        location: dest.to_owned(),
+        source,
+    };
+    let store = store.map_err(store_error)?;
     let (_, path) =
-        object_store::ObjectStoreScheme::parse(url).map_err(|source| SinkError::Store {
-            location: dest.to_owned(),
-            source: source.into(),
-        })?;
+        object_store::ObjectStoreScheme::parse(url).map_err(|source| store_error(source.into()))?;
     Ok(Destination {
-        store,
-        multipart,
+        store: Arc::clone(&store) as Arc<dyn ObjectStore>,
+        multipart: store,
         path,
         location: dest.to_owned(),
         s3_rules: true,
