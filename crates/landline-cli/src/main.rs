@@ -3,6 +3,7 @@
 //! This is the binary's edge: argument parsing, logging, the progress bar, signals, exit codes
 //! and error reporting live here; everything else is the `landline` library.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,10 @@ enum Command {
         /// The `{ingest_date}` of the run (YYYY-MM-DD); default: today in UTC.
         #[arg(long, value_parser = parse_date)]
         ingest_date: Option<chrono::NaiveDate>,
+        /// A value for one of the pipeline's template variables (`[vars]`), over its default;
+        /// repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
@@ -48,8 +53,8 @@ enum Command {
         /// upload open: the report says `continue`, and `landline resume` goes on.
         #[arg(long, value_parser = humantime::parse_duration)]
         max_duration: Option<Duration>,
-        /// `auto`: continue this pipeline's checkpointed run of the same ingest date if there
-        /// is one, else start afresh. `never` (the default): a checkpoint found is a run that
+        /// `auto`: continue this pipeline's checkpointed run of the same ingest date (and
+        /// variables) if there is one, else start afresh. `never` (the default): a checkpoint found is a run that
         /// died; its upload is aborted and the run starts afresh.
         #[arg(long, value_enum, default_value_t = ResumeMode::Never)]
         resume: ResumeMode,
@@ -75,9 +80,14 @@ enum Command {
         /// The pipeline: an s3:// URL (the function reads it there) or a local file (put
         /// inline into each event, unless --pipeline-url says where the function reads it).
         pipeline: String,
-        /// The shards: date:FIRST..LAST (YYYY-MM-DD, both days included), one per ingest date.
-        #[arg(long)]
-        split_by: String,
+        /// The shards: date:FIRST..LAST (YYYY-MM-DD, both days included), one per ingest date;
+        /// or values:NAME=a,b,c, one per value of a `[vars]` variable (NAME may be left out
+        /// when the pipeline has only one). Repeat to make every combination.
+        #[arg(long, required = true)]
+        split_by: Vec<String>,
+        /// A value for a `[vars]` variable in every event; repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
         /// Where the function reads the pipeline file (when PIPELINE is a local copy of it).
         #[arg(long)]
         pipeline_url: Option<String>,
@@ -122,6 +132,12 @@ enum LogFormat {
     Json,
 }
 
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())
+}
+
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|e| format!("expected YYYY-MM-DD: {e}"))
@@ -156,6 +172,7 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain(&err));
             let code = match err.downcast_ref::<RunError>() {
                 Some(RunError::Cancelled) => EXIT_CANCELLED,
+                Some(RunError::Config(_)) => EXIT_CONFIG,
                 Some(_) => EXIT_FAILED,
                 None if err.downcast_ref::<landline::ConfigError>().is_some() => EXIT_CONFIG,
                 None if err.downcast_ref::<landline::plan::PlanError>().is_some() => EXIT_CONFIG,
@@ -178,15 +195,18 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
         Command::Run {
             pipeline,
             ingest_date,
+            vars,
             report_json,
             max_duration,
             resume,
         } => {
             let loaded = Pipeline::load(&pipeline)?;
-            let found = found_checkpoint(&loaded, ingest_date, resume).await?;
+            let vars: BTreeMap<String, String> = vars.into_iter().collect();
+            let found = found_checkpoint(&loaded, ingest_date, &vars, resume).await?;
             let resuming = found.is_some();
             let options = |resume| RunOptions {
                 ingest_date,
+                vars: vars.clone(),
                 max_duration,
                 resume,
                 pipeline_file: Some(absolute(&pipeline)),
@@ -241,8 +261,17 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
         Command::Plan {
             pipeline,
             split_by,
+            vars,
             pipeline_url,
-        } => plan(&pipeline, &split_by, pipeline_url).await,
+        } => {
+            plan(
+                &pipeline,
+                &split_by,
+                vars.into_iter().collect(),
+                pipeline_url,
+            )
+            .await
+        }
         Command::Demo {
             records,
             report_json,
@@ -256,7 +285,12 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
 }
 
 /// `landline plan`: checks the pipeline file, then prints the shards' events.
-async fn plan(pipeline: &str, split_by: &str, pipeline_url: Option<String>) -> anyhow::Result<()> {
+async fn plan(
+    pipeline: &str,
+    split_by: &[String],
+    vars: BTreeMap<String, String>,
+    pipeline_url: Option<String>,
+) -> anyhow::Result<()> {
     use landline::plan::PipelineSource;
     let remote = pipeline.contains("://") && !pipeline.starts_with("file://");
     let text = if remote {
@@ -274,13 +308,13 @@ async fn plan(pipeline: &str, split_by: &str, pipeline_url: Option<String>) -> a
         std::fs::read_to_string(pipeline).with_context(|| format!("reading {pipeline}"))?
     };
     // The file must parse here; its ${VAR}s are the function's to resolve.
-    PipelineFile::parse(&text, pipeline)?;
+    let file = PipelineFile::parse(&text, pipeline)?;
     let source = match (pipeline_url, remote) {
         (Some(url), _) => PipelineSource::Url(url),
         (None, true) => PipelineSource::Url(pipeline.to_owned()),
         (None, false) => PipelineSource::Toml(text),
     };
-    let events = landline::plan::plan(&source, split_by)?;
+    let events = landline::plan::plan(&source, &file, split_by, &vars)?;
     let mut out = std::io::stdout().lock();
     for event in &events {
         serde_json::to_writer(&mut out, event)?;
@@ -337,17 +371,19 @@ async fn cleanup(location: &str, older_than: Duration, dry_run: bool) -> anyhow:
     Ok(())
 }
 
-/// The checkpoint of `pipeline`'s run of `ingest_date`, when one is to be continued. With
-/// `never`, one found is a run that died: its upload is aborted and it is deleted.
+/// The checkpoint of `pipeline`'s run of `ingest_date` with `vars`, when one is to be
+/// continued. With `never`, one found is a run that died: its upload is aborted and it is
+/// deleted.
 async fn found_checkpoint(
     pipeline: &Pipeline,
     ingest_date: Option<chrono::NaiveDate>,
+    vars: &BTreeMap<String, String>,
     mode: ResumeMode,
 ) -> anyhow::Result<Option<landline::checkpoint::Checkpoint>> {
     if !pipeline.state.checkpoints {
         return Ok(None);
     }
-    let url = landline::pipeline::checkpoint_location(pipeline, ingest_date);
+    let url = landline::pipeline::checkpoint_location(pipeline, ingest_date, vars)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let found = landline::pipeline::read_checkpoint(&url, &pipeline.sink.store, env.clone()).await;
     let cp = match (found, mode) {

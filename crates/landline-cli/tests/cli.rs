@@ -265,3 +265,119 @@ fn secrets_never_appear_in_output_of_a_failing_run() {
     }
     assert_eq!(server.stats().pages_served, 2);
 }
+
+/// `--var` sets a `[vars]` variable for a run (in the query, an added field and the key), and
+/// `plan` makes one event per value; undeclared variables exit 2.
+#[test]
+fn template_variables_from_the_command_line() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let data = landline_mockapi::DataConfig {
+        total: 120,
+        pool: 50,
+        ..Default::default()
+    };
+    let server = rt
+        .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+            data,
+            ..Default::default()
+        }))
+        .expect("mock API");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = format!(
+        "[vars]\nregion = \"eu\"\n\
+         [source]\nurl = \"{}/variants\"\nquery = {{ count = 50, region = \"{{region}}\" }}\nrecords = \"/variants\"\n\
+         [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
+         [transform]\nadd = {{ region = \"{{region}}\" }}\n\
+         [sink]\nurl = \"out/region={{region}}/date={{ingest_date}}/v.jsonl.gz\"\n",
+        server.base_url()
+    );
+    std::fs::write(dir.path().join("p.toml"), &file).expect("write");
+    let out = landline(
+        dir.path(),
+        &[
+            "run",
+            "p.toml",
+            "--var",
+            "region=us",
+            "--ingest-date",
+            "2024-03-01",
+            "--report-json",
+            "r.json",
+            "--quiet",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["vars"], serde_json::json!({"region": "us"}));
+    let object = dir.path().join("out/region=us/date=2024-03-01/v.jsonl.gz");
+    let mut lines = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&object).expect("the object"))
+        .read_to_string(&mut lines)
+        .expect("gzip");
+    assert_eq!(lines.lines().count(), 120);
+    assert!(lines.lines().all(|l| l.contains(r#""region":"us""#)));
+    let log = server.request_log();
+    assert!(!log.is_empty() && log.iter().all(|r| r.path_and_query.contains("region=us")));
+
+    // Undeclared variables and bad splits are usage errors.
+    for args in [
+        &["run", "p.toml", "--var", "zone=x"][..],
+        &["run", "p.toml", "--var", "novalue"],
+        &["plan", "p.toml", "--split-by", "values:zone=a,b"],
+        &[
+            "plan",
+            "p.toml",
+            "--split-by",
+            "values:region=a",
+            "--var",
+            "region=b",
+        ],
+    ] {
+        let out = landline(dir.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = landline(dir.path(), &["run", "p.toml", "--var", "zone=x"]);
+    assert!(
+        text(&out.stderr).contains("vars.zone: not a variable of this pipeline (declared: region"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = landline(
+        dir.path(),
+        &[
+            "plan",
+            "p.toml",
+            "--split-by",
+            "values:eu,us,ap",
+            "--split-by",
+            "date:2024-03-01..2024-03-02",
+            "--pipeline-url",
+            "s3://b/p.toml",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(events.len(), 6);
+    assert_eq!(
+        events[1],
+        serde_json::json!({
+            "pipeline": {"url": "s3://b/p.toml"},
+            "ingest_date": "2024-03-02",
+            "vars": {"region": "eu"},
+            "checkpoint": null
+        })
+    );
+    assert_eq!(events[5]["vars"]["region"], "ap");
+    rt.block_on(server.shutdown());
+}

@@ -2,7 +2,8 @@
 //! and stops at a checkpoint before its deadline.
 //!
 //! The event ([`Event`]) names the pipeline (an `s3://` URL of a pipeline file, or the file
-//! inline), optionally the `ingest_date`, and optionally the checkpoint to continue from. The
+//! inline), optionally the `ingest_date` and values of the pipeline's `[vars]`, and
+//! optionally the checkpoint to continue from (whose run's values are then used). The
 //! answer is the run report as JSON, whose `status` is `complete` or `continue`; with
 //! `continue`, `checkpoint` is the URL to invoke again with (the Step Functions state machine
 //! in `deploy/` loops on it). The deadline comes from the invocation context: the run is
@@ -67,11 +68,6 @@ pub async fn handle(
     time_left: Duration,
     env: Vec<(String, String)>,
 ) -> Result<RunReport, HandlerError> {
-    if let Some(name) = event.vars.keys().next() {
-        return Err(HandlerError::Event(format!(
-            "vars: pipeline files have no template variables besides {{ingest_date}} and {{ingest_ts}} yet; {name:?} cannot be used"
-        )));
-    }
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let (text, origin) = match &event.pipeline {
         PipelineSource::Toml(text) => (text.clone(), "event.toml".to_owned()),
@@ -98,6 +94,10 @@ pub async fn handle(
         .map_err(bad)?
         .validate(&lookup)
         .map_err(bad)?;
+    // The event's variables must be the pipeline's, before anything is read or written.
+    pipeline
+        .run_vars(String::new(), String::new(), &event.vars)
+        .map_err(|e| HandlerError::Event(e.to_string()))?;
     if let Some(mb) = lookup("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()) {
         fit_to_memory(&mut pipeline, mb);
     }
@@ -116,6 +116,7 @@ pub async fn handle(
     let budget = time_left.saturating_sub(margin(time_left));
     let options = RunOptions {
         ingest_date: event.ingest_date,
+        vars: event.vars.clone(),
         store_env: env.clone(),
         resume,
         max_duration: Some(budget.max(Duration::from_millis(1))),

@@ -22,39 +22,76 @@ async fn each_shard_of_a_plan_fed_back_on_continue_ends_in_its_whole_object() {
     .await
     .expect("mock API");
     let dir = tempfile::tempdir().expect("tempdir");
-    let object = dir.path().join("out/date={ingest_date}/variants.jsonl.gz");
+    let object = dir
+        .path()
+        .join("out/region={region}/date={ingest_date}/variants.jsonl.gz");
+    // A template variable in the query, an added field and the key: a plan splits by it.
     let toml = format!(
-        "name = \"variants\"\n[source]\nurl = \"{}/variants\"\nquery = {{ count = 20 }}\nrecords = \"/variants\"\n\
+        "name = \"variants\"\n[vars]\nregion = \"eu\"\n\
+         [source]\nurl = \"{}/variants\"\nquery = {{ count = 20, region = \"{{region}}\" }}\nrecords = \"/variants\"\n\
          [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
-         [transform]\nadd = {{ ingest_ts = \"{{ingest_ts}}\" }}\n\
+         [transform]\nadd = {{ ingest_ts = \"{{ingest_ts}}\", region = \"{{region}}\" }}\n\
          [sink]\nurl = \"{}\"\ncompression_level = 0\n",
         server.base_url(),
         object.display()
     );
-    let shards = landline::plan::plan(&PipelineSource::Toml(toml), "date:2024-01-01..2024-01-03")
-        .expect("plan");
-    assert_eq!(shards.len(), 3);
+    let file = landline::PipelineFile::parse(&toml, "variants.toml").expect("pipeline file");
+    let splits = [
+        "date:2024-01-01..2024-01-02".to_owned(),
+        "values:region=eu,us".to_owned(),
+    ];
+    let shards = landline::plan::plan(
+        &PipelineSource::Toml(toml.clone()),
+        &file,
+        &splits,
+        &Default::default(),
+    )
+    .expect("plan");
+    assert_eq!(shards.len(), 4);
     for first in shards {
         let date = first.ingest_date.expect("a date").to_string();
+        let region = first.vars["region"].clone();
         shard(
             first,
             records,
+            &region,
             &dir.path()
-                .join(format!("out/date={date}/variants.jsonl.gz")),
+                .join(format!("out/region={region}/date={date}/variants.jsonl.gz")),
         )
         .await;
     }
-    // Nothing but the objects is left.
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+    // Nothing but the objects is left: two regions of two dates.
+    let mut left = Vec::new();
+    for region in std::fs::read_dir(dir.path().join("out"))
         .expect("out")
         .flatten()
-        .collect();
-    assert_eq!(left.len(), 3, "{left:?}");
+    {
+        for date in std::fs::read_dir(region.path())
+            .expect("a region")
+            .flatten()
+        {
+            left.push(date.path());
+        }
+    }
+    assert_eq!(left.len(), 4, "{left:?}");
+    // Every request carried its shard's region.
+    let log = server.request_log();
+    for region in ["eu", "us"] {
+        let asked = log
+            .iter()
+            .filter(|r| r.path_and_query.contains(&format!("region={region}")))
+            .count();
+        assert!(
+            asked >= 2 * (records as usize / 20),
+            "{region}: {asked} requests"
+        );
+    }
+    assert!(log.iter().all(|r| r.path_and_query.contains("region=")));
     server.shutdown().await;
 }
 
 /// Runs one shard as the state machine does; checks its object at `path`.
-async fn shard(first: Event, records: u64, path: &std::path::Path) {
+async fn shard(first: Event, records: u64, region: &str, path: &std::path::Path) {
     // Just over the margin: each invocation has a moment, and stops at its first checkpoint.
     let time_left = margin(Duration::from_secs(1)) + Duration::from_millis(1);
     let mut event = first.clone();
@@ -97,6 +134,7 @@ async fn shard(first: Event, records: u64, path: &std::path::Path) {
         .map(|line| {
             let v: Value = serde_json::from_str(line).expect("a JSON line");
             assert_eq!(&v["ingest_ts"], ingest_ts);
+            assert_eq!(v["region"], region);
             v["id"].as_u64().expect("id")
         })
         .collect();
@@ -123,10 +161,17 @@ async fn a_bad_event_or_pipeline_is_a_clear_error() {
     .await
     .unwrap_err();
     assert!(err.to_string().starts_with("pipeline event.toml"), "{err}");
-    let mut with_vars = event("");
+    // A variable the pipeline does not declare is refused before anything runs.
+    let mut with_vars = event(
+        "[source]\nurl = \"http://127.0.0.1:9/v\"\nrecords = \"\"\n[sink]\nurl = \"/nonexistent/v.jsonl.gz\"\n",
+    );
     with_vars.vars.insert("region".into(), "eu".into());
     let err = handle(with_vars, Duration::from_secs(60), vec![])
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("\"region\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid event: vars.region: not a variable of this pipeline"),
+        "{err}"
+    );
 }

@@ -3,12 +3,13 @@
 //!
 //! A checkpoint is a small JSON object ([`Checkpoint`]) under the state prefix
 //! (`_landline/` at the root of the destination bucket by default, never inside the data
-//! prefix that query engines read): `checkpoints/{pipeline name}/{ingest date}.json`. It
+//! prefix that query engines read): `checkpoints/{pipeline name}/{ingest date}.json` (with
+//! the run's `[vars]` values in the name when the pipeline has any, see [`checkpoint_url`]). It
 //! holds the pipeline's identity (a hash of its file, secrets excluded, since `${VAR}`
 //! references are hashed unexpanded), the destination, the multipart upload and its
 //! acknowledged parts, the gzip member's state after the last of them, the paging state after
-//! the page that part ends, the counters at that page, and the run's `ingest_date` and
-//! `ingest_ts`. No secret is ever written: a resumed run resolves them from its environment.
+//! the page that part ends, the counters at that page, and the run's `ingest_date`,
+//! `ingest_ts` and template variables. No secret is ever written: a resumed run resolves them from its environment.
 //!
 //! The first checkpoint is written as soon as the upload is created, so that no kill can
 //! leave an upload that nothing knows about; it is deleted once the upload is completed, or
@@ -51,6 +52,9 @@ pub struct Checkpoint {
     pub ingest_date: String,
     /// The run's `{ingest_ts}`.
     pub ingest_ts: String,
+    /// The values of the pipeline's own template variables (`[vars]`) in this run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     /// The multipart upload and its acknowledged parts.
     pub upload: UploadState,
     /// The gzip member after the last acknowledged part.
@@ -198,6 +202,38 @@ impl Checkpoints {
 
     /// Reads the checkpoint at `at` (a [`Destination`] for its URL); `Ok(None)` when there is
     /// none. A checkpoint of another format, or not one at all, is an error saying so.
+    ///
+    /// [`pipeline::checkpoint_location`](crate::pipeline::checkpoint_location) gives a
+    /// pipeline's checkpoint URL for a date, and
+    /// [`pipeline::read_checkpoint`](crate::pipeline::read_checkpoint) opens and reads it in
+    /// one call.
+    ///
+    /// ```no_run
+    /// use landline::checkpoint::Checkpoints;
+    /// use landline::sink::{Destination, StoreOptions};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let at = Destination::open(
+    ///     "s3://my-bucket/_landline/checkpoints/variants/2026-11-25.json",
+    ///     &StoreOptions::default(),
+    ///     std::env::vars(),
+    /// )?;
+    /// match Checkpoints::load(&at).await? {
+    ///     Some(cp) => println!(
+    ///         "{} is {} parts ({} bytes) into upload {} of {}, after page {} ({} records)",
+    ///         cp.pipeline,
+    ///         cp.upload.parts.len(),
+    ///         cp.upload.bytes(),
+    ///         cp.upload.upload_id,
+    ///         cp.destination,
+    ///         cp.counters.page,
+    ///         cp.counters.records,
+    ///     ),
+    ///     None => println!("nothing to continue: no run left an upload open"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn load(at: &Destination) -> Result<Option<Checkpoint>, SinkError> {
         let bad = |reason: String| SinkError::Checkpoint {
             location: at.location.clone(),
@@ -324,9 +360,35 @@ pub fn default_state_prefix(literal_prefix: &str, rendered: &str) -> String {
     }
 }
 
-/// The checkpoint's URL for `name` on `ingest_date` under `prefix` (ending in `/`).
-pub fn checkpoint_url(prefix: &str, name: &str, ingest_date: &str) -> String {
-    format!("{prefix}checkpoints/{name}/{ingest_date}.json")
+/// The checkpoint's URL for `name` on `ingest_date` with the pipeline's own template
+/// variables `vars` under `prefix` (ending in `/`):
+/// `checkpoints/{name}/{ingest_date}.json`, or with variables
+/// `checkpoints/{name}/{ingest_date}.{var}={value}….json`, so that the shards of one date
+/// have a checkpoint each. A value that is not all ASCII letters, digits, `-` and `_` (or is
+/// longer than 64) is written as `~` and its XXH3-64 hash, which keeps keys plain and
+/// distinct.
+pub fn checkpoint_url(
+    prefix: &str,
+    name: &str,
+    ingest_date: &str,
+    vars: &BTreeMap<String, String>,
+) -> String {
+    let mut url = format!("{prefix}checkpoints/{name}/{ingest_date}");
+    for (var, value) in vars {
+        let plain = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if plain {
+            url.push_str(&format!(".{var}={value}"));
+        } else {
+            let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
+            url.push_str(&format!(".{var}=~{hash:016x}"));
+        }
+    }
+    url.push_str(".json");
+    url
 }
 
 #[cfg(test)]
@@ -360,10 +422,36 @@ mod tests {
             "file:///data/_landline/"
         );
         assert_eq!(p("v-", "v-2024.jsonl.gz"), "_landline/");
+        let none = BTreeMap::new();
         assert_eq!(
-            checkpoint_url("s3://b/_landline/", "variants", "2024-01-01"),
+            checkpoint_url("s3://b/_landline/", "variants", "2024-01-01", &none),
             "s3://b/_landline/checkpoints/variants/2024-01-01.json"
         );
+        let vars = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            checkpoint_url(
+                "_landline/",
+                "v",
+                "2024-01-01",
+                &vars(&[("tier", "gold"), ("region", "eu-west_1")])
+            ),
+            "_landline/checkpoints/v/2024-01-01.region=eu-west_1.tier=gold.json"
+        );
+        // Values that are not plain are hashed, and stay distinct.
+        let a = checkpoint_url("p/", "v", "d", &vars(&[("a", "x.b=y"), ("b", "z")]));
+        let b = checkpoint_url("p/", "v", "d", &vars(&[("a", "x"), ("b", "y.b=z")]));
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("p/checkpoints/v/d.a=~") && a.ends_with(".b=z.json"),
+            "{a}"
+        );
+        let odd = checkpoint_url("p/", "v", "d", &vars(&[("a", "")]));
+        assert!(odd.starts_with("p/checkpoints/v/d.a=~"), "{odd}");
     }
 
     #[tokio::test]

@@ -2,8 +2,9 @@
 //! → [`Pipeline`], with every URL, pointer, template and limit checked before any request.
 //!
 //! Environment variables (`${VAR}`) are expanded during validation, so a missing secret fails
-//! the run before it starts, naming the key that needs it. Run variables (`{ingest_date}`)
-//! stay templates until a run renders them.
+//! the run before it starts, naming the key that needs it. Template variables
+//! (`{ingest_date}`, and the pipeline's own from `[vars]`) stay templates until a run renders
+//! them ([`Pipeline::run_vars`], [`SourceSpec::config`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +15,10 @@ use url::Url;
 use crate::pointer::JsonPointer;
 use crate::sink::{Destination, MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
 use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig, Total};
-use crate::template::{RunVars, Template, TemplateError, expand_env};
+use crate::template::{
+    BUILTIN_VARS, EnvLookup, MAX_VAR_NAME_CHARS, RunVars, Scope, Template, TemplateError,
+    expand_env, valid_var_name,
+};
 use crate::tls::CaBundle;
 use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
 
@@ -70,6 +74,9 @@ pub struct PipelineFile {
     /// file's name without its extension.
     #[serde(default)]
     pub name: Option<String>,
+    /// `[vars]`: the pipeline's own template variables, each with its default value.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Scalar>,
     /// `[source]`.
     pub source: SourceSection,
     /// `[transform]`.
@@ -106,6 +113,8 @@ pub struct StateSection {
 
 /// The longest pipeline name: it is part of object keys.
 pub const MAX_NAME_CHARS: usize = 128;
+/// The longest value of a `[vars]` variable, in bytes.
+pub const MAX_VAR_VALUE_BYTES: usize = 1024;
 
 /// A scalar TOML value used as a query parameter or added field.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,12 +134,14 @@ pub enum Scalar {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
-    /// The first page's URL; `${VAR}` allowed.
+    /// The first page's URL; `${VAR}` and `{template variables}` allowed (their values are
+    /// percent-encoded).
     pub url: String,
-    /// Static query parameters; `${VAR}` allowed in values.
+    /// Static query parameters; `${VAR}` and `{template variables}` allowed in values.
     #[serde(default)]
     pub query: BTreeMap<String, Scalar>,
-    /// Request headers; `${VAR}` allowed in values (they are never logged).
+    /// Request headers; `${VAR}` and `{template variables}` allowed in values (they are never
+    /// logged).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// JSON pointer to the array of records in each page.
@@ -301,7 +312,7 @@ fn default_max_retry_after_secs() -> u64 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformSection {
-    /// Fields added to every record; string values are `{run variable}` templates.
+    /// Fields added to every record; string values are `{template variable}` templates.
     #[serde(default)]
     pub add: BTreeMap<String, Scalar>,
     /// Top-level fields whose timestamps are normalised, when present.
@@ -318,7 +329,7 @@ pub struct TransformSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSection {
-    /// Destination URL or path; `{run variable}` template.
+    /// Destination URL or path; `{template variable}` template.
     pub url: String,
     /// Size of the first 1,000 parts in compressed bytes (≥ 5 MiB for object stores).
     #[serde(default = "default_part_size")]
@@ -406,8 +417,10 @@ fn default_level() -> u32 {
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
-    /// The source, ready to build a client from.
-    pub source: SourceConfig,
+    /// The source: its requests as templates, everything else checked.
+    pub source: SourceSpec,
+    /// `[vars]`: the pipeline's own template variables and their default values.
+    pub vars: BTreeMap<String, String>,
     /// Where the records are in each page.
     pub records: JsonPointer,
     /// The transform, before run variables are known.
@@ -420,6 +433,175 @@ pub struct Pipeline {
     pub identity: String,
     /// `[state]`, validated.
     pub state: StateSpec,
+}
+
+/// `[source]`, validated: the first request's URL, query and headers as templates, and the
+/// rest of the source's settings, ready.
+#[derive(Clone)]
+pub struct SourceSpec {
+    /// Everything but the URL and headers, which are those of the example run validation
+    /// rendered.
+    settings: SourceConfig,
+    url: Template,
+    query: Vec<(String, QueryValue)>,
+    headers: Vec<(String, Template)>,
+}
+
+#[derive(Clone)]
+enum QueryValue {
+    Template(Template),
+    Plain(String),
+}
+
+impl std::fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values and the URL's text may hold expanded secrets: only the settings
+        // (whose Debug redacts) and the variables used are shown.
+        let mut used: Vec<&str> = Vec::new();
+        let templates = std::iter::once(&self.url)
+            .chain(self.query.iter().filter_map(|(_, v)| match v {
+                QueryValue::Template(t) => Some(t),
+                QueryValue::Plain(_) => None,
+            }))
+            .chain(self.headers.iter().map(|(_, t)| t));
+        for name in templates.flat_map(Template::var_names) {
+            if !used.contains(&name) {
+                used.push(name);
+            }
+        }
+        f.debug_struct("SourceSpec")
+            .field("settings", &self.settings)
+            .field("vars_used", &used)
+            .finish()
+    }
+}
+
+/// Characters of a template value kept as they are in a source URL: RFC 3986's unreserved
+/// ones.
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl SourceSpec {
+    /// The source's configuration for one run: URL, query and headers rendered with `vars`.
+    /// Values put into the URL are percent-encoded; query values are encoded as query values.
+    pub fn config(&self, vars: &RunVars) -> Result<SourceConfig, ConfigError> {
+        let text = self.url.render_with(vars, |value, out| {
+            out.extend(percent_encoding::utf8_percent_encode(value, URL_VALUE));
+        });
+        let mut url = Url::parse(&text)
+            .map_err(|e| invalid("source.url", format!("not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("source.url", "must be an http:// or https:// URL"));
+        }
+        if !self.query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in &self.query {
+                match value {
+                    QueryValue::Template(t) => pairs.append_pair(name, &t.render(vars)),
+                    QueryValue::Plain(v) => pairs.append_pair(name, v),
+                };
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let value = value.render(vars);
+            reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                invalid(
+                    format!("source.headers.{name}"),
+                    "the value (not shown) is not a valid header value",
+                )
+            })?;
+            headers.push((name.clone(), value));
+        }
+        Ok(SourceConfig {
+            url,
+            headers,
+            ..self.settings.clone()
+        })
+    }
+
+    /// The settings every run shares (everything but the first URL and the headers, which
+    /// [`SourceSpec::config`] renders).
+    pub fn settings(&self) -> &SourceConfig {
+        &self.settings
+    }
+
+    /// Whether the URL, a query value or a header value uses variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.url.uses(name)
+            || self
+                .query
+                .iter()
+                .any(|(_, v)| matches!(v, QueryValue::Template(t) if t.uses(name)))
+            || self.headers.iter().any(|(_, t)| t.uses(name))
+    }
+}
+
+impl Pipeline {
+    /// The template variables of one run: `ingest_date` and `ingest_ts` as given, and every
+    /// `[vars]` variable, `overrides` before its default. An override of a variable the
+    /// pipeline does not declare, or a value that is too long or holds control characters,
+    /// is an error.
+    pub fn run_vars(
+        &self,
+        ingest_date: String,
+        ingest_ts: String,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<RunVars, ConfigError> {
+        for (name, value) in overrides {
+            let key = format!("vars.{name}");
+            if !self.vars.contains_key(name) {
+                let declared = if self.vars.is_empty() {
+                    "the pipeline declares none".to_owned()
+                } else {
+                    format!(
+                        "declared: {}",
+                        self.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                return Err(invalid(
+                    key,
+                    format!(
+                        "not a variable of this pipeline ({declared}; add it to [vars] with a default value)"
+                    ),
+                ));
+            }
+            check_var_value(&key, value)?;
+        }
+        let vars = self
+            .vars
+            .iter()
+            .map(|(name, default)| {
+                let value = overrides.get(name).unwrap_or(default);
+                (name.clone(), value.clone())
+            })
+            .collect();
+        Ok(RunVars {
+            ingest_date,
+            ingest_ts,
+            vars,
+        })
+    }
+}
+
+/// Checks a value of a template variable (`key` names it in the error).
+pub(crate) fn check_var_value(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.len() > MAX_VAR_VALUE_BYTES {
+        return Err(invalid(
+            key,
+            format!("longer than {MAX_VAR_VALUE_BYTES} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(key, "holds a control character"));
+    }
+    Ok(())
 }
 
 /// `[state]`, validated.
@@ -513,37 +695,38 @@ impl PipelineFile {
         let expand = |key: &str, text: &str| {
             expand_env(text, env).map_err(|e: TemplateError| invalid(key, e))
         };
-        let mut url = Url::parse(&expand("source.url", &s.url)?)
-            .map_err(|e| invalid("source.url", format!("not a valid URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("source.url", "must be an http:// or https:// URL"));
+        let vars = self.declared_vars()?;
+        let names: Vec<String> = vars.keys().cloned().collect();
+        let template = |key: &str, text: &str, env: Option<EnvLookup<'_>>| {
+            Template::parse_in(text, Scope { vars: &names, env }).map_err(|e| invalid(key, e))
+        };
+        let url = template("source.url", &s.url, Some(env))?;
+        let mut query = Vec::new();
+        for (name, value) in &s.query {
+            let key = format!("source.query.{name}");
+            query.push((
+                name.clone(),
+                match value {
+                    Scalar::String(v) => QueryValue::Template(template(&key, v, Some(env))?),
+                    Scalar::Integer(i) => QueryValue::Plain(i.to_string()),
+                    Scalar::Float(f) => QueryValue::Plain(f.to_string()),
+                    Scalar::Bool(b) => QueryValue::Plain(b.to_string()),
+                },
+            ));
         }
-        {
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in &s.query {
-                let key = format!("source.query.{name}");
-                let value = match value {
-                    Scalar::String(v) => expand(&key, v)?,
-                    Scalar::Integer(i) => i.to_string(),
-                    Scalar::Float(f) => f.to_string(),
-                    Scalar::Bool(b) => b.to_string(),
-                };
-                pairs.append_pair(name, &value);
-            }
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        let mut headers = Vec::new();
+        let mut header_templates = Vec::new();
         for (name, value) in &s.headers {
             let key = format!("source.headers.{name}");
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(&key, "not a valid header name"))?;
-            let value = expand(&key, value)?;
-            reqwest::header::HeaderValue::from_str(&value)
-                .map_err(|_| invalid(&key, "the value (not shown) is not a valid header value"))?;
-            headers.push((name.clone(), value));
+            header_templates.push((name.clone(), template(&key, value, Some(env))?));
         }
+        // Every template is checked once with an example run's values.
+        let example = RunVars {
+            ingest_date: "2026-01-01".into(),
+            ingest_ts: "2026-01-01T00:00:00.000Z".into(),
+            vars: vars.clone(),
+        };
         let records = JsonPointer::parse(&s.records).map_err(|e| invalid("source.records", e))?;
         let pagination = pagination(&s.pagination, &records)?;
         if s.max_pages == 0 {
@@ -628,10 +811,10 @@ impl PipelineFile {
                 .map(|p| CaBundle::load(expand(key, p)?).map_err(|e| invalid(key, e)))
                 .transpose()
         };
-        let source = SourceConfig {
+        let placeholder = SourceConfig {
             ca_bundle: ca_bundle("source.ca_bundle", &s.ca_bundle)?,
-            url,
-            headers,
+            url: Url::parse("http://placeholder.invalid/").map_err(|e| invalid("source.url", e))?,
+            headers: Vec::new(),
             pagination,
             total,
             error,
@@ -646,15 +829,20 @@ impl PipelineFile {
             page_buffer_bytes: s.page_buffer_bytes,
             rate_limit,
         };
+        let mut source = SourceSpec {
+            settings: placeholder,
+            url,
+            query,
+            headers: header_templates,
+        };
+        source.settings = source.config(&example)?;
 
         let t = &self.transform;
         let mut added = Vec::new();
         for (name, value) in &t.add {
             let key = format!("transform.add.{name}");
             let value = match value {
-                Scalar::String(text) => {
-                    AddedValue::Template(Template::parse(text).map_err(|e| invalid(&key, e))?)
-                }
+                Scalar::String(text) => AddedValue::Template(template(&key, text, None)?),
                 Scalar::Integer(i) => AddedValue::Json(i.to_string()),
                 Scalar::Float(f) => AddedValue::Json(
                     serde_json::Number::from_f64(*f)
@@ -678,21 +866,14 @@ impl PipelineFile {
             on_invalid: t.on_invalid_timestamp,
             max_record_bytes: s.max_record_bytes,
         };
-        // Check the combination once with placeholder values.
+        // Check the combination once with the example values.
         transform
-            .build(&RunVars {
-                ingest_date: String::new(),
-                ingest_ts: String::new(),
-            })
+            .build(&example)
             .map_err(|e| invalid("transform", e))?;
 
         let k = &self.sink;
-        let sink_url = Template::parse(&k.url).map_err(|e| invalid("sink.url", e))?;
-        let example = sink_url.render(&RunVars {
-            ingest_date: "2026-01-01".into(),
-            ingest_ts: "2026-01-01T00:00:00.000Z".into(),
-        });
-        Destination::check(&example).map_err(|e| invalid("sink.url", e))?;
+        let sink_url = template("sink.url", &k.url, None)?;
+        Destination::check(&sink_url.render(&example)).map_err(|e| invalid("sink.url", e))?;
         if k.part_size_bytes < MIN_PART_SIZE {
             return Err(invalid(
                 "sink.part_size_bytes",
@@ -742,6 +923,7 @@ impl PipelineFile {
         let state = self.state.validate(k.fixed_part_size)?;
         Ok(Pipeline {
             name,
+            vars,
             identity: self.identity.clone(),
             state,
             source,
@@ -761,6 +943,37 @@ impl PipelineFile {
 }
 
 impl PipelineFile {
+    /// `[vars]`, checked: names a template can use, values as text.
+    fn declared_vars(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut vars = BTreeMap::new();
+        for (name, value) in &self.vars {
+            let key = format!("vars.{name}");
+            if BUILTIN_VARS.contains(&name.as_str()) {
+                return Err(invalid(
+                    key,
+                    "is set by every run (--ingest-date), not declared",
+                ));
+            }
+            if !valid_var_name(name) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "a variable's name is lower-case letters, digits and '_', starting with a letter (at most {MAX_VAR_NAME_CHARS})"
+                    ),
+                ));
+            }
+            let value = match value {
+                Scalar::String(v) => v.clone(),
+                Scalar::Integer(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            check_var_value(&key, &value)?;
+            vars.insert(name.clone(), value);
+        }
+        Ok(vars)
+    }
+
     /// `name`, or the file's name without its extension, checked for use in keys.
     fn pipeline_name(&self) -> Result<String, ConfigError> {
         let name = match (&self.name, &self.file_stem) {
@@ -1050,25 +1263,168 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
     #[test]
     fn the_documented_example_validates() {
         let p = validate(EXAMPLE).unwrap();
+        let vars = p
+            .run_vars(
+                "2026-11-25".into(),
+                "2026-11-25T00:00:00.000Z".into(),
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        let source = p.source.config(&vars).unwrap();
         assert_eq!(
-            p.source.url.as_str(),
+            source.url.as_str(),
             "http://127.0.0.1:18080/variants?count=200"
         );
         assert_eq!(
-            p.source.headers,
+            source.headers,
             [("Authorization".to_owned(), "Bearer s3cr3t".to_owned())]
         );
-        assert_eq!(p.source.max_pages, 450);
-        assert!(matches!(p.source.pagination, Pagination::Token { .. }));
-        let vars = RunVars {
-            ingest_date: "2026-11-25".into(),
-            ingest_ts: "2026-11-25T00:00:00.000Z".into(),
-        };
+        assert_eq!(source.max_pages, 450);
+        assert!(matches!(source.pagination, Pagination::Token { .. }));
+        // Debug shows no secret.
+        let debug = format!("{p:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
         assert_eq!(
             p.sink.url.render(&vars),
             "s3://bench/variants/date=2026-11-25/variants.jsonl.gz"
         );
         assert_eq!(p.sink.part_size_bytes, DEFAULT_PART_SIZE);
+    }
+
+    #[test]
+    fn template_variables_render_in_source_transform_and_sink() {
+        let text = format!(
+            "[vars]\nregion = \"eu west\"\nshard = 3\n{}",
+            EXAMPLE
+                .replace(
+                    "url = \"http://127.0.0.1:18080/variants\"",
+                    "url = \"http://127.0.0.1:18080/{region}/variants\""
+                )
+                .replace(
+                    "query = { count = \"200\" }",
+                    "query = { count = \"200\", day = \"{ingest_date}\", s = \"{shard}/{{x}}\" }"
+                )
+                .replace(
+                    "headers = { Authorization = \"Bearer ${API_TOKEN}\" }",
+                    "headers = { Authorization = \"Bearer ${API_TOKEN}\", X-Region = \"{region}\" }"
+                )
+                .replace("date={ingest_date}/", "region={region}/date={ingest_date}/")
+                .replace(
+                    "ingest_ts = \"{ingest_ts}\"",
+                    "ingest_ts = \"{ingest_ts}\", shard = \"{shard}\""
+                )
+        );
+        let p = validate(&text).unwrap();
+        assert_eq!(p.vars.get("shard").map(String::as_str), Some("3"));
+        assert!(
+            p.source.uses("region") && p.source.uses("ingest_date") && !p.source.uses("ingest_ts")
+        );
+        let overrides = BTreeMap::from([("region".to_owned(), "us/east?x=1".to_owned())]);
+        let vars = p
+            .run_vars(
+                "2024-02-03".into(),
+                "2024-02-03T00:00:00.000Z".into(),
+                &overrides,
+            )
+            .unwrap();
+        let source = p.source.config(&vars).unwrap();
+        // A value in the URL is percent-encoded: it cannot add a path segment or a query.
+        assert_eq!(
+            source.url.as_str(),
+            "http://127.0.0.1:18080/us%2Feast%3Fx%3D1/variants?count=200&day=2024-02-03&s=3%2F%7Bx%7D"
+        );
+        assert!(
+            source
+                .headers
+                .contains(&("X-Region".to_owned(), "us/east?x=1".to_owned()))
+        );
+        assert_eq!(
+            p.sink.url.render(&vars),
+            "s3://bench/variants/region=us/east?x=1/date=2024-02-03/variants.jsonl.gz"
+        );
+        let defaults = p
+            .run_vars("2024-02-03".into(), "t".into(), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(defaults.vars["region"], "eu west");
+        assert!(
+            p.source
+                .config(&defaults)
+                .unwrap()
+                .url
+                .as_str()
+                .contains("/eu%20west/")
+        );
+        let debug = format!("{:?}", p.source);
+        assert!(
+            !debug.contains("s3cr3t") && debug.contains("\"region\""),
+            "{debug}"
+        );
+
+        // Overrides must be declared, and plain.
+        for (name, value, says) in [
+            (
+                "zone",
+                "a",
+                "not a variable of this pipeline (declared: region, shard",
+            ),
+            ("region", "a\nb", "control character"),
+            (
+                "region",
+                &"x".repeat(MAX_VAR_VALUE_BYTES + 1),
+                "longer than",
+            ),
+        ] {
+            let overrides = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+            let err = p
+                .run_vars("d".into(), "t".into(), &overrides)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("vars.{name}: ")) && err.contains(says),
+                "{err}"
+            );
+        }
+        let err = validate(EXAMPLE)
+            .unwrap()
+            .run_vars("d".into(), "t".into(), &overrides)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the pipeline declares none"),
+            "{err}"
+        );
+
+        // Declarations and uses are checked.
+        for (bad, key) in [
+            ("[vars]\ningest_date = \"x\"\n", "vars.ingest_date"),
+            ("[vars]\nRegion = \"x\"\n", "vars.Region"),
+            ("[vars]\n\"a-b\" = \"x\"\n", "vars.a-b"),
+            ("[vars]\nregion = \"a\\u0007\"\n", "vars.region"),
+        ] {
+            let err = validate(&format!("{bad}{EXAMPLE}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key), "{bad}: {err}");
+        }
+        let undeclared = EXAMPLE.replace("date={ingest_date}/", "region={region}/");
+        let err = validate(&undeclared).unwrap_err().to_string();
+        assert!(
+            err.starts_with("sink.url: unknown template variable {region}")
+                && err.contains("[vars]"),
+            "{err}"
+        );
+        // A header value's secret may hold braces: it is never read as a template.
+        let braces = |name: &str| (name == "API_TOKEN").then(|| "a{b}c".to_owned());
+        let p = PipelineFile::parse(EXAMPLE, "p.toml")
+            .unwrap()
+            .validate(&braces)
+            .unwrap();
+        let source = p.source.config(&defaults_of(&p)).unwrap();
+        assert_eq!(source.headers[0].1, "Bearer a{b}c");
+    }
+
+    fn defaults_of(p: &Pipeline) -> RunVars {
+        p.run_vars("2024-01-01".into(), "t".into(), &BTreeMap::new())
+            .unwrap()
     }
 
     /// Each invalid file and the key its error must name.

@@ -15,6 +15,7 @@
 //! Every error path aborts the multipart upload before returning; the upload is created
 //! while the first page is fetched, so wrong credentials fail at the first request.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,7 @@ use crate::checkpoint::{
     Checkpoint, Checkpoints, Counters, Ledger, checkpoint_url, default_state_prefix,
 };
 use crate::compress::{CompressError, CompressorConfig, MemberState};
-use crate::config::Pipeline;
+use crate::config::{ConfigError, Pipeline};
 use crate::encode::LineEncoder;
 use crate::pages::{self, Processed, Processor};
 use crate::report::{
@@ -53,6 +54,8 @@ pub const CHUNK_QUEUE: usize = 1;
 pub struct RunOptions {
     /// The `{ingest_date}`; the run's UTC date when `None`.
     pub ingest_date: Option<NaiveDate>,
+    /// Values of the pipeline's own template variables (`[vars]`), over their defaults.
+    pub vars: BTreeMap<String, String>,
     /// Environment for the object store (`AWS_*` and so on); normally `std::env::vars()`.
     pub store_env: Vec<(String, String)>,
     /// Live counters, for a progress display.
@@ -71,6 +74,7 @@ impl std::fmt::Debug for RunOptions {
         let names: Vec<&str> = self.store_env.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("RunOptions")
             .field("ingest_date", &self.ingest_date)
+            .field("vars", &self.vars)
             .field("store_env", &names)
             .field("progress", &self.progress)
             .field("resume", &self.resume.as_ref().map(|c| &c.upload.upload_id))
@@ -95,6 +99,10 @@ pub enum RunError {
     /// The transform could not be built for this run.
     #[error("building the transform: {0}")]
     Transform(#[from] TransformBuildError),
+    /// The run's template variables do not fit the pipeline (an undeclared variable, a
+    /// value that makes the source URL invalid).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The run was cancelled (signal, deadline).
     #[error("cancelled")]
     Cancelled,
@@ -130,17 +138,15 @@ pub async fn run(
     let started = Instant::now();
     let resume = options.resume;
     let vars = match &resume {
-        Some(cp) => RunVars {
-            ingest_date: cp.ingest_date.clone(),
-            ingest_ts: cp.ingest_ts.clone(),
-        },
-        None => run_vars(options.ingest_date),
+        // A resumed run is the same run: the same values everywhere.
+        Some(cp) => pipeline.run_vars(cp.ingest_date.clone(), cp.ingest_ts.clone(), &cp.vars)?,
+        None => run_vars(pipeline, options.ingest_date, &options.vars)?,
     };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
     let object_url = pipeline.sink.url.render(&vars);
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
-    let source = HttpSource::new(pipeline.source.clone())?;
+    let source = HttpSource::new(pipeline.source.config(&vars)?)?;
     let progress = options.progress.unwrap_or_default();
     let checkpoints = checkpoints(
         pipeline,
@@ -229,8 +235,8 @@ pub async fn run(
         encoder,
         paths: Paths {
             records: pipeline.records.clone(),
-            cursor: pipeline.source.body_pointer().cloned(),
-            error: pipeline.source.error.clone(),
+            cursor: source.config().body_pointer().cloned(),
+            error: source.config().error.clone(),
         },
         source: source.clone(),
         progress: Arc::clone(&progress),
@@ -301,11 +307,21 @@ pub async fn run(
     Ok(report)
 }
 
-/// The URL of `pipeline`'s checkpoint for `ingest_date` (today in UTC by default).
-pub fn checkpoint_location(pipeline: &Pipeline, ingest_date: Option<NaiveDate>) -> String {
-    let vars = run_vars(ingest_date);
+/// The URL of `pipeline`'s checkpoint for `ingest_date` (today in UTC by default) with
+/// template variables `vars` (over the pipeline's defaults).
+pub fn checkpoint_location(
+    pipeline: &Pipeline,
+    ingest_date: Option<NaiveDate>,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, ConfigError> {
+    let vars = run_vars(pipeline, ingest_date, vars)?;
     let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
-    checkpoint_url(&prefix, &pipeline.name, &vars.ingest_date)
+    Ok(checkpoint_url(
+        &prefix,
+        &pipeline.name,
+        &vars.ingest_date,
+        &vars.vars,
+    ))
 }
 
 /// The state prefix of `pipeline` writing `object_url`: `[state] url`, or the default beside
@@ -426,16 +442,22 @@ fn pagination_error(source: &HttpSource, e: crate::source::PaginationError) -> R
     })
 }
 
-/// The run's `{ingest_date}` (today in UTC unless given) and `{ingest_ts}` (now).
-fn run_vars(ingest_date: Option<NaiveDate>) -> RunVars {
+/// The run's `{ingest_date}` (today in UTC unless given), `{ingest_ts}` (now) and
+/// `[vars]` (`overrides` over the defaults).
+fn run_vars(
+    pipeline: &Pipeline,
+    ingest_date: Option<NaiveDate>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<RunVars, ConfigError> {
     let now = Utc::now();
-    RunVars {
-        ingest_date: ingest_date
+    pipeline.run_vars(
+        ingest_date
             .unwrap_or_else(|| now.date_naive())
             .format("%Y-%m-%d")
             .to_string(),
-        ingest_ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-    }
+        now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        overrides,
+    )
 }
 
 /// Starts the first page of this process (numbered `page`), if paging has one.
@@ -468,6 +490,7 @@ fn checkpoints(
         &state_prefix(pipeline, object_url),
         &pipeline.name,
         &vars.ingest_date,
+        &vars.vars,
     );
     let at = Destination::open(&url, &pipeline.sink.store, env.to_vec())?;
     let template = Checkpoint {
@@ -478,6 +501,7 @@ fn checkpoints(
         destination: object_url.to_owned(),
         ingest_date: vars.ingest_date.clone(),
         ingest_ts: vars.ingest_ts.clone(),
+        vars: vars.vars.clone(),
         upload: UploadState {
             upload_id: String::new(),
             created: Utc::now(),
@@ -612,6 +636,7 @@ fn base_report(
         wall_seconds: started.elapsed().as_secs_f64(),
         ingest_date: vars.ingest_date,
         ingest_ts: vars.ingest_ts,
+        vars: vars.vars,
         network: NetworkReport {
             bytes_wire: source
                 .stats()
@@ -627,10 +652,10 @@ fn base_report(
             chunk_bytes: CHUNK_BYTES as u64,
             chunk_queue: CHUNK_QUEUE as u64,
             compression_threads: pipeline.sink.compression_threads as u64,
-            max_page_bytes: u64::try_from(pipeline.source.max_page_bytes).unwrap_or(u64::MAX),
+            max_page_bytes: u64::try_from(source.config().max_page_bytes).unwrap_or(u64::MAX),
             largest_page_bytes: 0,
-            concurrency: pipeline.source.concurrency as u64,
-            page_buffer_bytes: pipeline.source.page_buffer_bytes as u64,
+            concurrency: source.config().concurrency as u64,
+            page_buffer_bytes: source.config().page_buffer_bytes as u64,
         },
     }
 }

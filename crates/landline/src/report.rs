@@ -103,6 +103,9 @@ pub struct RunReport {
     pub ingest_date: String,
     /// The run's `{ingest_ts}`.
     pub ingest_ts: String,
+    /// The values of the pipeline's own template variables (`[vars]`) in this run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
     /// Bytes on the wire, retries and rate-limit waits.
     pub network: NetworkReport,
     /// Settings that bound memory.
