@@ -4,11 +4,14 @@
 //! timed closures; figures are reported per byte of page body / JSON Lines and per record.
 //!
 //! `cargo bench -p landline --bench hot_path`
+//!
+//! The deflate benchmarks use the crate-internal block format through `landline::__internals`
+//! (feature `internals`, which the crate's dev-dependency on itself turns on for benches).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use landline::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
+use landline::__internals::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
 use landline::pointer::JsonPointer;
 use landline::source::page::{PageError, PageSplitter, Paths, RecordSink, scan_page};
 use landline::transform::{OnInvalidTimestamp, RecordWriter, TimeZone, Transform};

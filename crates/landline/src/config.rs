@@ -690,6 +690,17 @@ impl PipelineFile {
     }
 
     /// Checks every value and expands `${VAR}` references with `env`.
+    ///
+    /// ```no_run
+    /// # fn example(text: &str, token: String) -> Result<(), landline::ConfigError> {
+    /// use landline::PipelineFile;
+    /// // Secrets come from wherever the caller keeps them, not only the process environment.
+    /// let env = |name: &str| (name == "API_TOKEN").then(|| token.clone());
+    /// let pipeline = PipelineFile::parse(text, "variants.toml")?.validate(&env)?;
+    /// println!("{} writes {}", pipeline.name, pipeline.sink.url);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
         let s = &self.source;
         let expand = |key: &str, text: &str| {
@@ -1167,7 +1178,8 @@ fn kind_name(kind: PaginationKind) -> &'static str {
 }
 
 impl Pipeline {
-    /// Reads, parses and validates a pipeline file with the process environment.
+    /// Reads, parses and validates a pipeline file with the process environment (see
+    /// [`PipelineFile::validate`] to give another one).
     pub fn load(path: &std::path::Path) -> Result<Pipeline, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Toml(format!("{}: {e}", path.display())))?;

@@ -26,18 +26,48 @@
 //! chunks, the part being filled and the parts in flight. Pull (iterators/streams) would hide the same bounds inside adaptors; push keeps
 //! each bound visible where the buffer lives.
 //!
+//! From a pipeline file's text to a run, with every input explicit: the pipeline's `${VAR}`
+//! references are looked up through the closure given to [`PipelineFile::validate`], and the
+//! object store's settings come from [`RunOptions::store_env`], never from the process
+//! environment behind the caller's back ([`Pipeline::load`] is the shortcut that uses it).
+//!
 //! ```no_run
+//! use landline::{PipelineFile, RunOptions};
+//!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let pipeline = landline::Pipeline::load("variants.toml".as_ref())?;
-//! let options = landline::pipeline::RunOptions {
-//!     store_env: std::env::vars().collect(),
+//! let text = r#"
+//!     [source]
+//!     url = "https://api.example.com/variants"
+//!     headers = { Authorization = "Bearer ${API_TOKEN}" }
+//!     records = "/variants"
+//!     [source.pagination]
+//!     type = "token"
+//!     next = "/next_token"
+//!     param = "token"
+//!     [sink]
+//!     url = "s3://my-bucket/variants/date={ingest_date}/variants.jsonl.gz"
+//! "#;
+//! // `origin` names the text in errors.
+//! let file = PipelineFile::parse(text, "variants.toml")?;
+//! // The one secret the file refers to, from wherever the caller keeps it.
+//! let token = std::env::var("VARIANTS_API_TOKEN")?;
+//! let pipeline = file.validate(&|name| (name == "API_TOKEN").then(|| token.clone()))?;
+//! let options = RunOptions {
+//!     // Region, endpoint and credentials of the object store.
+//!     store_env: std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect(),
 //!     ..Default::default()
 //! };
-//! let report = landline::pipeline::run(&pipeline, options, std::future::pending()).await?;
+//! // Ctrl-C cancels the run, which aborts its upload.
+//! let cancel = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! let report = landline::run(&pipeline, options, cancel).await?;
 //! println!("{report}");
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod compress;
@@ -59,3 +89,12 @@ pub mod upload;
 pub use config::{ConfigError, Pipeline, PipelineFile};
 pub use pipeline::{RunError, RunOptions, run};
 pub use report::RunReport;
+
+/// Crate-internal items for the benchmarks, with the `internals` feature (off by default,
+/// enabled for this crate's own benches and tests through its dev-dependency on itself).
+/// Not part of the public API: no documentation, no semver promise.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod __internals {
+    pub use crate::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
+}

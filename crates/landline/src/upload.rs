@@ -32,6 +32,47 @@ type Latest = Option<(UploadState, PartEnd)>;
 
 /// A multipart upload fed by the compressor. Finish it with [`CompressedUpload::finish`] or
 /// end it with [`CompressedUpload::abort`]; both wait for the upload task.
+///
+/// [`start`](Self::start) takes an [`ObjectWriter`] (new or resumed) and returns the
+/// [`LineEncoder`] to write JSON Lines into; the compressor threads deflate them into one
+/// gzip member, cut it into parts, and the upload task puts the parts through the writer.
+///
+/// # Contract
+///
+/// - **Part sizes** come from the [`CompressorConfig`]'s [`PartSizer`](crate::sink::PartSizer):
+///   every part but the last is exactly its size, or between one and two sizes when
+///   checkpoints cut parts at page ends. Nothing here checks that the sizer's base is at
+///   least [`MIN_PART_SIZE`](crate::sink::MIN_PART_SIZE), as S3 needs: a pipeline's
+///   `[sink] part_size_bytes` is validated to be; a hand-built config must see to it, or S3
+///   refuses the upload at [`finish`](Self::finish) (which then aborts it).
+/// - **Numbering.** The compressor numbers its parts from
+///   [`CompressorConfig::first_part`], the writer from its own count: with a resumed writer,
+///   `first_part` must be the writer's next part (`writer.parts() + 1`), and
+///   [`CompressorConfig::resume`] the gzip member state its checkpoint saved, so that the
+///   object stays one gzip member.
+/// - **At most [`MAX_PARTS`](crate::sink::MAX_PARTS) parts**: the part after the 10,000th is
+///   refused ([`SinkError::TooManyParts`]), the run fails and the upload is aborted.
+/// - **Memory**: `max_parts_in_flight + 1` part slots, so at most that many parts are alive
+///   (one being filled, the others queued or uploading); a compressor without a free slot
+///   waits, and with it the encoder and the source.
+/// - **[`finish`](Self::finish) is atomic**: it ends the gzip stream, waits for every part and
+///   completes the upload ([`ObjectWriter::finish`]); the object appears then, whole, or not
+///   at all. Every failure in between (compressor, part, completion, a lost upload task)
+///   aborts the upload, and the error says whether the abort failed too
+///   ([`RunError::AbortFailed`]).
+/// - **No abort on `Drop`.** Dropping a `CompressedUpload` stops its upload task, which
+///   cancels the parts uploading; nothing completes the upload, so no object appears, but
+///   nothing aborts it either: it stays open in the store with its acknowledged parts, and
+///   its checkpoint, if any, stays in place. Call [`finish`](Self::finish),
+///   [`abort`](Self::abort) or [`suspend`](Self::suspend) on every path. The writer's
+///   [`UploadHandle`] is kept here, so that [`abort`](Self::abort) works even when the
+///   upload task that owns the writer panicked.
+/// - **Continuing in another process.** With `checkpoints`, a checkpoint is written after
+///   each part that ends a page once every part before it is acknowledged: the upload's
+///   [`UploadState`] (from [`ObjectWriter::state`]) with the gzip member and paging state at
+///   that page. A later process builds its writer with [`ObjectWriter::resume`] and its
+///   compressor from that checkpoint; with a time limit, [`stop_point`](Self::stop_point) and
+///   [`suspend`](Self::suspend) stop at such a checkpoint and leave the upload open for it.
 #[derive(Debug)]
 pub struct CompressedUpload {
     /// To abort the upload even if the task that owns the writer is lost.

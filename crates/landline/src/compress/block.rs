@@ -7,16 +7,20 @@
 //! blocks' outputs, concatenated in order after one gzip header, form one deflate stream; a
 //! final empty block, the CRC-32 (combined from the blocks' CRCs) and the length end the member.
 //! Readers that stop after the first gzip member therefore read everything.
+//!
+//! Internal to the crate. The benchmarks reach [`BlockDeflater`], [`DICTIONARY_BYTES`] and
+//! [`gzip_blocks`] through `landline::__internals`, with the `internals` feature (hence the
+//! `pub` items in a crate-private module).
 
 use flate2::{Compress, Compression, FlushCompress};
 
 use super::CompressError;
 
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+pub(crate) const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// A final, empty fixed-Huffman deflate block: ends the stream after sync-flushed blocks.
-pub const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+pub(crate) const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
 /// The deflate window: how much of the previous block primes the next.
 pub const DICTIONARY_BYTES: usize = 32 * 1024;
@@ -71,7 +75,7 @@ impl BlockDeflater {
 }
 
 /// The gzip trailer: CRC-32 and input size modulo 2^32, little-endian.
-pub fn trailer(crc: &crc32fast::Hasher, bytes_in: u64) -> [u8; 8] {
+pub(crate) fn trailer(crc: &crc32fast::Hasher, bytes_in: u64) -> [u8; 8] {
     let mut t = [0u8; 8];
     t[..4].copy_from_slice(&crc.clone().finalize().to_le_bytes());
     // ISIZE is the input size modulo 2^32 (RFC 1952), hence the truncation.
@@ -81,6 +85,7 @@ pub fn trailer(crc: &crc32fast::Hasher, bytes_in: u64) -> [u8; 8] {
 
 /// Compresses `data` in `block`-byte blocks on this thread: the reference for tests and
 /// benchmarks of the block format.
+#[cfg(any(test, feature = "internals"))]
 pub fn gzip_blocks(data: &[u8], block: usize, level: u32) -> Result<Vec<u8>, CompressError> {
     let mut out = GZIP_HEADER.to_vec();
     let mut deflater = BlockDeflater::new(level);

@@ -3,17 +3,18 @@
 //! Chunks arrive from the encoder through a bounded queue. A coordinator thread hands each
 //! chunk, with the last 32 KiB of the chunk before it, to a pool of deflate workers (one per
 //! core by default) and collects their outputs strictly in order, so the member is the same
-//! whatever finishes first (see [`block`] for the format). Outputs are appended to the part
-//! being filled; a full part goes to the upload stage, whose bounded channel makes the
-//! coordinator wait, which in turn makes the encoder wait. Emptied chunk buffers go back to
-//! the encoder.
+//! whatever finishes first (the format is in the crate-private `block` module). Outputs are
+//! appended to the part being filled; a full part goes to the upload stage, whose bounded
+//! channel makes the coordinator wait, which in turn makes the encoder wait. Emptied chunk
+//! buffers go back to the encoder.
 //!
 //! Memory: `queue_depth` chunks waiting, `workers + 1` chunks being deflated or waiting to be
 //! collected, and the parts alive. A part is started only with a slot from
 //! [`CompressorConfig::part_slots`], and the slot travels with the part until its upload ends,
-//! so the parts alive at once (filling, queued and uploading) never exceed the slots. Parts are
-//! [`PartBuffer`]s: every part but the last holds exactly its part size, unless parts are cut
-//! at boundaries (below).
+//! so the parts alive at once (filling, queued and uploading) never exceed the slots. Every
+//! part but the last holds exactly its part size, unless parts are cut at boundaries (below).
+//! Parts live in anonymous memory maps, not on the heap, so their memory goes back to the
+//! kernel as soon as their upload ends.
 //!
 //! Boundaries, for checkpoints: a chunk may be marked as the end of a unit of the caller's
 //! (a page), see [`Compressor::send_marked`]. With [`CompressorConfig::cut_at_boundaries`], a
@@ -24,7 +25,10 @@
 //! between one and two part sizes; the memory maps are reserved at twice the size, and only
 //! what is written is resident.
 
-pub mod block;
+// Crate-private; its `pub` items are for `crate::__internals` (feature `internals`), which
+// would otherwise be unreachable.
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+pub(crate) mod block;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -126,14 +130,14 @@ pub struct CompressStats {
 /// allocated and freed one after another made resident memory creep up with the run's
 /// length. A map is returned to the kernel the moment its last reference, held by the upload,
 /// is dropped, so resident memory follows the parts alive, and nothing else.
-pub struct PartBuffer {
+pub(crate) struct PartBuffer {
     map: memmap2::MmapMut,
     len: usize,
 }
 
 impl PartBuffer {
     /// A buffer that holds `capacity` bytes.
-    pub fn new(capacity: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(capacity: usize) -> std::io::Result<Self> {
         Ok(PartBuffer {
             map: memmap2::MmapMut::map_anon(capacity.max(1))?,
             len: 0,
@@ -141,17 +145,12 @@ impl PartBuffer {
     }
 
     /// Bytes written.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Copies as much of `bytes` as fits; returns how much did.
-    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+    pub(crate) fn fill(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.map.len() - self.len);
         self.map[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
@@ -159,12 +158,12 @@ impl PartBuffer {
     }
 
     /// Whether the buffer is full.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.len == self.map.len()
     }
 
     /// The written bytes as [`Bytes`], without a copy; the map lives as long as they do.
-    pub fn freeze(self) -> Bytes {
+    pub(crate) fn freeze(self) -> Bytes {
         Bytes::from_owner(self)
     }
 }

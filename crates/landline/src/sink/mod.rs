@@ -4,9 +4,10 @@
 //! (configured the standard AWS way, from environment variables), `gs://`, `az://`/`abfss://`,
 //! `file:///abs/path`, or a plain relative or absolute path. Writing is done by
 //! [`ObjectWriter`], the same for every store, through object_store's `MultipartStore` (upload
-//! ids and part ids as plain data). Local files use [`local::LocalMultipart`]: parts are files
-//! under `_landline-uploads/` beside the target, concatenated and renamed into place on
-//! completion, so a local destination is as atomic as S3 and as resumable.
+//! ids and part ids as plain data); its contract (part sizes, numbering, limits, atomic
+//! completion, no abort on drop) is on the type. Local files use [`local::LocalMultipart`]:
+//! parts are files under `_landline-uploads/` beside the target, concatenated and renamed
+//! into place on completion, so a local destination is as atomic as S3 and as resumable.
 
 pub mod cleanup;
 pub mod local;

@@ -3,17 +3,13 @@
 //! The upload is driven through object_store's [`MultipartStore`], where the upload id and
 //! each part's id are plain values: [`ObjectWriter::state`] writes them down
 //! ([`UploadState`]) and [`ObjectWriter::resume`] continues the same upload in another
-//! process.
+//! process. [`UploadHandle`] aborts an upload without its writer. The contract (part sizes,
+//! numbering, limits, atomicity, what a dropped writer leaves behind) is on [`ObjectWriter`].
 //!
-//! [`ObjectWriter::create`] starts the upload before the first record is fetched, so wrong
-//! credentials or a missing bucket fail the run at its first request. Parts are uploaded in
-//! background tasks, at most `max_in_flight` at a time; [`ObjectWriter::put_part`] waits for a
-//! slot, which is the backpressure that reaches back through the compressor to the source.
-//! The object becomes visible only when [`ObjectWriter::finish`] completes the upload. Every
-//! error path ends in [`ObjectWriter::abort`], which is awaited and retried: object_store does
-//! not abort on drop, and S3 keeps (and bills) the parts of an upload nobody aborts.
+//! Not done here: cutting parts to size (the compressor does it, by [`PartSizer`]), and
+//! compression ([`crate::upload::CompressedUpload`] puts the two together).
 //!
-//! Memory: at most `max_in_flight` parts, each the size the [`PartSizer`] gives it.
+//! Memory: at most `max_in_flight` parts, each the size the caller cut it to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -122,7 +118,10 @@ impl UploadState {
 }
 
 /// Where an upload is: enough to abort it without its writer (after the task that owned the
-/// writer panicked, say). Cheap to clone.
+/// writer panicked, say). Cheap to clone ([`ObjectWriter::handle`] gives one).
+///
+/// It cannot put parts or complete the upload; it only names it and aborts it. It holds no
+/// secret: its `Debug` shows the location and the upload id.
 #[derive(Clone)]
 pub struct UploadHandle {
     multipart: Arc<dyn MultipartStore>,
@@ -151,8 +150,14 @@ impl UploadHandle {
         &self.location
     }
 
-    /// Asks the store to drop the upload and its parts, retrying a few times. An upload the
-    /// store no longer has counts as aborted.
+    /// Asks the store to drop the upload and its parts: 3 attempts, 0.4 s and 0.8 s apart
+    /// (on top of the store client's own retries). An upload the store no longer has counts
+    /// as aborted.
+    ///
+    /// Unlike [`ObjectWriter::abort`] it does not wait for the writer's parts in flight; a
+    /// part request the store had already received may still land after the abort and leave
+    /// its bytes behind (S3 documents this), so prefer the writer's abort when the writer is
+    /// at hand. After an abort the upload id is dead: nothing can resume it.
     pub async fn abort(&self) -> Result<(), SinkError> {
         let mut last = None;
         for attempt in 0..ABORT_ATTEMPTS {
@@ -178,10 +183,85 @@ type PartResult = Result<UploadedPart, (u64, object_store::Error)>;
 /// ([`UploadState`]): parts are numbered by the writer, and each acknowledged part's ETag is
 /// kept, so the upload can be written down and continued by another process.
 ///
-/// Contract: every part but the last must be at least [`MIN_PART_SIZE`] for S3 (not checked
-/// here: the compressor's [`PartSizer`] cuts them). Dropping a writer does not abort its
-/// upload: call [`ObjectWriter::finish`] or [`ObjectWriter::abort`] (or
-/// [`UploadHandle::abort`]).
+/// # Contract
+///
+/// - **Part sizes are the caller's job and are not checked.** On S3 (and on GCS and R2, which
+///   follow its rules) every part but the last must be at least [`MIN_PART_SIZE`] (5 MiB,
+///   5,242,880 bytes) and none may exceed [`MAX_PART_SIZE`] (5 GiB); Cloudflare R2 also wants
+///   every part but the last to be the same size. The writer uploads whatever it is given. A
+///   part that is too large is refused by the store when it is uploaded
+///   ([`SinkError::Part`]); a part that is too small is accepted, and the store refuses the
+///   whole upload only at [`finish`](Self::finish) (S3's `EntityTooSmall`, as
+///   [`SinkError::Complete`]), which then aborts it. Local files and the in-memory store take
+///   any sizes. Within landline the compressor cuts parts by [`PartSizer`], and
+///   `[sink] part_size_bytes` is validated to be at least [`MIN_PART_SIZE`].
+/// - **Numbering.** Each [`put_part`](Self::put_part) takes the next part number: 1, 2, …
+///   for a new upload, and after [`resume`](Self::resume) the one after the saved parts.
+///   Parts may be acknowledged in any order; the object is the parts in number order.
+/// - **At most [`MAX_PARTS`] (10,000) parts.** The 10,001st [`put_part`](Self::put_part) is
+///   refused with [`SinkError::TooManyParts`] before any request; the upload is then still
+///   open, to be aborted. [`PartSizer`] grows parts so that 10,000 of them hold about S3's
+///   5 TiB object limit.
+/// - **Parts in flight.** At most `max_in_flight` parts (at least 1) upload at once, each in
+///   its own tokio task; [`put_part`](Self::put_part) waits for one of them to end before it
+///   starts another, so the writer holds at most `max_in_flight` parts in memory. A part
+///   that failed is reported by the next call that waits for parts
+///   ([`put_part`](Self::put_part), [`wait_for_capacity`](Self::wait_for_capacity),
+///   [`next_acknowledged`](Self::next_acknowledged) or [`finish`](Self::finish)).
+/// - **[`finish`](Self::finish) is atomic.** The object appears at its key (replacing any
+///   object there) only when the store completes the upload, whole; until then readers see
+///   the old object or none. If a part or the completion fails, `finish` aborts the upload
+///   itself and returns the error, with the abort's failure attached if that failed too
+///   ([`SinkError::AbortFailed`]).
+/// - **No abort on `Drop`.** Dropping a writer cancels the part uploads still running, but
+///   the upload stays open in the store, with every part it acknowledged, which S3 keeps and
+///   bills until someone aborts the upload. On every path that does not end in
+///   [`finish`](Self::finish), the caller must call [`abort`](Self::abort) (or
+///   [`abort_after`](Self::abort_after), to keep the error that made it stop). If the writer
+///   may be lost (a task that owns it panics), keep a clone of its [`handle`](Self::handle)
+///   and call [`UploadHandle::abort`]. As a backstop, give S3 buckets an
+///   `AbortIncompleteMultipartUpload` lifecycle rule, or run `landline cleanup`
+///   ([`crate::sink::cleanup`]).
+/// - **Continuing elsewhere.** [`state`](Self::state) gives the upload id and the parts
+///   acknowledged in an unbroken run from part 1, as serialisable data; another process
+///   passes it to [`resume`](Self::resume) and goes on at the next part, or aborts the upload.
+///   The last saved part becomes a middle part then, so it too must be at least
+///   [`MIN_PART_SIZE`]. Parts uploaded after the saved ones are put again under the same
+///   numbers (S3 keeps the latest of a part put twice), and only the parts the writer lists
+///   at [`finish`](Self::finish) make up the object. To leave an upload for another process,
+///   call [`settle`](Self::settle) rather than dropping the writer while parts upload.
+///
+/// # Example
+///
+/// Uploads a gzip file as one object in parts of [`MIN_PART_SIZE`], aborting on error:
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use landline::sink::{Destination, MIN_PART_SIZE, ObjectWriter, StoreOptions};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let gz = Bytes::from(std::fs::read("items.jsonl.gz")?);
+/// let destination = Destination::open(
+///     "s3://my-bucket/exports/items.jsonl.gz",
+///     &StoreOptions::default(),
+///     std::env::vars(),
+/// )?;
+/// // Starts the upload: wrong credentials or a missing bucket fail here. 4 parts in flight.
+/// let mut writer = ObjectWriter::create(&destination, 4).await?;
+/// for start in (0..gz.len()).step_by(MIN_PART_SIZE) {
+///     // Parts 1, 2, …: all but the last exactly MIN_PART_SIZE.
+///     let part = gz.slice(start..gz.len().min(start + MIN_PART_SIZE));
+///     if let Err(e) = writer.put_part(part).await {
+///         // Dropping the writer would leave the upload and its parts in the bucket.
+///         return Err(writer.abort_after(e).await.into());
+///     }
+/// }
+/// // The object appears now, whole; on failure `finish` has aborted the upload.
+/// let written = writer.finish().await?;
+/// println!("{} parts, {} bytes", written.parts, written.bytes);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ObjectWriter {
     handle: UploadHandle,
     store: Arc<dyn ObjectStore>,
@@ -207,7 +287,13 @@ impl std::fmt::Debug for ObjectWriter {
 }
 
 impl ObjectWriter {
-    /// Starts a multipart upload to the destination's object.
+    /// Starts a multipart upload to the destination's object, with at most `max_in_flight`
+    /// parts uploading at once (0 counts as 1).
+    ///
+    /// This is one request (S3's `CreateMultipartUpload`): wrong credentials, a missing bucket
+    /// or a refused key fail here ([`SinkError::Create`]), before any data is produced. From
+    /// here on the upload exists in the store until [`finish`](Self::finish) or
+    /// [`abort`](Self::abort); see the [contract](Self#contract).
     pub async fn create(
         destination: &Destination,
         max_in_flight: usize,
@@ -232,8 +318,14 @@ impl ObjectWriter {
         ))
     }
 
-    /// Continues the upload `state` describes, at its next part. No request is made: an
-    /// upload the store no longer has fails at the first part ([`SinkError::UploadGone`]).
+    /// Continues the upload `state` describes (from [`state`](Self::state), maybe in another
+    /// process), at part `state.parts.len() + 1`, with at most `max_in_flight` parts
+    /// uploading at once.
+    ///
+    /// No request is made: an upload the store no longer has (aborted, or expired by a
+    /// lifecycle rule) fails at the first part ([`SinkError::UploadGone`]). Saved parts that
+    /// are not numbered 1, 2, … without gaps are refused ([`SinkError::Destination`]). The
+    /// destination must be the one the upload was created for.
     pub fn resume(
         destination: &Destination,
         state: UploadState,
@@ -273,12 +365,16 @@ impl ObjectWriter {
         }
     }
 
-    /// The upload's handle, to abort it from elsewhere.
+    /// The upload's handle, to abort it from elsewhere (clone it before handing the writer
+    /// to a task that might panic).
     pub fn handle(&self) -> &UploadHandle {
         &self.handle
     }
 
-    /// The acknowledged parts from part 1 up to the first gap: what a checkpoint may record.
+    /// The upload as plain data, for [`resume`](Self::resume): its id, creation time, and the
+    /// acknowledged parts from part 1 up to the first gap (a part still uploading, or one
+    /// that failed, ends the run of parts). This is what a checkpoint may record; no request
+    /// is made.
     pub fn state(&self) -> UploadState {
         UploadState {
             upload_id: self.handle.id.clone(),
@@ -297,6 +393,7 @@ impl ObjectWriter {
     ///
     /// Callers that take parts from a queue call this first, so a part leaves the queue only
     /// when it can start uploading: parts held in memory stay at `max_in_flight` + the queue.
+    /// A part that failed while waiting is the error (then abort the upload).
     pub async fn wait_for_capacity(&mut self) -> Result<(), SinkError> {
         while self.in_flight.len() >= self.max_in_flight {
             self.join_one().await?;
@@ -304,15 +401,25 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Uploads the next part in the background, first waiting for a free slot.
+    /// Uploads `part` as the next part number in the background, first waiting for a free
+    /// slot (fewer than `max_in_flight` parts uploading). It returns once the upload has
+    /// started, not when it is acknowledged.
     ///
-    /// A failed earlier part is reported here (then call [`ObjectWriter::abort`]).
+    /// Its size is not checked: every part but the last must be at least [`MIN_PART_SIZE`]
+    /// on S3 (see the [contract](Self#contract)).
+    ///
+    /// # Errors
+    ///
+    /// A failed earlier part ([`SinkError::Part`], or [`SinkError::UploadGone`] when the store
+    /// no longer has the upload), found while waiting for a slot, and
+    /// [`SinkError::TooManyParts`] past [`MAX_PARTS`]. `part` is not uploaded then, and the
+    /// upload is still open: call [`abort`](Self::abort) or [`abort_after`](Self::abort_after).
     pub async fn put_part(&mut self, part: Bytes) -> Result<(), SinkError> {
         self.put_part_holding(part, ()).await
     }
 
-    /// Like [`ObjectWriter::put_part`], keeping `guard` alive until the part's upload ends
-    /// (a memory slot, say).
+    /// Like [`put_part`](Self::put_part), keeping `guard` alive until the part's upload ends,
+    /// successfully or not (a semaphore permit that bounds the parts in memory, say).
     pub async fn put_part_holding<G: Send + 'static>(
         &mut self,
         part: Bytes,
@@ -349,7 +456,8 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Waits for the next part to end; `Ok(None)` when none is uploading.
+    /// Waits for the next part to end and returns its number; `Ok(None)` when none is
+    /// uploading. A failed part is its error (then abort the upload).
     pub async fn next_acknowledged(&mut self) -> Result<Option<u64>, SinkError> {
         if self.in_flight.is_empty() {
             return Ok(None);
@@ -357,7 +465,7 @@ impl ObjectWriter {
         self.join_one().await.map(Some)
     }
 
-    /// Parts being uploaded.
+    /// Parts being uploaded (at most `max_in_flight`).
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -406,9 +514,20 @@ impl ObjectWriter {
         self.parts
     }
 
-    /// Waits for every part, then completes the upload: the object appears atomically.
+    /// Waits for every part, then completes the upload (S3's `CompleteMultipartUpload`): the
+    /// object appears at its key now, whole, and not before. With no parts at all the object
+    /// is empty.
     ///
-    /// On failure the upload is aborted, and the error says whether the abort worked.
+    /// On S3 this is where parts below [`MIN_PART_SIZE`] (other than the last) are refused.
+    /// When the store's answer to completing is lost but the object at the key is this
+    /// upload's (its size, its part count, written since the upload began), that counts as
+    /// completed.
+    ///
+    /// # Errors
+    ///
+    /// A failed part, or [`SinkError::Complete`]. The upload has then been aborted: there is
+    /// nothing left to clean up, unless the abort failed too, which the error says
+    /// ([`SinkError::AbortFailed`]).
     pub async fn finish(mut self) -> Result<Written, SinkError> {
         let result = async {
             while !self.in_flight.is_empty() {
@@ -473,17 +592,28 @@ impl ObjectWriter {
         }
     }
 
-    /// Waits for the parts still uploading, whatever their outcome (the upload is being left
-    /// for another process to continue).
+    /// Waits for the parts still uploading, whatever their outcome, and leaves the upload
+    /// open: for another process to [`resume`](Self::resume) from a [`state`](Self::state)
+    /// taken earlier. Nothing aborts the upload after this but that process, a lifecycle rule
+    /// or `landline cleanup`.
     pub async fn settle(mut self) {
         while self.in_flight.join_next().await.is_some() {}
     }
 
-    /// Aborts the upload: stops parts in flight and asks the store to drop what it has.
+    /// Aborts the upload: stops parts in flight and asks the store to drop what it has; no
+    /// object appears. Call it on every error path that does not go through
+    /// [`finish`](Self::finish).
     ///
     /// Parts still uploading are given [`SETTLE_IN_FLIGHT`] to end first: a part request the
     /// store has already received may still succeed after an abort and leave its bytes behind
     /// (S3 documents this), so the abort waits for them rather than dropping their connections.
+    /// Then [`UploadHandle::abort`] asks the store, with retries.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkError::Abort`] when the store could not be made to drop the upload: an
+    /// incomplete upload may remain (see the lifecycle rule in the
+    /// [contract](Self#contract)).
     pub async fn abort(mut self) -> Result<(), SinkError> {
         let settle = async { while self.in_flight.join_next().await.is_some() {} };
         if tokio::time::timeout(SETTLE_IN_FLIGHT, settle)
@@ -496,7 +626,8 @@ impl ObjectWriter {
         self.handle.abort().await
     }
 
-    /// Aborts after `cause`, returning `cause` with the abort's outcome attached.
+    /// Aborts after `cause` (see [`abort`](Self::abort)) and returns the error to report:
+    /// `cause` itself when the abort worked, else [`SinkError::AbortFailed`] with both.
     pub async fn abort_after(self, cause: SinkError) -> SinkError {
         match self.abort().await {
             Ok(()) => cause,

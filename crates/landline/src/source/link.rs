@@ -1,8 +1,9 @@
 //! The next page's address from HTTP `Link` headers (RFC 8288), as sent by GitHub-style APIs:
 //! `Link: <https://api.example.com/items?page=3>; rel="next", <…?page=9>; rel="last"`.
 //!
-//! [`next_link`] finds the first link whose `rel` contains the token `next`, and [`resolve`]
-//! turns its URI-Reference into an absolute `http`/`https` URL against the request URL.
+//! `next_link` finds the first link whose `rel` contains the token `next`, and `resolve`
+//! turns its URI-Reference into an absolute `http`/`https` URL against the request URL. Both
+//! are internal to the crate: the fetch task reads the header, the paginator resolves it.
 //!
 //! Not done here: other relation types, the `anchor` parameter, RFC 8187 extended parameters
 //! (`title*=`), or backslash escapes inside a quoted `rel` (`rel="n\ext"` does not match). A
@@ -13,7 +14,7 @@ use url::Url;
 /// Why a next-page reference could not be turned into a URL. The caller names the reference.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// The reference does not parse, even relative to the request URL.
     #[error(transparent)]
     Parse(#[from] url::ParseError),
@@ -31,7 +32,7 @@ pub enum LinkError {
 /// `rel` is matched case-insensitively as one of its space-separated tokens, quoted or not;
 /// only the first `rel` of a link counts. A link that does not parse ends the search within
 /// its header value, which then contributes no further links.
-pub fn next_link<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn next_link<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     header_values.into_iter().find_map(|mut rest| {
         std::iter::from_fn(|| link_value(&mut rest))
             .find(|&(_, is_next)| is_next)
@@ -44,7 +45,7 @@ pub fn next_link<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Option
 /// # Errors
 ///
 /// [`LinkError`] when the reference does not parse or is not an `http`/`https` URL.
-pub fn resolve(base: &Url, reference: &str) -> Result<Url, LinkError> {
+pub(crate) fn resolve(base: &Url, reference: &str) -> Result<Url, LinkError> {
     let url = base.join(reference)?;
     match url.scheme() {
         "http" | "https" => Ok(url),

@@ -14,12 +14,12 @@
 
 pub mod decode;
 pub mod fetch;
-pub mod link;
+mod link;
 pub mod page;
 pub mod paginate;
 pub mod rate;
 pub mod redact;
-pub mod retry;
+mod retry;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -249,13 +249,109 @@ fn body_excerpt(body: &str) -> String {
 }
 
 /// A paged HTTP API: the client and what every page fetch of a run shares.
+///
+/// Build it from a [`SourceConfig`]: a validated pipeline's, rendered for one run with
+/// [`SourceSpec::config`](crate::config::SourceSpec::config), or one filled in by hand (its
+/// fields are public). Clones share the client, the rate limiter and the counters.
+///
+/// Paging is a loop: [`Paginator::next_url`] gives the next page's URL,
+/// [`spawn_page`](Self::spawn_page) fetches it in a task (retries included) and streams its
+/// body as [`BodyEvent`]s, and [`Paginator::advance`] takes what the page said about the
+/// next one. [`pipeline::run`](crate::pipeline::run) does all of this without holding a page
+/// whole, with several pages in flight where the pagination allows; the example below is
+/// the same loop, one page at a time, each read whole.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::collections::BTreeMap;
+/// use std::io::Read;
+///
+/// use landline::source::decode::{Encoding, decoder};
+/// use landline::source::page::{PageError, RecordSink, scan_page};
+/// use landline::source::{BodyEvent, HttpSource, PageOutcome, Verdict};
+/// use serde::{Deserialize, Deserializer};
+/// use serde_json::value::RawValue;
+///
+/// /// Prints each record as the API sent it.
+/// struct Print;
+///
+/// impl RecordSink for Print {
+///     fn record<'de, D: Deserializer<'de>>(
+///         &mut self,
+///         _index: u64,
+///         record: D,
+///     ) -> Result<&'de str, D::Error> {
+///         let raw = <&RawValue>::deserialize(record)?.get();
+///         println!("{raw}");
+///         Ok(raw)
+///     }
+///     fn take_error(&mut self) -> Option<PageError> {
+///         None
+///     }
+/// }
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let pipeline = landline::Pipeline::load("variants.toml".as_ref())?;
+/// // The run's {ingest_date}, {ingest_ts} and [vars] (their defaults) in URL and headers.
+/// let vars = pipeline.run_vars(
+///     "2026-11-25".into(),
+///     "2026-11-25T02:00:00.000Z".into(),
+///     &BTreeMap::new(),
+/// )?;
+/// let source = HttpSource::new(pipeline.source.config(&vars)?)?;
+/// let cursor = source.config().pagination.body_pointer();
+///
+/// let mut paginator = source.paginator();
+/// let mut tasks = tokio::task::JoinSet::new();
+/// while let Some(url) = paginator.next_url()? {
+///     let mut events = source.spawn_page(paginator.pages(), url.clone(), &mut tasks);
+///     let mut body = Vec::new();
+///     let (mut encoding, mut link_next, mut total) = (Encoding::Identity, None, None);
+///     while let Some(event) = events.recv().await {
+///         match event {
+///             // An attempt's answer (after a `Broken` body, the next attempt's).
+///             BodyEvent::Start { encoding: e, link_next: next, total: n, .. } => {
+///                 body.clear();
+///                 (encoding, link_next, total) = (e, next, n);
+///             }
+///             BodyEvent::Chunk(bytes, _budget) => body.extend_from_slice(&bytes),
+///             BodyEvent::Broken { .. } => {}
+///             BodyEvent::End(verdict) => {
+///                 let _ = verdict.send(Verdict::Done);
+///                 break;
+///             }
+///             // Retries are used up, or the failure is not worth retrying.
+///             BodyEvent::Failed(e) => return Err(e.into()),
+///         }
+///     }
+///     let mut json = Vec::new();
+///     decoder(encoding, &body[..])?.read_to_end(&mut json)?;
+///     let scan = scan_page(&json, &pipeline.records, cursor, &mut Print)?;
+///     let outcome = PageOutcome {
+///         records: scan.records,
+///         body_next: scan.next.as_deref(),
+///         link_next: link_next.as_deref(),
+///         total,
+///     };
+///     paginator.advance(&url, outcome)?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpSource {
     ctx: Arc<fetch::FetchContext>,
 }
 
 impl HttpSource {
-    /// Builds the client (rustls, certificate verification on).
+    /// Builds the client (rustls, certificate verification on, the configured headers marked
+    /// sensitive, timeouts and extra CAs from `config`). No request is made.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Client`] for a header name or value that is not valid, or a CA bundle
+    /// or TLS set-up that fails.
     pub fn new(config: SourceConfig) -> Result<Self, SourceError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
@@ -322,8 +418,13 @@ impl HttpSource {
         )
     }
 
-    /// Starts fetching page `page` at `url` in a task of `tasks`; its body arrives on the
-    /// returned channel (see [`fetch`]).
+    /// Starts fetching page `page` (a number for messages, from 1) at `url` in a task of
+    /// `tasks`; its body arrives on the returned channel as [`BodyEvent`]s (see [`fetch`]).
+    ///
+    /// The task waits for the rate limiter, retries what is worth retrying, and holds at most
+    /// `page_buffer_bytes` of body in the channel: read it, and answer the
+    /// [`BodyEvent::End`] with a [`Verdict`], or the task waits. Dropping the receiver stops
+    /// the fetch.
     pub fn spawn_page(
         &self,
         page: u64,

@@ -11,7 +11,7 @@
 //! concurrent requests of one run; its decisions are pure functions of the time passed in
 //! (`LimiterState::plan`), and only [`RateLimiter::acquire`] reads the clock and sleeps.
 //!
-//! Not here: deciding whether to retry and parsing `Retry-After` ([`super::retry`]), sending
+//! Not here: deciding whether to retry and parsing `Retry-After` (the `retry` module), sending
 //! requests and counting attempts (the fetch loop). A caller that drops an `acquire` future
 //! while it sleeps gives up its reserved slot without handing it back; that only makes the
 //! limiter a little more conservative.

@@ -3,6 +3,10 @@
 //!
 //! No I/O, no clock and no global randomness here: the HTTP client's loop passes in the current
 //! time and a random number generator, and does the waiting and the counting of attempts.
+//!
+//! Public: [`RetryPolicy`], the settings ([`SourceConfig::retry`](super::SourceConfig::retry)).
+//! Which statuses are retried (408, 429, 5xx) and how `Retry-After` is read are the fetch
+//! task's business, internal to the crate.
 
 use std::time::{Duration, SystemTime};
 
@@ -64,7 +68,7 @@ impl RetryPolicy {
 /// The wait a `Retry-After` header value asks for: delta-seconds (a non-negative integer;
 /// values too large for `u64` saturate) or an HTTP-date (a date not after `now` gives zero).
 /// `None` for anything else.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // All digits, so parsing fails only by overflow.
@@ -76,7 +80,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Whether a response with this status may succeed when retried: 408 Request Timeout, 429 Too
 /// Many Requests and every 5xx. Other statuses (2xx, 3xx, other 4xx) are final.
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
 }
 
