@@ -117,7 +117,7 @@ pub async fn handle(
     let options = RunOptions {
         ingest_date: event.ingest_date,
         vars: event.vars.clone(),
-        store_env: env.clone(),
+        store_env: env.clone().into(),
         resume,
         max_duration: Some(budget.max(Duration::from_millis(1))),
         pipeline_file: match &event.pipeline {

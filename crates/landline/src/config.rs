@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::pointer::JsonPointer;
+use crate::secret::Secret;
 use crate::sink::{Destination, MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
 use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig, Total};
 use crate::template::{
@@ -517,7 +518,7 @@ impl SourceSpec {
                     "the value (not shown) is not a valid header value",
                 )
             })?;
-            headers.push((name.clone(), value));
+            headers.push((name.clone(), Secret::new(value)));
         }
         Ok(SourceConfig {
             url,
@@ -1289,7 +1290,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
         );
         assert_eq!(
             source.headers,
-            [("Authorization".to_owned(), "Bearer s3cr3t".to_owned())]
+            [("Authorization".to_owned(), Secret::new("Bearer s3cr3t"))]
         );
         assert_eq!(source.max_pages, 450);
         assert!(matches!(source.pagination, Pagination::Token { .. }));
@@ -1348,7 +1349,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
         assert!(
             source
                 .headers
-                .contains(&("X-Region".to_owned(), "us/east?x=1".to_owned()))
+                .contains(&("X-Region".to_owned(), Secret::new("us/east?x=1")))
         );
         assert_eq!(
             p.sink.url.render(&vars),
@@ -1431,7 +1432,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
             .validate(&braces)
             .unwrap();
         let source = p.source.config(&defaults_of(&p)).unwrap();
-        assert_eq!(source.headers[0].1, "Bearer a{b}c");
+        assert_eq!(source.headers[0].1.expose(), "Bearer a{b}c");
     }
 
     fn defaults_of(p: &Pipeline) -> RunVars {

@@ -79,6 +79,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod pointer;
 pub mod report;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod template;

@@ -34,6 +34,7 @@ use crate::pages::{self, Processed, Processor};
 use crate::report::{
     MemorySettings, NetworkReport, Progress, RunReport, RunStatus, peak_rss_bytes,
 };
+use crate::secret::EnvVars;
 use crate::sink::{Destination, ObjectWriter, SinkError, UploadState, Written};
 use crate::source::page::Paths;
 use crate::source::{HttpSource, SourceError};
@@ -57,7 +58,7 @@ pub struct RunOptions {
     /// Values of the pipeline's own template variables (`[vars]`), over their defaults.
     pub vars: BTreeMap<String, String>,
     /// Environment for the object store (`AWS_*` and so on); normally `std::env::vars()`.
-    pub store_env: Vec<(String, String)>,
+    pub store_env: EnvVars,
     /// Live counters, for a progress display.
     pub progress: Option<Arc<Progress>>,
     /// Continue the run this checkpoint describes instead of starting afresh.
@@ -70,12 +71,10 @@ pub struct RunOptions {
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The store environment holds secrets: only its names are shown.
-        let names: Vec<&str> = self.store_env.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("RunOptions")
             .field("ingest_date", &self.ingest_date)
             .field("vars", &self.vars)
-            .field("store_env", &names)
+            .field("store_env", &self.store_env)
             .field("progress", &self.progress)
             .field("resume", &self.resume.as_ref().map(|c| &c.upload.upload_id))
             .field("max_duration", &self.max_duration)
@@ -367,7 +366,7 @@ pub async fn discard_checkpoint(
 async fn upload_still_open(
     pipeline: &Pipeline,
     cp: &Checkpoint,
-    env: &[(String, String)],
+    env: &EnvVars,
 ) -> Result<(), RunError> {
     if !cp.destination.starts_with("s3://") && !cp.destination.starts_with("s3a://") {
         return Ok(());
@@ -375,7 +374,7 @@ async fn upload_still_open(
     let listing = crate::sink::cleanup::IncompleteUploads::open(
         &cp.destination,
         &pipeline.sink.store,
-        env.to_vec(),
+        env.clone(),
     );
     let open = match listing {
         Ok(uploads) => {
@@ -479,7 +478,7 @@ fn checkpoints(
     pipeline: &Pipeline,
     vars: &RunVars,
     object_url: &str,
-    env: &[(String, String)],
+    env: &EnvVars,
     pipeline_file: Option<String>,
     resume: Option<&Checkpoint>,
 ) -> Result<Option<Arc<Checkpoints>>, RunError> {
@@ -492,7 +491,7 @@ fn checkpoints(
         &vars.ingest_date,
         &vars.vars,
     );
-    let at = Destination::open(&url, &pipeline.sink.store, env.to_vec())?;
+    let at = Destination::open(&url, &pipeline.sink.store, env.clone())?;
     let template = Checkpoint {
         format: crate::checkpoint::FORMAT.to_owned(),
         pipeline: pipeline.name.clone(),

@@ -38,6 +38,8 @@ pub use rate::{RateLimitConfig, RateLimiter, RateStats};
 pub use redact::{RedactedUrl, Redactor};
 pub use retry::RetryPolicy;
 
+use crate::secret::Secret;
+
 /// Default for [`SourceConfig::concurrency`]: pages fetched at once where the API allows.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Default for [`SourceConfig::page_buffer_bytes`]: 256 KiB of body as received per page in
@@ -61,7 +63,7 @@ pub struct SourceConfig {
     /// The first page's URL, static query included.
     pub url: Url,
     /// Request headers (values are secrets, never printed).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, Secret)>,
     /// How pages chain.
     pub pagination: Pagination,
     /// Where offset and page pagination read the total record count, if anywhere.
@@ -357,7 +359,7 @@ impl HttpSource {
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| SourceError::Client(format!("invalid header name {name:?}")))?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
                 SourceError::Client(format!("invalid value for header {name} (not shown)"))
             })?;
             value.set_sensitive(true);

@@ -230,7 +230,7 @@ async fn run_with(
         ingest_date: Some(
             chrono::NaiveDate::parse_from_str(INGEST_DATE, "%Y-%m-%d").expect("date"),
         ),
-        store_env: env,
+        store_env: env.into(),
         ..options
     };
     landline::run(&pipeline(text), options, std::future::pending()).await

@@ -108,7 +108,7 @@ pub(crate) async fn run(
 ) -> Result<RunReport, RunError> {
     let options = RunOptions {
         ingest_date: Some(NaiveDate::parse_from_str(INGEST_DATE, "%Y-%m-%d").expect("date")),
-        store_env,
+        store_env: store_env.into(),
         ..RunOptions::default()
     };
     landline::run(pipeline, options, std::future::pending()).await
