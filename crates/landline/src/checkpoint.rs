@@ -33,6 +33,9 @@ use crate::source::paginate::PagingState;
 /// The checkpoint format this build writes and reads.
 pub const FORMAT: &str = "landline-checkpoint/1";
 
+/// Reads of a checkpoint whose body breaks off, the first included.
+const LOAD_ATTEMPTS: u32 = 3;
+
 /// What a checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +60,11 @@ pub struct Checkpoint {
     pub vars: BTreeMap<String, String>,
     /// The multipart upload and its acknowledged parts.
     pub upload: UploadState,
+    /// Before the upload exists (no `upload.upload_id` yet): the uploads of the destination's
+    /// key that were open already, where the store lists them. Any other upload of the key
+    /// found later was created by this run, and nothing else knows about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_before: Option<Vec<String>>,
     /// The gzip member after the last acknowledged part.
     pub member: MemberState,
     /// Paging after the last page those parts hold.
@@ -239,13 +247,24 @@ impl Checkpoints {
             location: at.location.clone(),
             reason,
         };
-        let bytes = match at.store.get(&at.path).await {
-            Ok(got) => got
-                .bytes()
-                .await
-                .map_err(|e| bad(crate::errors::one_line(&e)))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(bad(crate::errors::one_line(&e))),
+        // The store's client retries requests, not a body cut short: that is retried here.
+        let mut attempt = 0;
+        let bytes = loop {
+            attempt += 1;
+            let read = match at.store.get(&at.path).await {
+                Ok(got) => got.bytes().await,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(bad(crate::errors::one_line(&e))),
+            };
+            match read {
+                Ok(bytes) => break bytes,
+                Err(e) if attempt < LOAD_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "reading the checkpoint broke off; reading it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64))
+                        .await;
+                }
+                Err(e) => return Err(bad(crate::errors::one_line(&e))),
+            }
         };
         let format = serde_json::from_slice::<serde_json::Value>(&bytes)
             .map_err(|e| bad(format!("not a checkpoint (not JSON: {e})")))?
@@ -265,7 +284,31 @@ impl Checkpoints {
             .map_err(|e| bad(format!("corrupt: {e}")))
     }
 
-    /// Writes the first checkpoint: the upload exists, nothing is written yet.
+    /// Writes the checkpoint of a run about to create its upload: no upload id yet, and the
+    /// uploads of the key open before it (`uploads_before`, `None` where the store cannot
+    /// list them). A kill before [`Checkpoints::started`] leaves an upload that only this says
+    /// may exist; the next run finds it as an upload of the key not in that list.
+    pub async fn pending(
+        &self,
+        paging: PagingState,
+        uploads_before: Option<Vec<String>>,
+    ) -> Result<(), SinkError> {
+        let upload = UploadState {
+            upload_id: String::new(),
+            created: chrono::Utc::now(),
+            parts: Vec::new(),
+        };
+        let checkpoint = Checkpoint {
+            upload,
+            paging,
+            uploads_before,
+            written_at: chrono::Utc::now(),
+            ..self.template.clone()
+        };
+        self.write(&checkpoint).await
+    }
+
+    /// Writes the checkpoint of a run whose upload was just created: nothing is written yet.
     pub async fn started(&self, upload: UploadState, paging: PagingState) -> Result<(), SinkError> {
         self.put(upload, MemberState::empty(), paging, Counters::default())
             .await
@@ -299,7 +342,11 @@ impl Checkpoints {
             written_at: chrono::Utc::now(),
             ..self.template.clone()
         };
-        let json = serde_json::to_vec(&checkpoint).map_err(|e| SinkError::Checkpoint {
+        self.write(&checkpoint).await
+    }
+
+    async fn write(&self, checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let json = serde_json::to_vec(checkpoint).map_err(|e| SinkError::Checkpoint {
             location: self.location.clone(),
             reason: e.to_string(),
         })?;

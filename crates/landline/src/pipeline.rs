@@ -180,6 +180,21 @@ pub async fn run(
     let start_position = paginator.state();
     let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
     let writer = match &resume {
+        Some(cp) if cp.upload.upload_id.is_empty() => {
+            // Killed between creating its upload and naming it: whatever it created goes,
+            // and the run starts afresh.
+            if let Some(before) = &cp.uploads_before {
+                abort_strays(pipeline, &object_url, &options.store_env, before, None).await;
+            }
+            if let Some(checkpoints) = &checkpoints {
+                let _ = checkpoints.delete().await;
+            }
+            return Err(RunError::Sink(SinkError::UploadGone {
+                location: object_url,
+                upload_id: "(none: the run stopped before naming it)".into(),
+                part: 1,
+            }));
+        }
         Some(cp) => {
             if let Err(e) = upload_still_open(pipeline, cp, &options.store_env).await {
                 if let Some(checkpoints) = &checkpoints {
@@ -193,7 +208,40 @@ pub async fn run(
                 pipeline.sink.max_parts_in_flight,
             )?
         }
-        None => ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await?,
+        None => {
+            // The uploads of the key open before this run creates its own: any other found
+            // later is this run's, and nothing else knows about it.
+            let before = open_uploads(pipeline, &object_url, &options.store_env).await;
+            if let Some(checkpoints) = &checkpoints {
+                checkpoints
+                    .pending(start_position.clone(), before.clone())
+                    .await?;
+            }
+            let created =
+                ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await;
+            // A lost or cut answer to CreateMultipartUpload can leave an upload of this key
+            // that no one will hear of (the client retries the request): it goes now.
+            if let Some(before) = &before {
+                let keep = created.as_ref().ok().map(|w| w.state().upload_id.clone());
+                abort_strays(
+                    pipeline,
+                    &object_url,
+                    &options.store_env,
+                    before,
+                    keep.as_deref(),
+                )
+                .await;
+            }
+            match created {
+                Ok(writer) => writer,
+                Err(e) => {
+                    if let Some(checkpoints) = &checkpoints {
+                        let _ = checkpoints.delete().await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
     };
     if let (Some(checkpoints), None) = (&checkpoints, &resume)
         && let Err(e) = checkpoints.started(writer.state(), start_position).await
@@ -350,15 +398,74 @@ pub async fn discard_checkpoint(
     cp: &Checkpoint,
     env: Vec<(String, String)>,
 ) -> Result<(), RunError> {
-    let destination = Destination::open(&cp.destination, &pipeline.sink.store, env.clone())?;
-    let writer = ObjectWriter::resume(&destination, cp.upload.clone(), 1)?;
-    writer.abort().await?;
+    if cp.upload.upload_id.is_empty() {
+        // Stopped before it named its upload: any upload of the key not open before it.
+        if let Some(before) = &cp.uploads_before {
+            abort_strays(pipeline, &cp.destination, &env.clone().into(), before, None).await;
+        }
+    } else {
+        let destination = Destination::open(&cp.destination, &pipeline.sink.store, env.clone())?;
+        let writer = ObjectWriter::resume(&destination, cp.upload.clone(), 1)?;
+        writer.abort().await?;
+    }
     let at = Destination::open(url, &pipeline.sink.store, env)?;
     let template = cp.clone();
     Checkpoints::new(at, Arc::new(Ledger::default()), template)
         .delete()
         .await?;
     Ok(())
+}
+
+/// The incomplete uploads of `object_url`'s key, where the store lists them (S3; not
+/// s3s-fs, nor local files).
+async fn open_uploads(pipeline: &Pipeline, object_url: &str, env: &EnvVars) -> Option<Vec<String>> {
+    if !object_url.starts_with("s3://") && !object_url.starts_with("s3a://") {
+        return None;
+    }
+    let uploads = crate::sink::cleanup::IncompleteUploads::open(
+        object_url,
+        &pipeline.sink.store,
+        env.clone(),
+    )
+    .ok()?;
+    match uploads.of_key().await {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list the open uploads of the destination");
+            None
+        }
+    }
+}
+
+/// Aborts the incomplete uploads of `object_url`'s key not in `known`, except `keep` (see
+/// `IncompleteUploads::abort_strays`); failures are only logged, since the lifecycle rule
+/// and `landline cleanup` are there for what is left.
+async fn abort_strays(
+    pipeline: &Pipeline,
+    object_url: &str,
+    env: &EnvVars,
+    known: &[String],
+    keep: Option<&str>,
+) {
+    let uploads = crate::sink::cleanup::IncompleteUploads::open(
+        object_url,
+        &pipeline.sink.store,
+        env.clone(),
+    );
+    let aborted = match uploads {
+        Ok(uploads) => uploads.abort_strays(known, keep).await,
+        Err(e) => Err(e),
+    };
+    match aborted {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::warn!(uploads = ?ids, object = object_url, "aborted uploads of this run that nothing knew about");
+        }
+        Ok(_) => {}
+        // Not every S3-compatible store lists uploads (s3s-fs does not).
+        Err(e) => {
+            tracing::debug!(error = %e, "could not look for uploads of this run that nothing knows about")
+        }
+    }
 }
 
 /// Checks, where the store can say (S3's ListMultipartUploads), that the checkpoint's upload
@@ -506,6 +613,7 @@ fn checkpoints(
             created: Utc::now(),
             parts: Vec::new(),
         },
+        uploads_before: None,
         member: MemberState::empty(),
         paging: crate::source::paginate::PagingState {
             cursor: crate::source::paginate::CursorState::Start,

@@ -244,8 +244,12 @@ impl CompressedUpload {
             writer.abort().await?;
             None
         };
-        if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.delete().await?;
+        // The object has landed: a checkpoint that cannot be deleted is left for the next run
+        // of the same date to clear (it finds its upload gone), not a failed run.
+        if let Some(checkpoints) = &self.checkpoints
+            && let Err(e) = checkpoints.delete().await
+        {
+            tracing::warn!(error = %e, "the run is complete, but its checkpoint could not be deleted");
         }
         Ok((written, stats))
     }

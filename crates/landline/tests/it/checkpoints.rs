@@ -446,3 +446,81 @@ async fn checkpoints_that_do_not_fit_or_whose_upload_is_gone_are_refused() {
     );
     server.shutdown().await;
 }
+
+/// A process killed after creating its upload but before its first checkpoint named it
+/// leaves only its pending checkpoint (no upload id): the next run finds that upload by key
+/// and time and aborts it, with `--resume auto` (the run says the upload is gone, and starts
+/// afresh) as without (the checkpoint is discarded); nothing is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_created_before_its_first_checkpoint_is_found_and_aborted() {
+    let data = data(RECORDS);
+    let server = mock(data.clone(), |_| {}).await;
+    let moto = s3::moto();
+    let prefix = moto.unique_prefix("pending");
+    let text = pipeline_for(&server.base_url(), &moto, &prefix, "");
+    let object_key = format!("{prefix}/date={INGEST_DATE}/variants.jsonl.gz");
+    let url = format!("s3://{}/{}", moto.bucket, checkpoint_key(&prefix));
+    // What such a process leaves: its pending checkpoint (made here from a real one), and the
+    // upload it created after writing it.
+    let limit = landline::RunOptions {
+        max_duration: Some(Duration::from_millis(1)),
+        ..landline::RunOptions::default()
+    };
+    let report = run_with(&text, moto.env(), limit)
+        .await
+        .expect("first process");
+    assert_eq!(report.checkpoint.as_deref(), Some(url.as_str()));
+    let mut cp = landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())
+        .await
+        .expect("read")
+        .expect("a checkpoint");
+    moto.abort_multipart_upload(&object_key, &cp.upload.upload_id)
+        .await;
+    // An upload of the key that was open before (another run's): it is not this run's.
+    let other = moto.create_multipart_upload(&object_key).await;
+    cp.upload.upload_id = String::new();
+    cp.upload.parts.clear();
+    cp.uploads_before = Some(vec![other.clone()]);
+    let pending = serde_json::to_vec(&cp).expect("json");
+    let checkpoint_key = checkpoint_key(&prefix);
+    for resume in [true, false] {
+        moto.put_object(&checkpoint_key, pending.clone()).await;
+        let orphan = moto.create_multipart_upload(&object_key).await;
+        assert_eq!(moto.list_multipart_uploads(&prefix).await.len(), 2);
+        if resume {
+            let options = landline::RunOptions {
+                resume: Some(cp.clone()),
+                ..landline::RunOptions::default()
+            };
+            let err = run_with(&text, moto.env(), options).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    landline::RunError::Sink(landline::sink::SinkError::UploadGone { .. })
+                ),
+                "{err}"
+            );
+        } else {
+            let pipeline = pipeline(&text);
+            landline::pipeline::discard_checkpoint(&pipeline, &url, &cp, moto.env())
+                .await
+                .expect("discarded");
+        }
+        let open = moto.list_multipart_uploads(&prefix).await;
+        assert_eq!(
+            open,
+            [(object_key.clone(), other.clone())],
+            "{orphan} is aborted, the other upload kept"
+        );
+        assert!(moto.get_object(&checkpoint_key).await.is_none());
+    }
+    moto.abort_multipart_upload(&object_key, &other).await;
+    // And the run then starts afresh and lands every record.
+    let report = run_with(&text, moto.env(), landline::RunOptions::default())
+        .await
+        .expect("a fresh run");
+    let bytes = moto.get_object(&object_key).await.expect("the object");
+    verify(&gunzip(&bytes), &data, &report, 1);
+    assert!(moto.list_multipart_uploads(&prefix).await.is_empty());
+    server.shutdown().await;
+}

@@ -381,6 +381,48 @@ async fn store_faults_complete_failing_for_good_aborts_cleanly() {
     }
 }
 
+/// CreateMultipartUpload reaches the server, which creates an upload, but the answer is lost
+/// (the connection is reset instead), so object_store creates another. landline looks for
+/// uploads of its key started during its Create and aborts the one it was not given, so
+/// none is left open (where the store lists uploads: moto; s3s-fs cannot, and its stray
+/// stays for the lifecycle rule or `landline cleanup`).
+#[tokio::test]
+async fn store_faults_create_answer_lost_leaves_no_upload_open() {
+    for s3 in s3::servers() {
+        let rules = vec![Rule::new(
+            Op::CreateMultipartUpload,
+            Fault::ResetAfterForward,
+        )];
+        let outcome = run_with_faults(&s3, "create-lost", rules, FAST, None).await;
+        assert_eq!(
+            outcome.proxy.count(Op::CreateMultipartUpload),
+            2,
+            "{}: {}",
+            s3.name,
+            outcome.proxy.summary()
+        );
+        let report = match &outcome.result {
+            Ok(report) => report,
+            Err(e) => panic!("{}: the run failed: {e}", s3.name),
+        };
+        let bytes = s3
+            .get_object(&outcome.key)
+            .await
+            .expect("the object exists");
+        verify(&gunzip(&bytes), &outcome.data, report, 1);
+        if s3.supports_list_multipart_uploads {
+            let open = s3.list_multipart_uploads(&outcome.prefix).await;
+            assert!(open.is_empty(), "{}: {open:?}", s3.name);
+            assert_eq!(
+                outcome.proxy.count(Op::AbortMultipartUpload),
+                1,
+                "{}",
+                s3.name
+            );
+        }
+    }
+}
+
 /// CompleteMultipartUpload reaches the server, which completes the object, but the answer is
 /// lost (the connection is reset instead), so object_store retries the Complete. moto answers
 /// the retry with 200; s3s-fs with 403 (the upload is gone), as real S3 may with
