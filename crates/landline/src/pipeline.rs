@@ -212,10 +212,14 @@ pub async fn run(
             // The uploads of the key open before this run creates its own: any other found
             // later is this run's, and nothing else knows about it.
             let before = open_uploads(pipeline, &object_url, &options.store_env).await;
-            if let Some(checkpoints) = &checkpoints {
-                checkpoints
+            // Only a safety net: the checkpoint that names the upload is the one a run
+            // cannot go without, and the upload's own errors say more (access, bucket).
+            if let Some(checkpoints) = &checkpoints
+                && let Err(e) = checkpoints
                     .pending(start_position.clone(), before.clone())
-                    .await?;
+                    .await
+            {
+                tracing::warn!(error = %e, "could not write the checkpoint before the upload");
             }
             let created =
                 ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await;

@@ -326,7 +326,10 @@ impl IncompleteUploads {
                 status: status.as_u16(),
                 body: text.split_whitespace().collect::<Vec<_>>().join(" "),
             };
-            if !(status.is_server_error() || status.as_u16() == 429) || attempt + 1 == ATTEMPTS {
+            // 501 Not Implemented (s3s-fs has no ListMultipartUploads) will not heal.
+            let may_heal =
+                (status.is_server_error() && status.as_u16() != 501) || status.as_u16() == 429;
+            if !may_heal || attempt + 1 == ATTEMPTS {
                 return Err(error);
             }
             last_cause = error.to_string();
