@@ -271,22 +271,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return
-                left = size
-                while left:
-                    data = self.rfile.read(min(left, CHUNK))
-                    if not data:
-                        raise ClientGone("the request body was cut")
-                    left -= len(data)
-                    yield data
+                yield from self._read_exactly(size)
                 self.rfile.readline()
         else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left:
-                data = self.rfile.read(min(left, CHUNK))
-                if not data:
-                    raise ClientGone("the request body was cut")
-                left -= len(data)
-                yield data
+            yield from self._read_exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _read_exactly(self, left):
+        while left:
+            data = self.rfile.read(min(left, CHUNK))
+            if not data:
+                raise ClientGone("the request body was cut")
+            left -= len(data)
+            yield data
 
     def _discard_body(self) -> None:
         for _ in self._body_chunks():
