@@ -9,11 +9,13 @@
 //! references are hashed unexpanded), the destination, the multipart upload and its
 //! acknowledged parts, the gzip member's state after the last of them, the paging state after
 //! the page that part ends, the counters at that page, and the run's `ingest_date`,
-//! `ingest_ts` and template variables. No secret is ever written: a resumed run resolves them from its environment.
+//! `ingest_ts` and template variables. No secret is ever written: a resumed run resolves
+//! them from its environment.
 //!
-//! The first checkpoint is written as soon as the upload is created, so that no kill can
-//! leave an upload that nothing knows about; it is deleted once the upload is completed, or
-//! aborted after a failure.
+//! The first checkpoint is written just before the upload is created
+//! ([`Checkpoints::pending`], with the uploads of the key already open) and again as soon as
+//! it is ([`Checkpoints::started`]), so that no kill can leave an upload that nothing knows
+//! about; it is deleted once the upload is completed, or aborted after a failure.
 //!
 //! Memory: the [`Ledger`] keeps the state after each page only until a checkpoint passes it:
 //! the pages of about one part.

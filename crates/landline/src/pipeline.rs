@@ -179,74 +179,15 @@ pub async fn run(
     };
     let start_position = paginator.state();
     let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
-    let writer = match &resume {
-        Some(cp) if cp.upload.upload_id.is_empty() => {
-            // Killed between creating its upload and naming it: whatever it created goes,
-            // and the run starts afresh.
-            if let Some(before) = &cp.uploads_before {
-                abort_strays(pipeline, &object_url, &options.store_env, before, None).await;
-            }
-            if let Some(checkpoints) = &checkpoints {
-                let _ = checkpoints.delete().await;
-            }
-            return Err(RunError::Sink(SinkError::UploadGone {
-                location: object_url,
-                upload_id: "(none: the run stopped before naming it)".into(),
-                part: 1,
-            }));
-        }
-        Some(cp) => {
-            if let Err(e) = upload_still_open(pipeline, cp, &options.store_env).await {
-                if let Some(checkpoints) = &checkpoints {
-                    let _ = checkpoints.delete().await;
-                }
-                return Err(e);
-            }
-            ObjectWriter::resume(
-                &destination,
-                cp.upload.clone(),
-                pipeline.sink.max_parts_in_flight,
-            )?
-        }
-        None => {
-            // The uploads of the key open before this run creates its own: any other found
-            // later is this run's, and nothing else knows about it.
-            let before = open_uploads(pipeline, &object_url, &options.store_env).await;
-            // Only a safety net: the checkpoint that names the upload is the one a run
-            // cannot go without, and the upload's own errors say more (access, bucket).
-            if let Some(checkpoints) = &checkpoints
-                && let Err(e) = checkpoints
-                    .pending(start_position.clone(), before.clone())
-                    .await
-            {
-                tracing::warn!(error = %e, "could not write the checkpoint before the upload");
-            }
-            let created =
-                ObjectWriter::create(&destination, pipeline.sink.max_parts_in_flight).await;
-            // A lost or cut answer to CreateMultipartUpload can leave an upload of this key
-            // that no one will hear of (the client retries the request): it goes now.
-            if let Some(before) = &before {
-                let keep = created.as_ref().ok().map(|w| w.state().upload_id.clone());
-                abort_strays(
-                    pipeline,
-                    &object_url,
-                    &options.store_env,
-                    before,
-                    keep.as_deref(),
-                )
-                .await;
-            }
-            match created {
-                Ok(writer) => writer,
-                Err(e) => {
-                    if let Some(checkpoints) = &checkpoints {
-                        let _ = checkpoints.delete().await;
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-    };
+    let writer = open_writer(
+        pipeline,
+        resume.as_ref(),
+        checkpoints.as_deref(),
+        &destination,
+        &options.store_env,
+        &start_position,
+    )
+    .await?;
     if let (Some(checkpoints), None) = (&checkpoints, &resume)
         && let Err(e) = checkpoints.started(writer.state(), start_position).await
     {
@@ -420,25 +361,85 @@ pub async fn discard_checkpoint(
     Ok(())
 }
 
+/// The upload this run writes to: the checkpoint's, continued, or a new one. A resumed
+/// checkpoint whose upload is gone (or was never named) is deleted and the run refused with
+/// [`SinkError::UploadGone`], so that `--resume auto` starts afresh.
+async fn open_writer(
+    pipeline: &Pipeline,
+    resume: Option<&Checkpoint>,
+    checkpoints: Option<&Checkpoints>,
+    destination: &Destination,
+    env: &EnvVars,
+    start_position: &crate::source::paginate::PagingState,
+) -> Result<ObjectWriter, RunError> {
+    let object_url = destination.location.as_str();
+    let in_flight = pipeline.sink.max_parts_in_flight;
+    let Some(cp) = resume else {
+        // The uploads of the key open before this run creates its own: any other found
+        // later is this run's, and nothing else knows about it.
+        let before = open_uploads(pipeline, object_url, env).await;
+        // Only a safety net: the checkpoint that names the upload is the one a run cannot go
+        // without, and the upload's own errors say more (access, bucket).
+        if let Some(checkpoints) = checkpoints
+            && let Err(e) = checkpoints
+                .pending(start_position.clone(), before.clone())
+                .await
+        {
+            tracing::warn!(error = %e, "could not write the checkpoint before the upload");
+        }
+        let created = ObjectWriter::create(destination, in_flight).await;
+        // A lost or cut answer to CreateMultipartUpload can leave an upload of this key that
+        // no one will hear of (the client retries the request): it goes now.
+        if let Some(before) = &before {
+            let keep = created.as_ref().ok().map(|w| w.state().upload_id.clone());
+            abort_strays(pipeline, object_url, env, before, keep.as_deref()).await;
+        }
+        if created.is_err()
+            && let Some(checkpoints) = checkpoints
+        {
+            let _ = checkpoints.delete().await;
+        }
+        return Ok(created?);
+    };
+    let gone = if cp.upload.upload_id.is_empty() {
+        // Killed between creating its upload and naming it: whatever it created goes, and
+        // the run starts afresh.
+        if let Some(before) = &cp.uploads_before {
+            abort_strays(pipeline, object_url, env, before, None).await;
+        }
+        Some("(none: the run stopped before naming it)".to_owned())
+    } else {
+        // Where the store lists uploads (S3); elsewhere the first part will find out.
+        open_uploads(pipeline, &cp.destination, env)
+            .await
+            .filter(|open| !open.contains(&cp.upload.upload_id))
+            .map(|_| cp.upload.upload_id.clone())
+    };
+    if let Some(upload_id) = gone {
+        if let Some(checkpoints) = checkpoints {
+            let _ = checkpoints.delete().await;
+        }
+        return Err(RunError::Sink(SinkError::UploadGone {
+            location: cp.destination.clone(),
+            upload_id,
+            part: cp.upload.parts.len() as u64 + 1,
+        }));
+    }
+    Ok(ObjectWriter::resume(
+        destination,
+        cp.upload.clone(),
+        in_flight,
+    )?)
+}
+
 /// The incomplete uploads of `object_url`'s key, where the store lists them (S3; not
 /// s3s-fs, nor local files).
 async fn open_uploads(pipeline: &Pipeline, object_url: &str, env: &EnvVars) -> Option<Vec<String>> {
-    if !object_url.starts_with("s3://") && !object_url.starts_with("s3a://") {
-        return None;
-    }
-    let uploads = crate::sink::cleanup::IncompleteUploads::open(
-        object_url,
-        &pipeline.sink.store,
-        env.clone(),
+    let ids = listing(pipeline, object_url, env)?.of_key().await;
+    ids.map_err(
+        |e| tracing::debug!(error = %e, "could not list the open uploads of the destination"),
     )
-    .ok()?;
-    match uploads.of_key().await {
-        Ok(ids) => Some(ids),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not list the open uploads of the destination");
-            None
-        }
-    }
+    .ok()
 }
 
 /// Aborts the incomplete uploads of `object_url`'s key not in `known`, except `keep` (see
@@ -451,65 +452,32 @@ async fn abort_strays(
     known: &[String],
     keep: Option<&str>,
 ) {
-    let uploads = crate::sink::cleanup::IncompleteUploads::open(
-        object_url,
-        &pipeline.sink.store,
-        env.clone(),
-    );
-    let aborted = match uploads {
-        Ok(uploads) => uploads.abort_strays(known, keep).await,
-        Err(e) => Err(e),
+    let Some(uploads) = listing(pipeline, object_url, env) else {
+        return;
     };
-    match aborted {
+    match uploads.abort_strays(known, keep).await {
         Ok(ids) if !ids.is_empty() => {
             tracing::warn!(uploads = ?ids, object = object_url, "aborted uploads of this run that nothing knew about");
         }
         Ok(_) => {}
-        // Not every S3-compatible store lists uploads (s3s-fs does not).
         Err(e) => {
             tracing::debug!(error = %e, "could not look for uploads of this run that nothing knows about")
         }
     }
 }
 
-/// Checks, where the store can say (S3's ListMultipartUploads), that the checkpoint's upload
-/// is still open; elsewhere the first part will find out.
-async fn upload_still_open(
+/// The open uploads of `object_url`, for S3 destinations (the only ones with uploads to list).
+fn listing(
     pipeline: &Pipeline,
-    cp: &Checkpoint,
+    object_url: &str,
     env: &EnvVars,
-) -> Result<(), RunError> {
-    if !cp.destination.starts_with("s3://") && !cp.destination.starts_with("s3a://") {
-        return Ok(());
+) -> Option<crate::sink::cleanup::IncompleteUploads> {
+    if !object_url.starts_with("s3://") && !object_url.starts_with("s3a://") {
+        return None;
     }
-    let listing = crate::sink::cleanup::IncompleteUploads::open(
-        &cp.destination,
-        &pipeline.sink.store,
-        env.clone(),
-    );
-    let open = match listing {
-        Ok(uploads) => {
-            uploads
-                .older_than(std::time::Duration::ZERO, Utc::now())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match open {
-        Ok(uploads) if !uploads.iter().any(|u| u.upload_id == cp.upload.upload_id) => {
-            Err(RunError::Sink(SinkError::UploadGone {
-                location: cp.destination.clone(),
-                upload_id: cp.upload.upload_id.clone(),
-                part: cp.upload.parts.len() as u64 + 1,
-            }))
-        }
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // Not every S3-compatible store lists uploads (s3s-fs does not).
-            tracing::debug!(error = %e, "could not list the open uploads; the first part will tell");
-            Ok(())
-        }
-    }
+    crate::sink::cleanup::IncompleteUploads::open(object_url, &pipeline.sink.store, env.clone())
+        .map_err(|e| tracing::debug!(error = %e, "cannot list the open uploads of the destination"))
+        .ok()
 }
 
 /// Whether checkpoint `cp` (read from `location`) can be continued by `pipeline`.

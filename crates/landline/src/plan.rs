@@ -204,7 +204,7 @@ pub fn plan(
             });
         }
     }
-    let mut axes: Vec<(String, Vec<Option<String>>, Split)> = Vec::new();
+    let mut axes: Vec<(String, Split)> = Vec::new();
     let mut shards = 1usize;
     for given in splits {
         let bad = |reason: String| PlanError::Split {
@@ -213,7 +213,7 @@ pub fn plan(
         };
         let split = Split::parse(given)?;
         let var = split.var(&declared).map_err(bad)?.to_owned();
-        if axes.iter().any(|(v, _, _)| *v == var) || vars.contains_key(&var) {
+        if axes.iter().any(|(v, _)| *v == var) || vars.contains_key(&var) {
             return Err(bad(format!("{{{var}}} is set twice")));
         }
         match &sink {
@@ -236,15 +236,7 @@ pub fn plan(
                 "{shards} shards or more; at most {MAX_SHARDS} in one plan"
             )));
         }
-        let values = match &split {
-            Split::Dates { first, .. } => first
-                .iter_days()
-                .take(split.len())
-                .map(|d| Some(d.format("%Y-%m-%d").to_string()))
-                .collect(),
-            Split::Values { values, .. } => values.iter().cloned().map(Some).collect(),
-        };
-        axes.push((var, values, split));
+        axes.push((var, split));
     }
     // Every combination, the first split outermost.
     let mut events = vec![Event {
@@ -253,17 +245,23 @@ pub fn plan(
         vars: vars.clone(),
         checkpoint: None,
     }];
-    for (var, values, _) in &axes {
-        let mut next = Vec::with_capacity(events.len() * values.len());
+    for (var, split) in &axes {
+        let mut next = Vec::with_capacity(events.len() * split.len());
         for event in &events {
-            for value in values.iter().flatten() {
-                let mut e = event.clone();
-                if var == "ingest_date" {
-                    e.ingest_date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok();
-                } else {
-                    e.vars.insert(var.clone(), value.clone());
+            match split {
+                Split::Dates { first, .. } => {
+                    next.extend(first.iter_days().take(split.len()).map(|day| Event {
+                        ingest_date: Some(day),
+                        ..event.clone()
+                    }));
                 }
-                next.push(e);
+                Split::Values { values, .. } => {
+                    next.extend(values.iter().map(|value| {
+                        let mut e = event.clone();
+                        e.vars.insert(var.clone(), value.clone());
+                        e
+                    }));
+                }
             }
         }
         events = next;
