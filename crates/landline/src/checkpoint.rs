@@ -7,8 +7,9 @@
 //! the run's `[vars]` values in the name when the pipeline has any, see [`checkpoint_url`]). It
 //! holds the pipeline's identity (a hash of its file, secrets excluded, since `${VAR}`
 //! references are hashed unexpanded), the destination, the multipart upload and its
-//! acknowledged parts, the gzip member's state after the last of them, the paging state after
-//! the page that part ends, the counters at that page, and the run's `ingest_date`,
+//! acknowledged parts, the gzip member's state after the last of them, the source's position
+//! after the page that part ends ([`SourcePosition`]: the paging state of an HTTP source, or
+//! a [`Source`](crate::source::Source)'s own position), the counters at that page, and the run's `ingest_date`,
 //! `ingest_ts` and template variables. No secret is ever written: a resumed run resolves
 //! them from its environment.
 //!
@@ -33,7 +34,7 @@ use crate::sink::{Destination, SinkError, UploadState};
 use crate::source::paginate::PagingState;
 
 /// The checkpoint format this build writes and reads.
-pub const FORMAT: &str = "landline-checkpoint/1";
+pub const FORMAT: &str = "landline-checkpoint/2";
 
 /// Reads of a checkpoint whose body breaks off, the first included.
 const LOAD_ATTEMPTS: u32 = 3;
@@ -69,12 +70,43 @@ pub struct Checkpoint {
     pub uploads_before: Option<Vec<String>>,
     /// The gzip member after the last acknowledged part.
     pub member: MemberState,
-    /// Paging after the last page those parts hold.
-    pub paging: PagingState,
+    /// The source's position after the last page those parts hold.
+    pub position: SourcePosition,
     /// Counters at that page.
     pub counters: Counters,
     /// When this checkpoint was written.
     pub written_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where a source stands after a page, as a checkpoint holds it:
+/// `{"http": {"cursor": …, "pages": …, "records": …, "seen": […]}}` for a pipeline's HTTP
+/// source, `{"library": …}` for a [`Source`](crate::source::Source) run with
+/// [`run_source`](crate::pipeline::run_source), whose own `Position` type gives the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourcePosition {
+    /// The paging state of the pipeline's `[source]`.
+    Http(PagingState),
+    /// A library source's position, as its `Position` type serialises it.
+    Library(serde_json::Value),
+}
+
+impl SourcePosition {
+    /// The HTTP paging state, if this is one.
+    pub fn paging(&self) -> Option<&PagingState> {
+        match self {
+            SourcePosition::Http(paging) => Some(paging),
+            SourcePosition::Library(_) => None,
+        }
+    }
+
+    /// What kind of source wrote it, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourcePosition::Http(_) => "the pipeline's HTTP [source]",
+            SourcePosition::Library(_) => "a library source",
+        }
+    }
 }
 
 /// Counters of a run up to a page.
@@ -93,7 +125,7 @@ pub struct Counters {
 }
 
 /// The state after each page, until a checkpoint needs it: counters from the page
-/// processor, paging state from the pager, each arriving on its own.
+/// processor, the source's position from the pager, each arriving on its own.
 #[derive(Debug, Default)]
 pub struct Ledger {
     pages: Mutex<BTreeMap<u64, Entry>>,
@@ -106,7 +138,7 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 struct Entry {
     counters: Option<Counters>,
-    paging: Option<PagingState>,
+    position: Option<SourcePosition>,
     url_hash: Option<u64>,
 }
 
@@ -128,8 +160,15 @@ impl Ledger {
     /// `page`'s URL ([`crate::source::paginate::url_hash`]).
     pub fn paging(&self, page: u64, position: PagingState, url_hash: u64) {
         self.update(page, |e| {
-            e.paging = Some(position);
+            e.position = Some(SourcePosition::Http(position));
             e.url_hash = Some(url_hash);
+        });
+    }
+
+    /// Records a library source's position after `page`.
+    pub fn position(&self, page: u64, position: serde_json::Value) {
+        self.update(page, |e| {
+            e.position = Some(SourcePosition::Library(position))
         });
     }
 
@@ -141,7 +180,7 @@ impl Ledger {
     }
 
     /// Waits for both halves of `page`'s state, then forgets it and every page before it.
-    pub async fn take(&self, page: u64) -> (Counters, PagingState) {
+    pub async fn take(&self, page: u64) -> (Counters, SourcePosition) {
         loop {
             let changed = self.changed.notified();
             if let Some(whole) = self.try_take(page) {
@@ -151,20 +190,22 @@ impl Ledger {
         }
     }
 
-    fn try_take(&self, page: u64) -> Option<(Counters, PagingState)> {
+    fn try_take(&self, page: u64) -> Option<(Counters, SourcePosition)> {
         let mut pages = self.pages.lock().ok()?;
         let entry = pages.get(&page)?;
-        let (Some(counters), Some(mut paging)) = (entry.counters, entry.paging.clone()) else {
+        let (Some(counters), Some(mut position)) = (entry.counters, entry.position.clone()) else {
             return None;
         };
         let rest = pages.split_off(&(page + 1));
         let taken = std::mem::replace(&mut *pages, rest);
-        let mut seen = self.seen.lock().ok()?;
-        seen.extend(taken.values().filter_map(|e| e.url_hash));
-        seen.sort_unstable();
-        seen.dedup();
-        paging.seen = seen.clone();
-        Some((counters, paging))
+        if let SourcePosition::Http(paging) = &mut position {
+            let mut seen = self.seen.lock().ok()?;
+            seen.extend(taken.values().filter_map(|e| e.url_hash));
+            seen.sort_unstable();
+            seen.dedup();
+            paging.seen = seen.clone();
+        }
+        Some((counters, position))
     }
 }
 
@@ -292,7 +333,7 @@ impl Checkpoints {
     /// may exist; the next run finds it as an upload of the key not in that list.
     pub async fn pending(
         &self,
-        paging: PagingState,
+        position: SourcePosition,
         uploads_before: Option<Vec<String>>,
     ) -> Result<(), SinkError> {
         let upload = UploadState {
@@ -302,7 +343,7 @@ impl Checkpoints {
         };
         let checkpoint = Checkpoint {
             upload,
-            paging,
+            position,
             uploads_before,
             written_at: chrono::Utc::now(),
             ..self.template.clone()
@@ -311,8 +352,12 @@ impl Checkpoints {
     }
 
     /// Writes the checkpoint of a run whose upload was just created: nothing is written yet.
-    pub async fn started(&self, upload: UploadState, paging: PagingState) -> Result<(), SinkError> {
-        self.put(upload, MemberState::empty(), paging, Counters::default())
+    pub async fn started(
+        &self,
+        upload: UploadState,
+        position: SourcePosition,
+    ) -> Result<(), SinkError> {
+        self.put(upload, MemberState::empty(), position, Counters::default())
             .await
     }
 
@@ -323,8 +368,8 @@ impl Checkpoints {
         upload: UploadState,
         end: &PartEnd,
     ) -> Result<Counters, SinkError> {
-        let (counters, paging) = self.ledger.take(end.mark).await;
-        self.put(upload, end.member.clone(), paging, counters)
+        let (counters, position) = self.ledger.take(end.mark).await;
+        self.put(upload, end.member.clone(), position, counters)
             .await?;
         Ok(counters)
     }
@@ -333,13 +378,13 @@ impl Checkpoints {
         &self,
         upload: UploadState,
         member: MemberState,
-        paging: PagingState,
+        position: SourcePosition,
         counters: Counters,
     ) -> Result<(), SinkError> {
         let checkpoint = Checkpoint {
             upload,
             member,
-            paging,
+            position,
             counters,
             written_at: chrono::Utc::now(),
             ..self.template.clone()
@@ -528,12 +573,33 @@ mod tests {
         assert!(!waiter.is_finished());
         ledger.paging(2, paging(2), 7);
         let (counters, state) = waiter.await.unwrap();
+        let state = state.paging().unwrap();
         assert_eq!((counters.records, state.pages), (20, 2));
         assert_eq!(state.seen, [7, 11]);
         // Pages 1 and 2 are forgotten; 3 is kept.
         assert!(ledger.try_take(1).is_none());
         ledger.paging(3, paging(3), 5);
         let (counters, state) = ledger.try_take(3).unwrap();
-        assert_eq!((counters.records, state.seen), (30, vec![5, 7, 11]));
+        let state = state.paging().unwrap();
+        assert_eq!((counters.records, &state.seen), (30, &vec![5, 7, 11]));
+    }
+
+    #[test]
+    fn a_library_position_is_kept_as_given_and_tagged() {
+        let ledger = Ledger::default();
+        ledger.counters(Counters {
+            page: 1,
+            records: 5,
+            pages: 1,
+            ..Counters::default()
+        });
+        ledger.position(1, serde_json::json!({"next_id": 42}));
+        let (counters, position) = ledger.try_take(1).unwrap();
+        assert_eq!(counters.records, 5);
+        assert_eq!(
+            serde_json::to_string(&position).unwrap(),
+            r#"{"library":{"next_id":42}}"#
+        );
+        assert!(position.paging().is_none());
     }
 }

@@ -78,8 +78,10 @@ pub struct PipelineFile {
     /// `[vars]`: the pipeline's own template variables, each with its default value.
     #[serde(default)]
     pub vars: BTreeMap<String, Scalar>,
-    /// `[source]`.
-    pub source: SourceSection,
+    /// `[source]`: the HTTP API. A pipeline without one lands a library
+    /// [`Source`](crate::source::Source) ([`run_source`](crate::pipeline::run_source)).
+    #[serde(default)]
+    pub source: Option<SourceSection>,
     /// `[transform]`.
     #[serde(default)]
     pub transform: TransformSection,
@@ -418,12 +420,12 @@ fn default_level() -> u32 {
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
-    /// The source: its requests as templates, everything else checked.
-    pub source: SourceSpec,
+    /// The HTTP source: its requests as templates, everything else checked. `None` for a
+    /// pipeline without `[source]`, which only [`run_source`](crate::pipeline::run_source)
+    /// runs.
+    pub source: Option<SourceSpec>,
     /// `[vars]`: the pipeline's own template variables and their default values.
     pub vars: BTreeMap<String, String>,
-    /// Where the records are in each page.
-    pub records: JsonPointer,
     /// The transform, before run variables are known.
     pub transform: TransformSpec,
     /// The sink.
@@ -446,6 +448,8 @@ pub struct SourceSpec {
     url: Template,
     query: Vec<(String, QueryValue)>,
     headers: Vec<(String, Template)>,
+    /// Where the records are in each page.
+    pub records: JsonPointer,
 }
 
 #[derive(Clone)]
@@ -703,7 +707,6 @@ impl PipelineFile {
     /// # }
     /// ```
     pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
-        let s = &self.source;
         let expand = |key: &str, text: &str| {
             expand_env(text, env).map_err(|e: TemplateError| invalid(key, e))
         };
@@ -712,88 +715,12 @@ impl PipelineFile {
         let template = |key: &str, text: &str, env: Option<EnvLookup<'_>>| {
             Template::parse_in(text, Scope { vars: &names, env }).map_err(|e| invalid(key, e))
         };
-        let url = template("source.url", &s.url, Some(env))?;
-        let mut query = Vec::new();
-        for (name, value) in &s.query {
-            let key = format!("source.query.{name}");
-            query.push((
-                name.clone(),
-                match value {
-                    Scalar::String(v) => QueryValue::Template(template(&key, v, Some(env))?),
-                    Scalar::Integer(i) => QueryValue::Plain(i.to_string()),
-                    Scalar::Float(f) => QueryValue::Plain(f.to_string()),
-                    Scalar::Bool(b) => QueryValue::Plain(b.to_string()),
-                },
-            ));
-        }
-        let mut header_templates = Vec::new();
-        for (name, value) in &s.headers {
-            let key = format!("source.headers.{name}");
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| invalid(&key, "not a valid header name"))?;
-            header_templates.push((name.clone(), template(&key, value, Some(env))?));
-        }
         // Every template is checked once with an example run's values.
         let example = RunVars {
             ingest_date: "2026-01-01".into(),
             ingest_ts: "2026-01-01T00:00:00.000Z".into(),
             vars: vars.clone(),
         };
-        let records = JsonPointer::parse(&s.records).map_err(|e| invalid("source.records", e))?;
-        let pagination = pagination(&s.pagination, &records)?;
-        if s.max_pages == 0 {
-            return Err(invalid("source.max_pages", "must be at least 1"));
-        }
-        if s.max_page_bytes.is_some_and(|m| m < MIN_MAX_PAGE_BYTES) {
-            return Err(invalid(
-                "source.max_page_bytes",
-                format!("must be at least {MIN_MAX_PAGE_BYTES}"),
-            ));
-        }
-        if !(1..=MAX_CONCURRENCY).contains(&s.concurrency) {
-            return Err(invalid(
-                "source.concurrency",
-                format!("must be between 1 and {MAX_CONCURRENCY}"),
-            ));
-        }
-        if s.page_buffer_bytes < 1024 {
-            return Err(invalid("source.page_buffer_bytes", "must be at least 1024"));
-        }
-        let error = s
-            .error
-            .as_deref()
-            .map(|text| {
-                let error = JsonPointer::parse(text).map_err(|e| invalid("source.error", e))?;
-                if error.is_prefix_of(&records) || records.is_prefix_of(&error) {
-                    return Err(invalid("source.error", "must not overlap source.records"));
-                }
-                Ok(error)
-            })
-            .transpose()?;
-        let rate_limit = s
-            .rate_limit
-            .as_ref()
-            .map(|r| {
-                let rps = r.requests_per_second;
-                if !(rps.is_finite() && rps > 0.0 && rps <= 1e6) {
-                    return Err(invalid(
-                        "source.rate_limit.requests_per_second",
-                        "must be a number above 0 (at most 1000000)",
-                    ));
-                }
-                if r.burst == 0 {
-                    return Err(invalid("source.rate_limit.burst", "must be at least 1"));
-                }
-                Ok(crate::source::RateLimitConfig {
-                    requests_per_second: rps,
-                    burst: r.burst,
-                })
-            })
-            .transpose()?;
-        let total = total(&s.pagination, &records)?;
-        if s.max_record_bytes == 0 {
-            return Err(invalid("source.max_record_bytes", "must be at least 1"));
-        }
         let secs = |key: &str, v: f64| {
             if v.is_finite() && v > 0.0 && v <= 86_400.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -804,50 +731,138 @@ impl PipelineFile {
                 ))
             }
         };
-        let r = &s.retry;
-        if r.max_attempts == 0 {
-            return Err(invalid("source.retry.max_attempts", "must be at least 1"));
-        }
-        let retry = RetryPolicy {
-            max_attempts: r.max_attempts,
-            initial_backoff: Duration::from_millis(r.initial_backoff_ms),
-            max_backoff: Duration::from_millis(r.max_backoff_ms),
-            max_retry_after: Duration::from_secs(r.max_retry_after_secs),
-        };
-        let redactor = match &s.redact_params {
-            Some(list) => Redactor::new(list.iter().cloned()),
-            None => Redactor::default(),
-        };
         let ca_bundle = |key: &str, path: &Option<String>| {
             path.as_deref()
                 .map(|p| CaBundle::load(expand(key, p)?).map_err(|e| invalid(key, e)))
                 .transpose()
         };
-        let placeholder = SourceConfig {
-            ca_bundle: ca_bundle("source.ca_bundle", &s.ca_bundle)?,
-            url: Url::parse("http://placeholder.invalid/").map_err(|e| invalid("source.url", e))?,
-            headers: Vec::new(),
-            pagination,
-            total,
-            error,
-            max_pages: s.max_pages,
-            max_page_bytes: s.max_page_bytes.unwrap_or(usize::MAX),
-            timeout: secs("source.timeout_secs", s.timeout_secs)?,
-            connect_timeout: secs("source.connect_timeout_secs", s.connect_timeout_secs)?,
-            retry,
-            redactor,
-            compression: s.compression,
-            concurrency: s.concurrency,
-            page_buffer_bytes: s.page_buffer_bytes,
-            rate_limit,
+        let (source, max_record_bytes) = match &self.source {
+            None => (None, default_max_record_bytes()),
+            Some(s) => {
+                let url = template("source.url", &s.url, Some(env))?;
+                let mut query = Vec::new();
+                for (name, value) in &s.query {
+                    let key = format!("source.query.{name}");
+                    query.push((
+                        name.clone(),
+                        match value {
+                            Scalar::String(v) => {
+                                QueryValue::Template(template(&key, v, Some(env))?)
+                            }
+                            Scalar::Integer(i) => QueryValue::Plain(i.to_string()),
+                            Scalar::Float(f) => QueryValue::Plain(f.to_string()),
+                            Scalar::Bool(b) => QueryValue::Plain(b.to_string()),
+                        },
+                    ));
+                }
+                let mut header_templates = Vec::new();
+                for (name, value) in &s.headers {
+                    let key = format!("source.headers.{name}");
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| invalid(&key, "not a valid header name"))?;
+                    header_templates.push((name.clone(), template(&key, value, Some(env))?));
+                }
+                let records =
+                    JsonPointer::parse(&s.records).map_err(|e| invalid("source.records", e))?;
+                let pagination = pagination(&s.pagination, &records)?;
+                if s.max_pages == 0 {
+                    return Err(invalid("source.max_pages", "must be at least 1"));
+                }
+                if s.max_page_bytes.is_some_and(|m| m < MIN_MAX_PAGE_BYTES) {
+                    return Err(invalid(
+                        "source.max_page_bytes",
+                        format!("must be at least {MIN_MAX_PAGE_BYTES}"),
+                    ));
+                }
+                if !(1..=MAX_CONCURRENCY).contains(&s.concurrency) {
+                    return Err(invalid(
+                        "source.concurrency",
+                        format!("must be between 1 and {MAX_CONCURRENCY}"),
+                    ));
+                }
+                if s.page_buffer_bytes < 1024 {
+                    return Err(invalid("source.page_buffer_bytes", "must be at least 1024"));
+                }
+                let error = s
+                    .error
+                    .as_deref()
+                    .map(|text| {
+                        let error =
+                            JsonPointer::parse(text).map_err(|e| invalid("source.error", e))?;
+                        if error.is_prefix_of(&records) || records.is_prefix_of(&error) {
+                            return Err(invalid("source.error", "must not overlap source.records"));
+                        }
+                        Ok(error)
+                    })
+                    .transpose()?;
+                let rate_limit = s
+                    .rate_limit
+                    .as_ref()
+                    .map(|r| {
+                        let rps = r.requests_per_second;
+                        if !(rps.is_finite() && rps > 0.0 && rps <= 1e6) {
+                            return Err(invalid(
+                                "source.rate_limit.requests_per_second",
+                                "must be a number above 0 (at most 1000000)",
+                            ));
+                        }
+                        if r.burst == 0 {
+                            return Err(invalid("source.rate_limit.burst", "must be at least 1"));
+                        }
+                        Ok(crate::source::RateLimitConfig {
+                            requests_per_second: rps,
+                            burst: r.burst,
+                        })
+                    })
+                    .transpose()?;
+                let total = total(&s.pagination, &records)?;
+                if s.max_record_bytes == 0 {
+                    return Err(invalid("source.max_record_bytes", "must be at least 1"));
+                }
+                let r = &s.retry;
+                if r.max_attempts == 0 {
+                    return Err(invalid("source.retry.max_attempts", "must be at least 1"));
+                }
+                let retry = RetryPolicy {
+                    max_attempts: r.max_attempts,
+                    initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+                    max_backoff: Duration::from_millis(r.max_backoff_ms),
+                    max_retry_after: Duration::from_secs(r.max_retry_after_secs),
+                };
+                let redactor = match &s.redact_params {
+                    Some(list) => Redactor::new(list.iter().cloned()),
+                    None => Redactor::default(),
+                };
+                let placeholder = SourceConfig {
+                    ca_bundle: ca_bundle("source.ca_bundle", &s.ca_bundle)?,
+                    url: Url::parse("http://placeholder.invalid/")
+                        .map_err(|e| invalid("source.url", e))?,
+                    headers: Vec::new(),
+                    pagination,
+                    total,
+                    error,
+                    max_pages: s.max_pages,
+                    max_page_bytes: s.max_page_bytes.unwrap_or(usize::MAX),
+                    timeout: secs("source.timeout_secs", s.timeout_secs)?,
+                    connect_timeout: secs("source.connect_timeout_secs", s.connect_timeout_secs)?,
+                    retry,
+                    redactor,
+                    compression: s.compression,
+                    concurrency: s.concurrency,
+                    page_buffer_bytes: s.page_buffer_bytes,
+                    rate_limit,
+                };
+                let mut source = SourceSpec {
+                    settings: placeholder,
+                    url,
+                    query,
+                    headers: header_templates,
+                    records,
+                };
+                source.settings = source.config(&example)?;
+                (Some(source), s.max_record_bytes)
+            }
         };
-        let mut source = SourceSpec {
-            settings: placeholder,
-            url,
-            query,
-            headers: header_templates,
-        };
-        source.settings = source.config(&example)?;
 
         let t = &self.transform;
         let mut added = Vec::new();
@@ -876,7 +891,7 @@ impl PipelineFile {
             timestamps: t.timestamps.clone(),
             timezone,
             on_invalid: t.on_invalid_timestamp,
-            max_record_bytes: s.max_record_bytes,
+            max_record_bytes,
         };
         // Check the combination once with the example values.
         transform
@@ -939,7 +954,6 @@ impl PipelineFile {
             identity: self.identity.clone(),
             state,
             source,
-            records,
             transform,
             sink: SinkSpec {
                 url: sink_url,
@@ -1283,7 +1297,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
                 &BTreeMap::new(),
             )
             .unwrap();
-        let source = p.source.config(&vars).unwrap();
+        let source = p.source.as_ref().unwrap().config(&vars).unwrap();
         assert_eq!(
             source.url.as_str(),
             "http://127.0.0.1:18080/variants?count=200"
@@ -1330,7 +1344,9 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
         let p = validate(&text).unwrap();
         assert_eq!(p.vars.get("shard").map(String::as_str), Some("3"));
         assert!(
-            p.source.uses("region") && p.source.uses("ingest_date") && !p.source.uses("ingest_ts")
+            p.source.as_ref().unwrap().uses("region")
+                && p.source.as_ref().unwrap().uses("ingest_date")
+                && !p.source.as_ref().unwrap().uses("ingest_ts")
         );
         let overrides = BTreeMap::from([("region".to_owned(), "us/east?x=1".to_owned())]);
         let vars = p
@@ -1340,7 +1356,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
                 &overrides,
             )
             .unwrap();
-        let source = p.source.config(&vars).unwrap();
+        let source = p.source.as_ref().unwrap().config(&vars).unwrap();
         // A value in the URL is percent-encoded: it cannot add a path segment or a query.
         assert_eq!(
             source.url.as_str(),
@@ -1361,6 +1377,8 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
         assert_eq!(defaults.vars["region"], "eu west");
         assert!(
             p.source
+                .as_ref()
+                .unwrap()
                 .config(&defaults)
                 .unwrap()
                 .url
@@ -1431,7 +1449,7 @@ url = "s3://bench/variants/date={ingest_date}/variants.jsonl.gz"
             .unwrap()
             .validate(&braces)
             .unwrap();
-        let source = p.source.config(&defaults_of(&p)).unwrap();
+        let source = p.source.as_ref().unwrap().config(&defaults_of(&p)).unwrap();
         assert_eq!(source.headers[0].1.expose(), "Bearer a{b}c");
     }
 

@@ -38,14 +38,15 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use crate::checkpoint::{Counters, Ledger};
-use crate::encode::LineEncoder;
+use crate::compress::CompressError;
+use crate::encode::{LineEncoder, LineOutput};
 use crate::pipeline::RunError;
 use crate::report::Progress;
 use crate::source::decode::{self, BodyEnd, BodyReader, Encoding};
-use crate::source::page::{PageError, PageSplitter, Paths};
+use crate::source::page::{PageError, PageSplitter, Paths, RecordSink as _};
 use crate::source::paginate::url_hash;
 use crate::source::{
-    BodyEvent, HttpSource, PageOutcome, Pagination, PaginationError, Paginator, RetryCause,
+    BodyEvent, HttpSource, Page, PageOutcome, Pagination, PaginationError, Paginator, RetryCause,
     SourceError, Verdict,
 };
 use crate::transform::{RecordWriter, Transform};
@@ -80,10 +81,28 @@ pub(crate) enum Event {
     },
 }
 
+/// Where the processor's lines go: the run's [`LineEncoder`], or the page collector of
+/// [`crate::source::HttpPages`].
+pub(crate) trait PageOutput: LineOutput {
+    /// Page `page` is done (see [`LineEncoder::end_page`]; `mark` when checkpoints need it).
+    fn end_page(&mut self, page: u64, mark: bool) -> Result<(), CompressError>;
+    /// Uncompressed bytes written so far, for the progress display.
+    fn bytes(&self) -> u64;
+}
+
+impl PageOutput for LineEncoder {
+    fn end_page(&mut self, page: u64, mark: bool) -> Result<(), CompressError> {
+        LineEncoder::end_page(self, page, mark)
+    }
+    fn bytes(&self) -> u64 {
+        LineEncoder::bytes(self)
+    }
+}
+
 /// What the processor needs for every page.
-pub(crate) struct Processor {
+pub(crate) struct Processor<O = LineEncoder> {
     pub(crate) transform: Arc<Transform>,
-    pub(crate) encoder: LineEncoder,
+    pub(crate) encoder: O,
     pub(crate) paths: Paths,
     pub(crate) source: HttpSource,
     pub(crate) progress: Arc<Progress>,
@@ -114,12 +133,89 @@ impl From<Counters> for Processed {
     }
 }
 
-/// Processes the pages fed, in order, until the feed ends; gives back the encoder.
-pub(crate) fn process(
-    mut p: Processor,
-    mut feeds: mpsc::Receiver<Feed>,
+/// What the page writer of a library [`Source`](crate::source::Source) needs.
+pub(crate) struct PageWriter {
+    pub(crate) transform: Arc<Transform>,
+    pub(crate) encoder: LineEncoder,
+    pub(crate) progress: Arc<Progress>,
+    /// With checkpoints: where each page's counters go, and page ends are marked for the
+    /// compressor.
+    pub(crate) ledger: Option<Arc<Ledger>>,
+}
+
+/// Writes a library source's pages, in order, through the transform into the encoder until
+/// the feed ends; gives each emptied page back on `recycle` and, at the end, the encoder.
+pub(crate) fn write_pages(
+    mut w: PageWriter,
+    mut pages: mpsc::Receiver<(u64, Page)>,
+    recycle: std::sync::mpsc::Sender<Page>,
     before: Processed,
 ) -> Result<(LineEncoder, Processed), RunError> {
+    let mut done = before;
+    let mut writer = RecordWriter::new(&w.transform, &mut w.encoder);
+    while let Some((number, mut page)) = pages.blocking_recv() {
+        for (index, record) in page.records().enumerate() {
+            write_record(&mut writer, index as u64, record).map_err(|source| match source {
+                PageError::Output(e) => RunError::Compress(e),
+                source => RunError::Source(SourceError::LibraryPage {
+                    page: number,
+                    source,
+                }),
+            })?;
+        }
+        let records = page.len() as u64;
+        let bytes = page.bytes();
+        done.records += records;
+        done.pages += 1;
+        done.bytes_decoded += bytes;
+        done.largest_page = done.largest_page.max(bytes);
+        let out = writer.output();
+        if let Some(ledger) = &w.ledger {
+            ledger.counters(Counters {
+                page: number,
+                records: done.records,
+                pages: done.pages,
+                bytes_in: done.bytes_decoded,
+                largest_page: done.largest_page,
+            });
+        }
+        out.end_page(number, w.ledger.is_some())
+            .map_err(RunError::Compress)?;
+        w.progress.page(records, bytes, out.bytes());
+        page.clear();
+        let _ = recycle.send(page);
+    }
+    drop(writer);
+    Ok((w.encoder, done))
+}
+
+/// Writes one record of a library source's page: a JSON object, nothing after it.
+fn write_record(
+    writer: &mut RecordWriter<'_, LineEncoder>,
+    index: u64,
+    record: &[u8],
+) -> Result<(), PageError> {
+    let mut de = serde_json::Deserializer::from_slice(record);
+    let json_error = |e: serde_json::Error| PageError::RecordJson {
+        index,
+        line: e.line(),
+        column: e.column(),
+        offset: 0,
+        message: e.to_string(),
+    };
+    match writer.record(index, &mut de) {
+        Ok(_) => {}
+        Err(e) => return Err(writer.take_error().unwrap_or_else(|| json_error(e))),
+    }
+    de.end().map_err(json_error)
+}
+
+/// Processes the pages fed, in order, until the feed ends; gives back the encoder.
+pub(crate) fn process<O: PageOutput>(
+    mut p: Processor<O>,
+    mut feeds: mpsc::Receiver<Feed>,
+    before: Processed,
+) -> Result<(O, Processed), RunError> {
     let mut done = before;
     let mut window = Vec::new();
     while let Some(feed) = feeds.blocking_recv() {
@@ -134,8 +230,8 @@ pub(crate) fn process(
 }
 
 /// Processes one page, over as many attempts at its body as it takes.
-fn page(
-    p: &mut Processor,
+fn page<O: PageOutput>(
+    p: &mut Processor<O>,
     mut feed: Feed,
     splitter: &mut PageSplitter,
     done: &mut Processed,
@@ -290,7 +386,7 @@ fn attempt(
     encoding: Encoding,
     (source, events): (&HttpSource, &mpsc::UnboundedSender<Event>),
     splitter: &mut PageSplitter,
-    writer: &mut RecordWriter<'_, LineEncoder>,
+    writer: &mut RecordWriter<'_, impl LineOutput>,
 ) -> Result<Attempt, RunError> {
     let (page, url, body) = (feed.page, &feed.url, &mut feed.body);
     let config = source.config();

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::{
-    Checkpoint, Checkpoints, Counters, Ledger, checkpoint_url, default_state_prefix,
+    Checkpoint, Checkpoints, Counters, Ledger, SourcePosition, checkpoint_url, default_state_prefix,
 };
 use crate::compress::{CompressError, CompressorConfig, MemberState};
 use crate::config::{ConfigError, Pipeline};
@@ -37,10 +37,11 @@ use crate::report::{
 use crate::secret::EnvVars;
 use crate::sink::{Destination, ObjectWriter, SinkError, UploadState, Written};
 use crate::source::page::Paths;
-use crate::source::{HttpSource, SourceError};
+use crate::source::{HttpSource, Page, Source, SourceError};
 use crate::template::RunVars;
 use crate::transform::TransformBuildError;
 use crate::upload::{CompressedUpload, Suspended, TimeLimit};
+use serde::Deserialize as _;
 
 /// JSON Lines are handed to the compressor in chunks of this size, each deflated as one
 /// block. 256 KiB rather than 512 KiB: about 2 MiB less peak RSS on the incident workload
@@ -134,104 +135,51 @@ pub async fn run(
     options: RunOptions,
     cancel: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    let started = Instant::now();
-    let resume = options.resume;
-    let vars = match &resume {
-        // A resumed run is the same run: the same values everywhere.
-        Some(cp) => pipeline.run_vars(cp.ingest_date.clone(), cp.ingest_ts.clone(), &cp.vars)?,
-        None => run_vars(pipeline, options.ingest_date, &options.vars)?,
+    let Some(spec) = &pipeline.source else {
+        return Err(RunError::Config(ConfigError::Invalid {
+            key: "source".into(),
+            message: "this pipeline has no [source]: a library source runs it (landline::pipeline::run_source)".into(),
+        }));
     };
-    let transform = Arc::new(pipeline.transform.build(&vars)?);
-    let object_url = pipeline.sink.url.render(&vars);
-    let destination =
-        Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
-    let source = HttpSource::new(pipeline.source.config(&vars)?)?;
-    let progress = options.progress.unwrap_or_default();
-    let checkpoints = checkpoints(
-        pipeline,
-        &vars,
-        &object_url,
-        &options.store_env,
-        options.pipeline_file,
-        resume.as_ref(),
-    )?;
-    if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
-        check_resumable(pipeline, cp, &object_url, at.location())?;
-    }
-    if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
-        return Err(RunError::Checkpoint {
-            location: "[state]".into(),
-            reason: "checkpoints are off for this pipeline, so a run can neither stop at one nor resume from one".into(),
-        });
-    }
-
+    let prepared = prepare(pipeline, options)?;
+    let source = HttpSource::new(spec.config(&prepared.vars)?)?;
+    let resume = prepared.resume.as_ref();
+    let (mut paginator, before) = match resume {
+        Some(cp) => {
+            let Some(paging) = cp.position.paging() else {
+                return Err(prepared.refuse(format!(
+                    "it was written by {}, not by this pipeline's [source]",
+                    cp.position.kind()
+                )));
+            };
+            let paginator = source
+                .resume_paginator(paging.clone())
+                .map_err(|e| pagination_error(&source, e))?;
+            (paginator, cp.counters)
+        }
+        None => (source.paginator(), Counters::default()),
+    };
     // Page 1 (or the first page after the checkpoint) is fetched while the upload is created:
     // both are first requests. Dropping the task set on the way out stops every fetch.
     let mut tasks = JoinSet::new();
-    let (mut paginator, before) = match &resume {
-        Some(cp) => (
-            source
-                .resume_paginator(cp.paging.clone())
-                .map_err(|e| pagination_error(&source, e))?,
-            cp.counters,
-        ),
-        None => (source.paginator(), Counters::default()),
-    };
-    let start_position = paginator.state();
+    let start = SourcePosition::Http(paginator.state());
     let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
-    let writer = open_writer(
-        pipeline,
-        resume.as_ref(),
-        checkpoints.as_deref(),
-        &destination,
-        &options.store_env,
-        &start_position,
-    )
-    .await?;
-    if let (Some(checkpoints), None) = (&checkpoints, &resume)
-        && let Err(e) = checkpoints.started(writer.state(), start_position).await
-    {
-        return Err(abort_writer(writer, e.into()).await);
-    }
-    let compressor = CompressorConfig {
-        queue_depth: CHUNK_QUEUE,
-        // A checkpoint without parts (written when the upload was created) continues
-        // nothing: the member starts afresh, its header included.
-        resume: resume
-            .as_ref()
-            .filter(|cp| !cp.upload.parts.is_empty())
-            .map(|cp| cp.member.clone()),
-        first_part: resume
-            .as_ref()
-            .map_or(1, |cp| cp.upload.parts.len() as u64 + 1),
-        ..CompressorConfig::new(
-            pipeline.sink.compression_level,
-            pipeline.sink.compression_threads,
-            pipeline.sink.parts,
-        )
-    };
-    let limit = options.max_duration.map(|max| TimeLimit { started, max });
-    let (mut upload, encoder) = CompressedUpload::start(
-        writer,
-        compressor,
-        CHUNK_BYTES,
-        pipeline.sink.max_parts_in_flight,
-        checkpoints.clone(),
-        limit,
-    )
-    .await?;
-    let ledger = checkpoints.as_ref().map(|c| Arc::clone(c.ledger()));
+    let (mut upload, encoder) = open_upload(pipeline, &prepared, start).await?;
+    let ledger = prepared
+        .checkpoints
+        .as_ref()
+        .map(|c| Arc::clone(c.ledger()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let processor = Processor {
-        transform,
+        transform: Arc::clone(&prepared.transform),
         encoder,
         paths: Paths {
-            records: pipeline.records.clone(),
+            records: spec.records.clone(),
             cursor: source.config().body_pointer().cloned(),
             error: source.config().error.clone(),
         },
         source: source.clone(),
-        progress: Arc::clone(&progress),
+        progress: Arc::clone(&prepared.progress),
         events: events_tx,
         ledger: ledger.clone(),
     };
@@ -256,18 +204,251 @@ pub async fn run(
     };
     // Pages fetched past the end, or still going after a failure or a stop, are not wanted.
     tasks.abort_all();
+    let figures = SourceFigures::of(&source);
+    conclude(pipeline, prepared, upload, driven, processed, figures).await
+}
+
+/// Runs `pipeline`'s transform, sink and state with a library [`Source`] in place of its
+/// `[source]`: every page into one compressed object, as [`run`] does.
+///
+/// With checkpoints on (`[state]`), a checkpoint after each part that ends a page holds the
+/// source's [`Source::Position`] after that page; [`RunOptions::resume`] with such a
+/// checkpoint moves the source there ([`Source::resume_at`]) and continues the same upload
+/// and the same gzip member, and [`RunOptions::max_duration`] stops at one (`status =
+/// "continue"`). When `cancel` completes first, the upload is aborted and
+/// [`RunError::Cancelled`] returned.
+///
+/// The pages are fetched on the caller's task and written on a thread of their own, so the
+/// next page is fetched while one is written: memory is two pages, plus what [`run`] holds
+/// after its page processor (chunks, parts in flight).
+pub async fn run_source<S: Source>(
+    pipeline: &Pipeline,
+    mut source: S,
+    options: RunOptions,
+    cancel: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
+    let prepared = prepare(pipeline, options)?;
+    let before = match prepared.resume.as_ref() {
+        Some(cp) => {
+            let SourcePosition::Library(value) = &cp.position else {
+                return Err(prepared.refuse(format!(
+                    "it was written by {}, not by a library source",
+                    cp.position.kind()
+                )));
+            };
+            let position = S::Position::deserialize(value).map_err(|e| {
+                prepared.refuse(format!("its position does not fit this source: {e}"))
+            })?;
+            source
+                .resume_at(position)
+                .map_err(|e| library_error(cp.counters.page + 1, e))?;
+            cp.counters
+        }
+        None => Counters::default(),
+    };
+    let start = library_position(&source)?;
+    let (mut upload, encoder) = open_upload(pipeline, &prepared, start).await?;
+    let ledger = prepared
+        .checkpoints
+        .as_ref()
+        .map(|c| Arc::clone(c.ledger()));
+    let writer = pages::PageWriter {
+        transform: Arc::clone(&prepared.transform),
+        encoder,
+        progress: Arc::clone(&prepared.progress),
+        ledger: ledger.clone(),
+    };
+    let (pages_tx, recycled, processed) = match spawn_page_writer(writer, Processed::from(before)) {
+        Ok(spawned) => spawned,
+        Err(e) => return Err(upload.abort(e).await),
+    };
+    let fetch = async {
+        // Dropped when fetching ends, however it ends: the writer's feed ends with it.
+        let pages_tx = pages_tx;
+        let mut page = Page::default();
+        let mut number = before.page;
+        loop {
+            number += 1;
+            if !source
+                .fetch_next(&mut page)
+                .await
+                .map_err(|e| library_error(number, e))?
+            {
+                return Ok(());
+            }
+            if let Some(ledger) = &ledger {
+                ledger.position(number, library_value(&source)?);
+            }
+            let full = std::mem::replace(&mut page, recycled.try_recv().unwrap_or_default());
+            if pages_tx.send((number, full)).await.is_err() {
+                // The writer stopped: its own error says why.
+                return Err(RunError::Internal("the page writer stopped".into()));
+            }
+        }
+    };
+    let driven = tokio::select! {
+        r = fetch => r.map(|()| None),
+        () = cancel => Err(RunError::Cancelled),
+        counters = upload.stop_point() => Ok(Some(counters)),
+    };
+    conclude(
+        pipeline,
+        prepared,
+        upload,
+        driven,
+        processed,
+        SourceFigures::default(),
+    )
+    .await
+}
+
+/// What a run knows before its first page: its values, where it writes, its checkpoints.
+struct Prepared {
+    started: Instant,
+    vars: RunVars,
+    transform: Arc<crate::transform::Transform>,
+    destination: Destination,
+    store_env: EnvVars,
+    progress: Arc<Progress>,
+    checkpoints: Option<Arc<Checkpoints>>,
+    resume: Option<Checkpoint>,
+    limit: Option<TimeLimit>,
+}
+
+impl Prepared {
+    /// A refusal of the checkpoint being resumed.
+    fn refuse(&self, reason: String) -> RunError {
+        RunError::Checkpoint {
+            location: self
+                .checkpoints
+                .as_ref()
+                .map_or_else(|| "[state]".to_owned(), |c| c.location().to_owned()),
+            reason,
+        }
+    }
+}
+
+/// The run's values (a resumed run's from its checkpoint), transform, destination and
+/// checkpoints; a checkpoint that does not fit is refused here, before anything is written.
+fn prepare(pipeline: &Pipeline, options: RunOptions) -> Result<Prepared, RunError> {
+    let started = Instant::now();
+    let resume = options.resume;
+    let vars = match &resume {
+        // A resumed run is the same run: the same values everywhere.
+        Some(cp) => pipeline.run_vars(cp.ingest_date.clone(), cp.ingest_ts.clone(), &cp.vars)?,
+        None => run_vars(pipeline, options.ingest_date, &options.vars)?,
+    };
+    let transform = Arc::new(pipeline.transform.build(&vars)?);
+    let object_url = pipeline.sink.url.render(&vars);
+    let destination =
+        Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
+    let checkpoints = checkpoints(
+        pipeline,
+        &vars,
+        &object_url,
+        &options.store_env,
+        options.pipeline_file,
+        resume.as_ref(),
+    )?;
+    if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
+        check_resumable(pipeline, cp, &object_url, at.location())?;
+    }
+    if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
+        return Err(RunError::Checkpoint {
+            location: "[state]".into(),
+            reason: "checkpoints are off for this pipeline, so a run can neither stop at one nor resume from one".into(),
+        });
+    }
+    Ok(Prepared {
+        started,
+        vars,
+        transform,
+        destination,
+        store_env: options.store_env,
+        progress: options.progress.unwrap_or_default(),
+        checkpoints,
+        resume,
+        limit: options.max_duration.map(|max| TimeLimit { started, max }),
+    })
+}
+
+/// Opens the run's upload (the checkpoint's, or a new one with its first checkpoint at
+/// `start`) and starts the compressor and the upload task around it.
+async fn open_upload(
+    pipeline: &Pipeline,
+    prepared: &Prepared,
+    start: SourcePosition,
+) -> Result<(CompressedUpload, LineEncoder), RunError> {
+    let resume = prepared.resume.as_ref();
+    let checkpoints = prepared.checkpoints.as_deref();
+    let writer = open_writer(
+        pipeline,
+        resume,
+        checkpoints,
+        &prepared.destination,
+        &prepared.store_env,
+        &start,
+    )
+    .await?;
+    if let (Some(checkpoints), None) = (checkpoints, resume)
+        && let Err(e) = checkpoints.started(writer.state(), start).await
+    {
+        return Err(abort_writer(writer, e.into()).await);
+    }
+    let compressor = CompressorConfig {
+        queue_depth: CHUNK_QUEUE,
+        // A checkpoint without parts (written when the upload was created) continues
+        // nothing: the member starts afresh, its header included.
+        resume: resume
+            .filter(|cp| !cp.upload.parts.is_empty())
+            .map(|cp| cp.member.clone()),
+        first_part: resume.map_or(1, |cp| cp.upload.parts.len() as u64 + 1),
+        ..CompressorConfig::new(
+            pipeline.sink.compression_level,
+            pipeline.sink.compression_threads,
+            pipeline.sink.parts,
+        )
+    };
+    CompressedUpload::start(
+        writer,
+        compressor,
+        CHUNK_BYTES,
+        pipeline.sink.max_parts_in_flight,
+        prepared.checkpoints.clone(),
+        prepared.limit,
+    )
+    .await
+}
+
+/// Ends a run once its pages stopped coming (`driven`: `Some` at a stop point): suspends
+/// the upload at its checkpoint, completes it, or aborts it after a failure.
+async fn conclude(
+    pipeline: &Pipeline,
+    prepared: Prepared,
+    mut upload: CompressedUpload,
+    driven: Result<Option<Counters>, RunError>,
+    processed: oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+    figures: SourceFigures,
+) -> Result<RunReport, RunError> {
     if !matches!(driven, Ok(None)) {
         upload.halt();
     }
     let processed = processed
         .await
         .unwrap_or_else(|_| Err(RunError::Internal("the page processor died".into())));
+    let Prepared {
+        started,
+        vars,
+        destination,
+        checkpoints,
+        ..
+    } = prepared;
     let (encoder, done) = match (driven, processed) {
         (Ok(Some(counters)), _) => {
             let suspended = upload.suspend(counters).await?;
             let location = checkpoints.as_ref().map(|c| c.location().to_owned());
             return Ok(report_continue(
-                pipeline, &source, suspended, location, started, vars,
+                pipeline, figures, suspended, location, started, vars,
             ));
         }
         (Ok(None), Ok(finished)) => finished,
@@ -282,7 +463,7 @@ pub async fn run(
     let (written, stats) = upload.finish(encoder, done.records > 0).await?;
     let report = report(
         pipeline,
-        &source,
+        figures,
         &done,
         &stats,
         &destination,
@@ -297,6 +478,27 @@ pub async fn run(
         "run complete"
     );
     Ok(report)
+}
+
+/// A library source's error at page `page`: a [`SourceError`] as it is.
+fn library_error<E: std::error::Error + Send + Sync + 'static>(page: u64, e: E) -> RunError {
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+    match boxed.downcast::<SourceError>() {
+        Ok(e) => RunError::Source(*e),
+        Err(source) => RunError::Source(SourceError::Library { page, source }),
+    }
+}
+
+fn library_value<S: Source>(source: &S) -> Result<serde_json::Value, RunError> {
+    serde_json::to_value(source.position()).map_err(|e| {
+        RunError::Internal(format!(
+            "the source's position does not serialise as JSON: {e}"
+        ))
+    })
+}
+
+fn library_position<S: Source>(source: &S) -> Result<SourcePosition, RunError> {
+    library_value(source).map(SourcePosition::Library)
 }
 
 /// The URL of `pipeline`'s checkpoint for `ingest_date` (today in UTC by default) with
@@ -370,7 +572,7 @@ async fn open_writer(
     checkpoints: Option<&Checkpoints>,
     destination: &Destination,
     env: &EnvVars,
-    start_position: &crate::source::paginate::PagingState,
+    start_position: &SourcePosition,
 ) -> Result<ObjectWriter, RunError> {
     let object_url = destination.location.as_str();
     let in_flight = pipeline.sink.max_parts_in_flight;
@@ -587,16 +789,15 @@ fn checkpoints(
         },
         uploads_before: None,
         member: MemberState::empty(),
-        paging: crate::source::paginate::PagingState {
-            cursor: crate::source::paginate::CursorState::Start,
-            pages: 0,
-            records: 0,
-            seen: Vec::new(),
-        },
+        // Each checkpoint sets its own.
+        position: SourcePosition::Library(serde_json::Value::Null),
         counters: Counters::default(),
         written_at: Utc::now(),
     };
-    let seen = resume.map(|cp| cp.paging.seen.clone()).unwrap_or_default();
+    let seen = resume
+        .and_then(|cp| cp.position.paging())
+        .map(|paging| paging.seen.clone())
+        .unwrap_or_default();
     Ok(Some(Arc::new(Checkpoints::new(
         at,
         Arc::new(Ledger::with_seen(seen)),
@@ -627,6 +828,32 @@ fn spawn_processor(
     Ok((feeds_tx, done_rx))
 }
 
+/// Starts the page writer thread of a library source; returns its feed, the emptied pages it
+/// gives back, and its outcome.
+#[allow(clippy::type_complexity)]
+fn spawn_page_writer(
+    writer: pages::PageWriter,
+    before: Processed,
+) -> Result<
+    (
+        mpsc::Sender<(u64, Page)>,
+        std::sync::mpsc::Receiver<Page>,
+        oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+    ),
+    RunError,
+> {
+    let (pages_tx, pages_rx) = mpsc::channel(1);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("landline-pages".into())
+        .spawn(move || {
+            let _ = done_tx.send(pages::write_pages(writer, pages_rx, recycle_tx, before));
+        })
+        .map_err(|e| RunError::Internal(format!("starting the page writer: {e}")))?;
+    Ok((pages_tx, recycle_rx, done_rx))
+}
+
 /// Aborts a writer no compressed upload owns yet, after `cause`.
 async fn abort_writer(writer: ObjectWriter, cause: RunError) -> RunError {
     tracing::warn!(error = %cause, "aborting the upload");
@@ -642,7 +869,7 @@ async fn abort_writer(writer: ObjectWriter, cause: RunError) -> RunError {
 #[allow(clippy::too_many_arguments)]
 fn report(
     pipeline: &Pipeline,
-    source: &HttpSource,
+    source: SourceFigures,
     done: &Processed,
     stats: &crate::compress::CompressStats,
     destination: &Destination,
@@ -668,7 +895,7 @@ fn report(
 /// The report of a run stopped at a checkpoint: the counters that checkpoint holds.
 fn report_continue(
     pipeline: &Pipeline,
-    source: &HttpSource,
+    source: SourceFigures,
     suspended: Suspended,
     checkpoint: Option<String>,
     started: Instant,
@@ -691,20 +918,53 @@ fn report_continue(
     report
 }
 
+/// What the source did in this process, for the report: the HTTP source's counters and
+/// settings, or nothing for a library source.
+#[derive(Debug, Default)]
+struct SourceFigures {
+    retries: u64,
+    bytes_wire: u64,
+    retry_wait_seconds: f64,
+    rate_limit_waits: u64,
+    rate_limit_wait_seconds: f64,
+    max_page_bytes: u64,
+    concurrency: u64,
+    page_buffer_bytes: u64,
+}
+
+impl SourceFigures {
+    fn of(source: &HttpSource) -> Self {
+        let rate = source.rate_stats();
+        let config = source.config();
+        SourceFigures {
+            retries: source.retries(),
+            bytes_wire: source
+                .stats()
+                .wire_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            retry_wait_seconds: source.retry_wait().as_secs_f64(),
+            rate_limit_waits: rate.waits,
+            rate_limit_wait_seconds: rate.waited.as_secs_f64(),
+            max_page_bytes: u64::try_from(config.max_page_bytes).unwrap_or(u64::MAX),
+            concurrency: config.concurrency as u64,
+            page_buffer_bytes: config.page_buffer_bytes as u64,
+        }
+    }
+}
+
 /// A report with this process's network and memory figures and nothing written yet.
 fn base_report(
     pipeline: &Pipeline,
-    source: &HttpSource,
+    source: SourceFigures,
     started: Instant,
     vars: RunVars,
 ) -> RunReport {
-    let rate = source.rate_stats();
     RunReport {
         status: RunStatus::Complete,
         checkpoint: None,
         records: 0,
         pages: 0,
-        retries: source.retries(),
+        retries: source.retries,
         bytes_in: 0,
         bytes_uncompressed: 0,
         bytes_written: 0,
@@ -717,13 +977,10 @@ fn base_report(
         ingest_ts: vars.ingest_ts,
         vars: vars.vars,
         network: NetworkReport {
-            bytes_wire: source
-                .stats()
-                .wire_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            retry_wait_seconds: source.retry_wait().as_secs_f64(),
-            rate_limit_waits: rate.waits,
-            rate_limit_wait_seconds: rate.waited.as_secs_f64(),
+            bytes_wire: source.bytes_wire,
+            retry_wait_seconds: source.retry_wait_seconds,
+            rate_limit_waits: source.rate_limit_waits,
+            rate_limit_wait_seconds: source.rate_limit_wait_seconds,
         },
         memory: MemorySettings {
             part_size_bytes: pipeline.sink.part_size_bytes as u64,
@@ -731,10 +988,10 @@ fn base_report(
             chunk_bytes: CHUNK_BYTES as u64,
             chunk_queue: CHUNK_QUEUE as u64,
             compression_threads: pipeline.sink.compression_threads as u64,
-            max_page_bytes: u64::try_from(source.config().max_page_bytes).unwrap_or(u64::MAX),
+            max_page_bytes: source.max_page_bytes,
             largest_page_bytes: 0,
-            concurrency: source.config().concurrency as u64,
-            page_buffer_bytes: source.config().page_buffer_bytes as u64,
+            concurrency: source.concurrency,
+            page_buffer_bytes: source.page_buffer_bytes,
         },
     }
 }

@@ -16,6 +16,7 @@ pub mod decode;
 pub mod fetch;
 mod link;
 pub mod page;
+pub mod paged;
 pub mod paginate;
 pub mod rate;
 pub mod redact;
@@ -33,6 +34,7 @@ use url::Url;
 use crate::pointer::JsonPointer;
 use crate::tls::CaBundle;
 pub use fetch::{BodyEvent, FetchStats, RetryCause, Verdict};
+pub use paged::{HttpPages, Page, Source};
 pub use paginate::{Cursor, PageOutcome, Pagination, PaginationError, Paginator};
 pub use rate::{RateLimitConfig, RateLimiter, RateStats};
 pub use redact::{RedactedUrl, Redactor};
@@ -135,7 +137,8 @@ impl SourceConfig {
     }
 }
 
-/// Why the source failed. Every variant names the page and the (redacted) URL.
+/// Why the source failed. Every variant of the HTTP source names the page and the
+/// (redacted) URL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
@@ -240,6 +243,27 @@ pub enum SourceError {
         #[source]
         source: PaginationError,
     },
+    /// A library [`Source`] failed to fetch a page.
+    #[error("page {page} of the source: {source}")]
+    Library {
+        /// The page it was fetching, from 1.
+        page: u64,
+        /// The source's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record of a library [`Source`]'s page could not be written.
+    #[error("page {page} of the source: {source}")]
+    LibraryPage {
+        /// The page, from 1.
+        page: u64,
+        /// What is wrong with the record.
+        #[source]
+        source: page::PageError,
+    },
+    /// [`HttpPages`]' own page pipeline stopped (a thread could not start, or died).
+    #[error("the page pipeline stopped: {0}")]
+    Stopped(String),
 }
 
 fn body_excerpt(body: &str) -> String {
@@ -301,7 +325,8 @@ fn body_excerpt(body: &str) -> String {
 ///     "2026-11-25T02:00:00.000Z".into(),
 ///     &BTreeMap::new(),
 /// )?;
-/// let source = HttpSource::new(pipeline.source.config(&vars)?)?;
+/// let spec = pipeline.source.as_ref().ok_or("the pipeline has no [source]")?;
+/// let source = HttpSource::new(spec.config(&vars)?)?;
 /// let cursor = source.config().pagination.body_pointer();
 ///
 /// let mut paginator = source.paginator();
@@ -329,7 +354,7 @@ fn body_excerpt(body: &str) -> String {
 ///     }
 ///     let mut json = Vec::new();
 ///     decoder(encoding, &body[..])?.read_to_end(&mut json)?;
-///     let scan = scan_page(&json, &pipeline.records, cursor, &mut Print)?;
+///     let scan = scan_page(&json, &spec.records, cursor, &mut Print)?;
 ///     let outcome = PageOutcome {
 ///         records: scan.records,
 ///         body_next: scan.next.as_deref(),

@@ -193,6 +193,11 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             keys: KeySet::default(),
         }
     }
+
+    /// The output the lines go to.
+    pub fn output(&mut self) -> &mut O {
+        self.out
+    }
 }
 
 impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {

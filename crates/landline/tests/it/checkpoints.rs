@@ -81,7 +81,7 @@ async fn a_checkpoint_mid_run_holds_the_state_at_a_page_end_and_goes_when_the_ru
             "{}: the checkpoint holds the token",
             s3.name
         );
-        assert_eq!(cp["format"], "landline-checkpoint/1");
+        assert_eq!(cp["format"], "landline-checkpoint/2");
         assert_eq!(cp["pipeline"], "test");
         assert_eq!(cp["ingest_date"], INGEST_DATE);
         let object = format!(
@@ -105,10 +105,10 @@ async fn a_checkpoint_mid_run_holds_the_state_at_a_page_end_and_goes_when_the_ru
         assert!(page < SLOW_PAGE, "{}: page {page}", s3.name);
         assert_eq!(records, page * 20);
         assert_eq!(cp["counters"]["pages"], page);
-        assert_eq!(cp["paging"]["cursor"]["kind"], "token");
-        assert_eq!(cp["paging"]["pages"], page);
+        assert_eq!(cp["position"]["http"]["cursor"]["kind"], "token");
+        assert_eq!(cp["position"]["http"]["pages"], page);
         assert_eq!(
-            cp["paging"]["seen"].as_array().map(Vec::len),
+            cp["position"]["http"]["seen"].as_array().map(Vec::len),
             Some(page as usize)
         );
 
@@ -413,7 +413,7 @@ async fn checkpoints_that_do_not_fit_or_whose_upload_is_gone_are_refused() {
     let original = moto.get_object(&key).await.expect("checkpoint bytes");
     let newer = String::from_utf8(original.clone())
         .expect("utf-8")
-        .replace("landline-checkpoint/1", "landline-checkpoint/9");
+        .replace("landline-checkpoint/2", "landline-checkpoint/9");
     moto.put_object(&key, newer).await;
     let err = landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())
         .await
@@ -421,7 +421,7 @@ async fn checkpoints_that_do_not_fit_or_whose_upload_is_gone_are_refused() {
     assert!(err.to_string().contains("landline-checkpoint/9"), "{err}");
     moto.put_object(
         &key,
-        "{\"format\": \"landline-checkpoint/1\", \"pipeline\": 3}",
+        "{\"format\": \"landline-checkpoint/2\", \"pipeline\": 3}",
     )
     .await;
     let err = landline::pipeline::read_checkpoint(&url, &Default::default(), moto.env())

@@ -9,6 +9,7 @@ mod e2e;
 mod failures;
 mod harness;
 mod idempotence;
+mod library;
 mod network;
 mod proxy;
 mod s3;
