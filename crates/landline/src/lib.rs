@@ -11,14 +11,14 @@
 //! | stage | module | job |
 //! |---|---|---|
 //! | configuration | [`config`], [`template`], [`pointer`](mod@pointer) | pipeline file → validated [`Pipeline`] |
-//! | source | [`source`] | fetch pages ([`source::HttpSource`], [`source::fetch`]), decode them ([`source::decode`]), split them as they arrive ([`source::page`]), paging ([`source::paginate`]), rate limits ([`source::rate`]) |
+//! | source | [`source`] | fetch pages ([`source::HttpSource`], [`source::fetch`]), decode them ([`source::decode`]), split them as they arrive ([`source::page`]), paging ([`source::paginate`]), rate limits ([`source::rate`]); [`source::Source`], the trait a library's own source implements ([`source::paged`]) |
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |
 //! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
 //! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload as plain data, bounded, abort) |
 //! | upload | [`upload`] | [`upload::CompressedUpload`]: compressor threads + upload task + part slots, one cleanup |
 //! | run state | [`checkpoint`] | checkpoints under `_landline/`, written after parts that end a page |
-//! | run | [`pipeline`], [`report`] | [`pipeline::run`] wires the stages; [`report::RunReport`] sums up |
+//! | run | [`pipeline`], [`report`] | [`pipeline::run`] wires the stages for the pipeline's HTTP API, [`pipeline::run_source`] for a [`source::Source`]; [`report::RunReport`] sums up |
 //!
 //! **Push, not pull.** Each stage pushes its output into the next through a bounded channel
 //! or a blocking call. A stage that is full makes the one before it wait, which is how memory

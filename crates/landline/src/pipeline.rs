@@ -1,4 +1,8 @@
 //! `run`: wires the stages of one pipeline run; the data path reads top to bottom here.
+//! [`run_source`] is the same run with a library [`Source`] in place of the HTTP API: its
+//! pages are fetched on the caller's task and written on a thread of their own, and
+//! everything after the transform (encoder, compressor, upload, checkpoints, the end of
+//! the run in `conclude`) is shared.
 //!
 //! ```text
 //! page tasks (async, ahead) ─ bodies ─▶ page processor thread: decode + split + transform

@@ -10,6 +10,10 @@
 //! Header values are secrets: they are marked sensitive and never printed; URLs are printed
 //! only through [`redact`].
 //!
+//! [`Source`] ([`paged`]) is the trait for sources of a library's own, run by
+//! [`pipeline::run_source`](crate::pipeline::run_source); [`HttpPages`] is this HTTP API as
+//! one.
+//!
 //! Memory: per page in flight, at most `page_buffer_bytes` of body as received.
 
 pub mod decode;
