@@ -148,6 +148,21 @@ async fn run_in_processes<S: Source>(
     panic!("{}: not complete after 50 processes", s3.name);
 }
 
+/// One run to the end (or to its failure), no time limit.
+async fn run_once<S: Source>(
+    s3: &S3Server,
+    pipeline: &Pipeline,
+    source: S,
+) -> Result<RunReport, RunError> {
+    run_source(
+        pipeline,
+        source,
+        options(s3, None, None),
+        std::future::pending(),
+    )
+    .await
+}
+
 async fn assert_nothing_left(s3: &S3Server, prefix: &str) {
     if s3.supports_list_multipart_uploads {
         let open = s3.list_multipart_uploads(prefix).await;
@@ -207,14 +222,9 @@ async fn a_library_source_that_fails_leaves_no_object_and_no_upload() {
             fail_at: Some(60),
             ..Numbers::new(30_000)
         };
-        let err = run_source(
-            &pipeline,
-            source,
-            options(&s3, None, None),
-            std::future::pending(),
-        )
-        .await
-        .expect_err("the source fails");
+        let err = run_once(&s3, &pipeline, source)
+            .await
+            .expect_err("the source fails");
         assert!(
             matches!(err, RunError::Source(SourceError::Library { page: 60, .. })),
             "{}: {err:?}",
@@ -231,14 +241,9 @@ async fn a_library_source_that_fails_leaves_no_object_and_no_upload() {
             bad_at: Some(3),
             ..Numbers::new(30_000)
         };
-        let err = run_source(
-            &pipeline,
-            source,
-            options(&s3, None, None),
-            std::future::pending(),
-        )
-        .await
-        .expect_err("the record is refused");
+        let err = run_once(&s3, &pipeline, source)
+            .await
+            .expect_err("the record is refused");
         let message = err.to_string();
         assert!(
             message.contains("page 3 of the source: record 250 of the page"),
