@@ -60,10 +60,22 @@ fn demo_writes_a_readable_object_and_a_report() {
         "objects",
         "peak_rss_bytes",
         "wall_seconds",
+        "cpu",
+        "rates",
     ] {
         assert!(report.get(key).is_some(), "{key} missing in {report}");
     }
     assert_eq!(report["records"], 700);
+    // The derived figures agree with the counters they come from.
+    let rates = &report["rates"];
+    let uncompressed = report["bytes_uncompressed"].as_f64().expect("bytes");
+    let ratio = uncompressed / report["bytes_written"].as_f64().expect("bytes");
+    assert!((rates["compression_ratio"].as_f64().expect("ratio") - ratio).abs() < 1e-9);
+    let width = rates["average_record_bytes"].as_f64().expect("width");
+    assert!((width - uncompressed / 700.0).abs() < 1e-9, "{rates}");
+    assert!(rates["records_per_second"].as_f64().expect("rate") > 0.0);
+    assert!(report["cpu"]["user_seconds"].as_f64().expect("user CPU") > 0.0);
+    assert!(report["cpu"]["system_seconds"].as_f64().is_some());
     let object = report["objects"][0].as_str().expect("an object");
     let path = object.strip_prefix("file://").expect("a local file");
     assert!(

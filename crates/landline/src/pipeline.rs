@@ -36,7 +36,7 @@ use crate::config::{ConfigError, Pipeline};
 use crate::encode::LineEncoder;
 use crate::pages::{self, Processed, Processor};
 use crate::report::{
-    MemorySettings, NetworkReport, Progress, RunReport, RunStatus, peak_rss_bytes,
+    CpuTimes, MemorySettings, NetworkReport, Progress, Rates, RunReport, RunStatus, peak_rss_bytes,
 };
 use crate::secret::EnvVars;
 use crate::sink::{Destination, ObjectWriter, SinkError, UploadState, Written};
@@ -893,6 +893,7 @@ fn report(
         report.parts = written.parts;
         report.e_tag = written.e_tag;
     }
+    report.rates = Rates::of(&report);
     report
 }
 
@@ -913,6 +914,7 @@ fn report_continue(
     report.pages = c.pages;
     report.bytes_in = c.bytes_in;
     report.memory.largest_page_bytes = c.largest_page;
+    report.rates = Rates::of(&report);
     tracing::info!(
         records = report.records,
         pages = report.pages,
@@ -977,6 +979,8 @@ fn base_report(
         e_tag: None,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: started.elapsed().as_secs_f64(),
+        cpu: CpuTimes::of_this_process(),
+        rates: Rates::default(),
         ingest_date: vars.ingest_date,
         ingest_ts: vars.ingest_ts,
         vars: vars.vars,

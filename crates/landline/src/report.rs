@@ -32,7 +32,7 @@ impl Progress {
 }
 
 /// Settings that bound a run's memory, reported beside the measured peak.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct MemorySettings {
     /// Size of the first 1,000 parts.
     pub part_size_bytes: u64,
@@ -68,6 +68,65 @@ pub struct NetworkReport {
     pub rate_limit_wait_seconds: f64,
 }
 
+/// CPU time this process has used, from the operating system's own accounting
+/// (`getrusage`); `None` where landline cannot read it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct CpuTimes {
+    /// Seconds in user mode (every thread).
+    pub user_seconds: Option<f64>,
+    /// Seconds in the kernel on the process's behalf.
+    pub system_seconds: Option<f64>,
+}
+
+impl CpuTimes {
+    /// This process's CPU time so far.
+    pub fn of_this_process() -> Self {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[allow(unsafe_code)]
+        {
+            let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which
+            // points at one, and returns 0 when it did.
+            if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0 {
+                // SAFETY: filled by the call above (and zeroed before it).
+                let usage = unsafe { usage.assume_init() };
+                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                return CpuTimes {
+                    user_seconds: Some(secs(usage.ru_utime)),
+                    system_seconds: Some(secs(usage.ru_stime)),
+                };
+            }
+        }
+        CpuTimes::default()
+    }
+}
+
+/// Figures derived from a report's counters, so that a reader of the JSON need not.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Rates {
+    /// Records written per second of wall time.
+    pub records_per_second: f64,
+    /// Bytes of JSON Lines per second of wall time.
+    pub bytes_uncompressed_per_second: f64,
+    /// JSON Lines bytes per compressed byte written (0 before anything is written).
+    pub compression_ratio: f64,
+    /// JSON Lines bytes per record, its newline included: the records' average width.
+    pub average_record_bytes: f64,
+}
+
+impl Rates {
+    /// The rates of `report`'s counters.
+    pub fn of(report: &RunReport) -> Self {
+        let per = |n: u64, d: f64| if d > 0.0 { n as f64 / d } else { 0.0 };
+        Rates {
+            records_per_second: per(report.records, report.wall_seconds),
+            bytes_uncompressed_per_second: per(report.bytes_uncompressed, report.wall_seconds),
+            compression_ratio: per(report.bytes_uncompressed, report.bytes_written as f64),
+            average_record_bytes: per(report.bytes_uncompressed, report.records as f64),
+        }
+    }
+}
+
 /// The summary of one run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
@@ -97,8 +156,12 @@ pub struct RunReport {
     pub e_tag: Option<String>,
     /// Peak resident memory of the process, in bytes.
     pub peak_rss_bytes: Option<u64>,
-    /// Wall-clock time of the run.
+    /// Wall-clock time of the run (this process's part of it).
     pub wall_seconds: f64,
+    /// CPU time of this process.
+    pub cpu: CpuTimes,
+    /// Throughput, compression ratio and average record width.
+    pub rates: Rates,
     /// The run's `{ingest_date}`.
     pub ingest_date: String,
     /// The run's `{ingest_ts}`.
@@ -166,19 +229,16 @@ impl fmt::Display for RunReport {
             (_, Some(object), _) => writeln!(f, "wrote {object}")?,
             _ => writeln!(f, "the source returned no records: no object written")?,
         }
-        let ratio = if self.bytes_written > 0 {
-            self.bytes_uncompressed as f64 / self.bytes_written as f64
-        } else {
-            0.0
-        };
+        let ratio = self.rates.compression_ratio;
         let n = &self.network;
         writeln!(
             f,
-            "  {} records in {} pages, {:.1} MiB of pages ({:.1} MiB on the wire)",
+            "  {} records in {} pages, {:.1} MiB of pages ({:.1} MiB on the wire), {:.0} bytes a record on average",
             self.records,
             self.pages,
             mib(self.bytes_in),
-            mib(n.bytes_wire)
+            mib(n.bytes_wire),
+            self.rates.average_record_bytes
         )?;
         writeln!(
             f,
@@ -196,12 +256,16 @@ impl fmt::Display for RunReport {
         let rss = self
             .peak_rss_bytes
             .map_or("unknown".to_owned(), |b| format!("{:.1} MiB", mib(b)));
-        let secs = self.wall_seconds.max(1e-9);
+        let cpu = match (self.cpu.user_seconds, self.cpu.system_seconds) {
+            (Some(user), Some(system)) => format!(", {user:.2} s user + {system:.2} s system CPU"),
+            _ => String::new(),
+        };
         write!(
             f,
-            "  {:.2} s wall ({:.0} MB/s of JSON Lines), peak RSS {rss}",
+            "  {:.2} s wall ({:.0} MB/s of JSON Lines, {:.0} records/s){cpu}, peak RSS {rss}",
             self.wall_seconds,
-            self.bytes_uncompressed as f64 / 1e6 / secs
+            self.rates.bytes_uncompressed_per_second / 1e6,
+            self.rates.records_per_second,
         )
     }
 }
@@ -215,6 +279,66 @@ mod tests {
     fn sets_one_malloc_arena_unless_the_environment_chose() {
         let chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some();
         assert_eq!(use_one_malloc_arena(), !chosen);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn reads_cpu_time_and_it_grows_with_work() {
+        let before = CpuTimes::of_this_process();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = CpuTimes::of_this_process();
+        let (b, a) = (before.user_seconds.unwrap(), after.user_seconds.unwrap());
+        assert!(a > b, "{b} -> {a}");
+        assert!(after.system_seconds.unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn rates_are_zero_rather_than_infinite_when_nothing_was_written() {
+        let mut report = RunReport {
+            status: RunStatus::Complete,
+            checkpoint: None,
+            records: 0,
+            pages: 1,
+            retries: 0,
+            bytes_in: 10,
+            bytes_uncompressed: 0,
+            bytes_written: 0,
+            parts: 0,
+            objects: Vec::new(),
+            e_tag: None,
+            peak_rss_bytes: None,
+            wall_seconds: 0.0,
+            cpu: CpuTimes::default(),
+            rates: Rates::default(),
+            ingest_date: "2026-01-01".into(),
+            ingest_ts: "2026-01-01T00:00:00.000Z".into(),
+            vars: Default::default(),
+            network: NetworkReport {
+                bytes_wire: 0,
+                retry_wait_seconds: 0.0,
+                rate_limit_waits: 0,
+                rate_limit_wait_seconds: 0.0,
+            },
+            memory: MemorySettings::default(),
+        };
+        assert_eq!(Rates::of(&report), Rates::default());
+        report.records = 4;
+        report.bytes_uncompressed = 400;
+        report.bytes_written = 100;
+        report.wall_seconds = 2.0;
+        let rates = Rates::of(&report);
+        assert_eq!(rates.records_per_second, 2.0);
+        assert_eq!(rates.bytes_uncompressed_per_second, 200.0);
+        assert_eq!(rates.compression_ratio, 4.0);
+        assert_eq!(rates.average_record_bytes, 100.0);
+        report.rates = rates;
+        let text = report.to_string();
+        assert!(text.contains("100 bytes a record on average"), "{text}");
     }
 
     #[test]
