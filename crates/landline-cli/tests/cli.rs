@@ -87,6 +87,8 @@ fn demo_writes_a_readable_object_and_a_report() {
         .read_to_string(&mut lines)
         .expect("gzip");
     assert_eq!(lines.lines().count(), 700);
+    let widest = lines.lines().map(str::len).max().expect("lines");
+    assert_eq!(report["largest_record_bytes"], widest as u64);
     let zcat = Command::new("zcat").arg(path).output().expect("zcat runs");
     assert!(zcat.status.success());
     assert_eq!(text(&zcat.stdout).lines().count(), 700);

@@ -122,6 +122,9 @@ pub struct Counters {
     pub bytes_in: u64,
     /// The largest page, decoded.
     pub largest_page: u64,
+    /// The widest record's line, its newline not counted.
+    #[serde(default)]
+    pub largest_record: u64,
 }
 
 /// The state after each page, until a checkpoint needs it: counters from the page

@@ -120,6 +120,8 @@ pub(crate) struct Processed {
     /// Body bytes, decoded.
     pub(crate) bytes_decoded: u64,
     pub(crate) largest_page: u64,
+    /// The widest record's line, its newline not counted.
+    pub(crate) largest_record: u64,
 }
 
 impl From<Counters> for Processed {
@@ -129,6 +131,7 @@ impl From<Counters> for Processed {
             pages: c.pages,
             bytes_decoded: c.bytes_in,
             largest_page: c.largest_page,
+            largest_record: c.largest_record,
         }
     }
 }
@@ -169,6 +172,7 @@ pub(crate) fn write_pages(
         done.pages += 1;
         done.bytes_decoded += bytes;
         done.largest_page = done.largest_page.max(bytes);
+        done.largest_record = done.largest_record.max(writer.largest() as u64);
         let out = writer.output();
         if let Some(ledger) = &w.ledger {
             ledger.counters(Counters {
@@ -177,6 +181,7 @@ pub(crate) fn write_pages(
                 pages: done.pages,
                 bytes_in: done.bytes_decoded,
                 largest_page: done.largest_page,
+                largest_record: done.largest_record,
             });
         }
         out.end_page(number, w.ledger.is_some())
@@ -311,6 +316,7 @@ fn page<O: PageOutput>(
         done.pages += 1;
         done.bytes_decoded += bytes;
         done.largest_page = done.largest_page.max(bytes);
+        done.largest_record = done.largest_record.max(writer.largest() as u64);
         if let Some(ledger) = &p.ledger {
             ledger.counters(Counters {
                 page: feed.page,
@@ -318,6 +324,7 @@ fn page<O: PageOutput>(
                 pages: done.pages,
                 bytes_in: done.bytes_decoded,
                 largest_page: done.largest_page,
+                largest_record: done.largest_record,
             });
         }
         p.encoder

@@ -887,6 +887,7 @@ fn report(
     report.bytes_in = done.bytes_decoded;
     report.bytes_uncompressed = stats.bytes_in;
     report.memory.largest_page_bytes = done.largest_page;
+    report.largest_record_bytes = done.largest_record;
     if let Some(written) = written {
         report.objects = vec![destination.location.clone()];
         report.bytes_written = written.bytes;
@@ -914,6 +915,7 @@ fn report_continue(
     report.pages = c.pages;
     report.bytes_in = c.bytes_in;
     report.memory.largest_page_bytes = c.largest_page;
+    report.largest_record_bytes = c.largest_record;
     report.rates = Rates::of(&report);
     tracing::info!(
         records = report.records,
@@ -979,6 +981,7 @@ fn base_report(
         e_tag: None,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: started.elapsed().as_secs_f64(),
+        largest_record_bytes: 0,
         cpu: CpuTimes::of_this_process(),
         rates: Rates::default(),
         ingest_date: vars.ingest_date,

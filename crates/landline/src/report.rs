@@ -158,6 +158,9 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     /// Wall-clock time of the run (this process's part of it).
     pub wall_seconds: f64,
+    /// The widest record's JSON line, in bytes, its newline not counted (over every
+    /// process of the run so far).
+    pub largest_record_bytes: u64,
     /// CPU time of this process.
     pub cpu: CpuTimes,
     /// Throughput, compression ratio and average record width.
@@ -233,12 +236,13 @@ impl fmt::Display for RunReport {
         let n = &self.network;
         writeln!(
             f,
-            "  {} records in {} pages, {:.1} MiB of pages ({:.1} MiB on the wire), {:.0} bytes a record on average",
+            "  {} records in {} pages, {:.1} MiB of pages ({:.1} MiB on the wire), {:.0} bytes a record on average, {} at most",
             self.records,
             self.pages,
             mib(self.bytes_in),
             mib(n.bytes_wire),
-            self.rates.average_record_bytes
+            self.rates.average_record_bytes,
+            self.largest_record_bytes
         )?;
         writeln!(
             f,
@@ -313,6 +317,7 @@ mod tests {
             e_tag: None,
             peak_rss_bytes: None,
             wall_seconds: 0.0,
+            largest_record_bytes: 0,
             cpu: CpuTimes::default(),
             rates: Rates::default(),
             ingest_date: "2026-01-01".into(),

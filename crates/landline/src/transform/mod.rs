@@ -181,6 +181,8 @@ pub struct RecordWriter<'a, O> {
     error: Option<PageError>,
     /// The current record's keys, reused from record to record.
     keys: KeySet,
+    /// The longest line written so far, its newline not counted.
+    largest: usize,
 }
 
 impl<'a, O: LineOutput> RecordWriter<'a, O> {
@@ -191,7 +193,13 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             out,
             error: None,
             keys: KeySet::default(),
+            largest: 0,
         }
+    }
+
+    /// The longest line written so far, in bytes, its newline not counted.
+    pub fn largest(&self) -> usize {
+        self.largest
     }
 
     /// The output the lines go to.
@@ -232,6 +240,7 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
             self.error = Some(too_large(index, bytes, self.transform.max_record_bytes));
             return Err(de::Error::custom("record too large"));
         }
+        self.largest = self.largest.max(bytes);
         if let Err(e) = self.out.end_line() {
             self.error = Some(PageError::Output(e));
             return Err(de::Error::custom("compressor stopped"));

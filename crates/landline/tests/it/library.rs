@@ -208,6 +208,14 @@ async fn a_library_source_lands_every_record_once_across_processes_in_one_member
         assert_eq!(report.records, RECORDS, "{}", s3.name);
         assert_eq!(report.pages, RECORDS / 250, "{}", s3.name);
         assert_eq!(report.bytes_uncompressed, jsonl.len() as u64);
+        // The widest line, carried across processes by the checkpoints.
+        let widest = jsonl.split(|&b| b == b'\n').map(<[u8]>::len).max();
+        assert_eq!(
+            Some(report.largest_record_bytes as usize),
+            widest,
+            "{}",
+            s3.name
+        );
         assert_nothing_left(&s3, &prefix).await;
     }
 }
