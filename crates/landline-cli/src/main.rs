@@ -58,6 +58,11 @@ enum Command {
         /// died; its upload is aborted and the run starts afresh.
         #[arg(long, value_enum, default_value_t = ResumeMode::Never)]
         resume: ResumeMode,
+        /// Exit with status 3 when the run's data drifted from the previous run's past the
+        /// pipeline's `[drift]` thresholds (the object has landed all the same; the report
+        /// lists the changes).
+        #[arg(long)]
+        fail_on_drift: bool,
     },
     /// Continue a run from its checkpoint (the URL a `continue` report names); when the
     /// source is exhausted, the object is completed.
@@ -73,6 +78,11 @@ enum Command {
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Exit with status 3 when the run's data drifted from the previous run's past the
+        /// pipeline's `[drift]` thresholds (the object has landed all the same; the report
+        /// lists the changes).
+        #[arg(long)]
+        fail_on_drift: bool,
     },
     /// Print one Lambda event per shard of a run, as JSON Lines, for the Step Functions map
     /// in deploy/ (see its README).
@@ -146,6 +156,8 @@ fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
 /// Exit status for a failed run (configuration errors and usage errors exit 2).
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `--fail-on-drift` and the data drifted (the object landed).
+const EXIT_DRIFT: u8 = 3;
 /// 128 + SIGINT, as shells report an interrupted command.
 const EXIT_CANCELLED: u8 = 130;
 
@@ -174,6 +186,7 @@ fn main() -> ExitCode {
                 Some(RunError::Cancelled) => EXIT_CANCELLED,
                 Some(RunError::Config(_)) => EXIT_CONFIG,
                 Some(_) => EXIT_FAILED,
+                None if err.downcast_ref::<Drifted>().is_some() => EXIT_DRIFT,
                 None if err.downcast_ref::<landline::ConfigError>().is_some() => EXIT_CONFIG,
                 None if err.downcast_ref::<landline::plan::PlanError>().is_some() => EXIT_CONFIG,
                 None if matches!(
@@ -199,6 +212,7 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             report_json,
             max_duration,
             resume,
+            fail_on_drift,
         } => {
             let loaded = Pipeline::load(&pipeline)?;
             let vars: BTreeMap<String, String> = vars.into_iter().collect();
@@ -223,13 +237,15 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
                 }
                 other => other?,
             };
-            finish(&report, report_json.as_deref())
+            finish(&report, report_json.as_deref())?;
+            drift_verdict(&report, fail_on_drift)
         }
         Command::Resume {
             checkpoint,
             pipeline,
             max_duration,
             report_json,
+            fail_on_drift,
         } => {
             let env: Vec<(String, String)> = std::env::vars().collect();
             let cp = landline::pipeline::read_checkpoint(
@@ -256,7 +272,8 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
                 ..RunOptions::default()
             };
             let report = run(&loaded, options, show_progress).await?;
-            finish(&report, report_json.as_deref())
+            finish(&report, report_json.as_deref())?;
+            drift_verdict(&report, fail_on_drift)
         }
         Command::Plan {
             pipeline,
@@ -429,6 +446,39 @@ async fn run(
         bar.finish_and_clear();
     }
     result
+}
+
+/// `--fail-on-drift` and the run drifted: the object landed, but the run counts as failed.
+#[derive(Debug)]
+struct Drifted {
+    changes: usize,
+    since: String,
+}
+
+impl std::fmt::Display for Drifted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the data drifted since the run of {} ({} change{} past the [drift] thresholds, listed in the report); the object has landed (--fail-on-drift)",
+            self.since,
+            self.changes,
+            if self.changes == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Drifted {}
+
+/// Fails with [`Drifted`] when `fail_on_drift` and the report has drift.
+fn drift_verdict(report: &RunReport, fail_on_drift: bool) -> anyhow::Result<()> {
+    match &report.drift {
+        Some(drift) if fail_on_drift && drift.drifted() => Err(Drifted {
+            changes: drift.changes.len(),
+            since: drift.previous_ingest_date.clone(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 fn finish(report: &RunReport, report_json: Option<&Path>) -> anyhow::Result<()> {

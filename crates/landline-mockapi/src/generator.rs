@@ -49,6 +49,9 @@ pub struct DataConfig {
     pub seed: u64,
     /// Average size of one record as compact JSON, in bytes; single records vary by ±25 %.
     pub target_bytes: usize,
+    /// Top-level fields added at the end of every record, `"extra_1"` … (objects of about
+    /// 40 bytes), beyond `target_bytes`: the API's records getting new fields one day.
+    pub extra_fields: usize,
 }
 
 impl Default for DataConfig {
@@ -59,6 +62,7 @@ impl Default for DataConfig {
             pool: 4_000,
             seed: 42,
             target_bytes: 28_600,
+            extra_fields: 0,
         }
     }
 }
@@ -244,6 +248,16 @@ fn pool_entry(pool_index: u64, config: &DataConfig) -> Vec<u8> {
     let mut json = serde_json::to_vec(&variant).expect("serialising a Variant cannot fail");
     debug_assert_eq!(json.first(), Some(&b'{'));
     json[0] = b',';
+    if config.extra_fields > 0 {
+        json.pop();
+        for n in 1..=config.extra_fields {
+            json.extend_from_slice(
+                format!(r#","extra_{n}":{{"since":"day two","rank":{pool_index},"on":true}}"#)
+                    .as_bytes(),
+            );
+        }
+        json.push(b'}');
+    }
     json
 }
 

@@ -38,6 +38,9 @@ struct Args {
     /// Average size of one record as compact JSON, in bytes.
     #[arg(long, default_value_t = 28_600)]
     target_bytes: usize,
+    /// Top-level fields added to every record (`extra_1`, …): a schema change.
+    #[arg(long, default_value_t = 0)]
+    extra_fields: usize,
     /// Delay added to every data request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -86,6 +89,7 @@ async fn run(args: Args) -> io::Result<()> {
             pool: args.pool,
             seed: args.seed,
             target_bytes: args.target_bytes,
+            extra_fields: args.extra_fields,
         },
         latency: Duration::from_millis(args.latency_ms),
         bandwidth,

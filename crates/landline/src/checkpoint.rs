@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use crate::compress::{MemberState, PartEnd};
 use crate::sink::{Destination, SinkError, UploadState};
 use crate::source::paginate::PagingState;
+use crate::transform::FieldInventory;
 
 /// The checkpoint format this build writes and reads.
 pub const FORMAT: &str = "landline-checkpoint/2";
@@ -74,6 +75,10 @@ pub struct Checkpoint {
     pub position: SourcePosition,
     /// Counters at that page.
     pub counters: Counters,
+    /// The fields of the records written up to that page, when they are counted (for the
+    /// manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldInventory>,
     /// When this checkpoint was written.
     pub written_at: chrono::DateTime<chrono::Utc>,
 }
@@ -141,6 +146,7 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 struct Entry {
     counters: Option<Counters>,
+    fields: Option<FieldInventory>,
     position: Option<SourcePosition>,
     url_hash: Option<u64>,
 }
@@ -149,6 +155,11 @@ impl Ledger {
     /// Records the counters after `counters.page`.
     pub fn counters(&self, counters: Counters) {
         self.update(counters.page, |e| e.counters = Some(counters));
+    }
+
+    /// Records the fields counted up to `page` (given before its counters).
+    pub fn fields(&self, page: u64, fields: FieldInventory) {
+        self.update(page, |e| e.fields = Some(fields));
     }
 
     /// Starts from a resumed run's loop-guard hashes.
@@ -183,7 +194,7 @@ impl Ledger {
     }
 
     /// Waits for both halves of `page`'s state, then forgets it and every page before it.
-    pub async fn take(&self, page: u64) -> (Counters, SourcePosition) {
+    pub async fn take(&self, page: u64) -> (Counters, SourcePosition, Option<FieldInventory>) {
         loop {
             let changed = self.changed.notified();
             if let Some(whole) = self.try_take(page) {
@@ -193,12 +204,13 @@ impl Ledger {
         }
     }
 
-    fn try_take(&self, page: u64) -> Option<(Counters, SourcePosition)> {
+    fn try_take(&self, page: u64) -> Option<(Counters, SourcePosition, Option<FieldInventory>)> {
         let mut pages = self.pages.lock().ok()?;
-        let entry = pages.get(&page)?;
+        let entry = pages.get_mut(&page)?;
         let (Some(counters), Some(mut position)) = (entry.counters, entry.position.clone()) else {
             return None;
         };
+        let fields = entry.fields.take();
         let rest = pages.split_off(&(page + 1));
         let taken = std::mem::replace(&mut *pages, rest);
         if let SourcePosition::Http(paging) = &mut position {
@@ -208,7 +220,7 @@ impl Ledger {
             seen.dedup();
             paging.seen = seen.clone();
         }
-        Some((counters, position))
+        Some((counters, position, fields))
     }
 }
 
@@ -343,6 +355,7 @@ impl Checkpoints {
             upload_id: String::new(),
             created: chrono::Utc::now(),
             parts: Vec::new(),
+            sha256: None,
         };
         let checkpoint = Checkpoint {
             upload,
@@ -371,9 +384,17 @@ impl Checkpoints {
         upload: UploadState,
         end: &PartEnd,
     ) -> Result<Counters, SinkError> {
-        let (counters, position) = self.ledger.take(end.mark).await;
-        self.put(upload, end.member.clone(), position, counters)
-            .await?;
+        let (counters, position, fields) = self.ledger.take(end.mark).await;
+        let checkpoint = Checkpoint {
+            upload,
+            member: end.member.clone(),
+            position,
+            counters,
+            fields,
+            written_at: chrono::Utc::now(),
+            ..self.template.clone()
+        };
+        self.write(&checkpoint).await?;
         Ok(counters)
     }
 
@@ -470,7 +491,19 @@ pub fn checkpoint_url(
     ingest_date: &str,
     vars: &BTreeMap<String, String>,
 ) -> String {
-    let mut url = format!("{prefix}checkpoints/{name}/{ingest_date}");
+    state_url(prefix, "checkpoints", name, ingest_date, vars)
+}
+
+/// The URL of a run's state object of `kind` (`checkpoints`, `manifests`), named as
+/// [`checkpoint_url`] names checkpoints.
+pub fn state_url(
+    prefix: &str,
+    kind: &str,
+    name: &str,
+    ingest_date: &str,
+    vars: &BTreeMap<String, String>,
+) -> String {
+    let mut url = format!("{prefix}{kind}/{name}/{ingest_date}");
     for (var, value) in vars {
         let plain = !value.is_empty()
             && value.len() <= 64
@@ -575,14 +608,14 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         ledger.paging(2, paging(2), 7);
-        let (counters, state) = waiter.await.unwrap();
+        let (counters, state, _) = waiter.await.unwrap();
         let state = state.paging().unwrap();
         assert_eq!((counters.records, state.pages), (20, 2));
         assert_eq!(state.seen, [7, 11]);
         // Pages 1 and 2 are forgotten; 3 is kept.
         assert!(ledger.try_take(1).is_none());
         ledger.paging(3, paging(3), 5);
-        let (counters, state) = ledger.try_take(3).unwrap();
+        let (counters, state, _) = ledger.try_take(3).unwrap();
         let state = state.paging().unwrap();
         assert_eq!((counters.records, &state.seen), (30, &vec![5, 7, 11]));
     }
@@ -597,7 +630,7 @@ mod tests {
             ..Counters::default()
         });
         ledger.position(1, serde_json::json!({"next_id": 42}));
-        let (counters, position) = ledger.try_take(1).unwrap();
+        let (counters, position, _) = ledger.try_take(1).unwrap();
         assert_eq!(counters.records, 5);
         assert_eq!(
             serde_json::to_string(&position).unwrap(),

@@ -90,6 +90,9 @@ pub struct PipelineFile {
     /// `[state]`.
     #[serde(default)]
     pub state: StateSection,
+    /// `[drift]`: when a run's data differs enough from the previous run's to warn.
+    #[serde(default)]
+    pub drift: crate::drift::DriftSection,
     /// A hash of the file as written (`${VAR}` references unexpanded, so no secret enters
     /// it), in a canonical form: what a checkpoint is checked against.
     #[serde(skip)]
@@ -112,6 +115,11 @@ pub struct StateSection {
     /// with `[sink] fixed_part_size`, whose equal parts cannot end at page ends).
     #[serde(default)]
     pub checkpoints: Option<bool>,
+    /// Write a manifest after each run that completes (default true): the run's report, the
+    /// object's size and SHA-256, and the records' field inventory, which the next run's
+    /// drift alarm compares with.
+    #[serde(default)]
+    pub manifests: Option<bool>,
 }
 
 /// The longest pipeline name: it is part of object keys.
@@ -436,6 +444,8 @@ pub struct Pipeline {
     pub identity: String,
     /// `[state]`, validated.
     pub state: StateSpec,
+    /// `[drift]`, validated.
+    pub drift: crate::drift::DriftThresholds,
 }
 
 /// `[source]`, validated: the first request's URL, query and headers as templates, and the
@@ -616,6 +626,8 @@ pub struct StateSpec {
     pub url: Option<String>,
     /// Whether runs write checkpoints.
     pub checkpoints: bool,
+    /// Whether runs write manifests.
+    pub manifests: bool,
 }
 
 /// `[transform]`, validated.
@@ -635,6 +647,11 @@ enum AddedValue {
 }
 
 impl TransformSpec {
+    /// The longest record line accepted (`[source] max_record_bytes`).
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
     /// The transform for one run.
     pub fn build(&self, vars: &RunVars) -> Result<Transform, TransformBuildError> {
         let added = self
@@ -953,6 +970,7 @@ impl PipelineFile {
             vars,
             identity: self.identity.clone(),
             state,
+            drift: self.drift.validate()?,
             source,
             transform,
             sink: SinkSpec {
@@ -1057,6 +1075,7 @@ impl StateSection {
         Ok(StateSpec {
             url,
             checkpoints: self.checkpoints.unwrap_or(!fixed_part_size),
+            manifests: self.manifests.unwrap_or(true),
         })
     }
 }

@@ -72,8 +72,10 @@
 pub mod checkpoint;
 pub mod compress;
 pub mod config;
+pub mod drift;
 pub mod encode;
 mod errors;
+pub mod manifest;
 mod pages;
 pub mod pipeline;
 pub mod plan;

@@ -49,7 +49,7 @@ use crate::source::{
     BodyEvent, HttpSource, Page, PageOutcome, Pagination, PaginationError, Paginator, RetryCause,
     SourceError, Verdict,
 };
-use crate::transform::{RecordWriter, Transform};
+use crate::transform::{FieldInventory, RecordWriter, Transform};
 
 /// Decoded bytes read off a body at a time, between looks at the splitter.
 const READ_BYTES: u64 = 64 * 1024;
@@ -113,7 +113,7 @@ pub(crate) struct Processor<O = LineEncoder> {
 }
 
 /// Counters of the processed pages.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Processed {
     pub(crate) records: u64,
     pub(crate) pages: u64,
@@ -122,17 +122,37 @@ pub(crate) struct Processed {
     pub(crate) largest_page: u64,
     /// The widest record's line, its newline not counted.
     pub(crate) largest_record: u64,
+    /// The records' fields, when they are counted (for the manifest).
+    pub(crate) fields: Option<FieldInventory>,
 }
 
-impl From<Counters> for Processed {
-    fn from(c: Counters) -> Self {
+impl Processed {
+    /// Where a run starts: after `counters`, with the fields counted so far (`None`: the
+    /// fields are not counted).
+    pub(crate) fn after(c: Counters, fields: Option<FieldInventory>) -> Self {
         Processed {
             records: c.records,
             pages: c.pages,
             bytes_decoded: c.bytes_in,
             largest_page: c.largest_page,
             largest_record: c.largest_record,
+            fields,
         }
+    }
+
+    /// Hands page `page`'s state to the checkpoints' ledger.
+    fn record_in(&self, ledger: &Ledger, page: u64) {
+        if let Some(fields) = &self.fields {
+            ledger.fields(page, fields.snapshot());
+        }
+        ledger.counters(Counters {
+            page,
+            records: self.records,
+            pages: self.pages,
+            bytes_in: self.bytes_decoded,
+            largest_page: self.largest_page,
+            largest_record: self.largest_record,
+        });
     }
 }
 
@@ -155,7 +175,9 @@ pub(crate) fn write_pages(
     before: Processed,
 ) -> Result<(LineEncoder, Processed), RunError> {
     let mut done = before;
-    let mut writer = RecordWriter::new(&w.transform, &mut w.encoder);
+    let mut fields = done.fields.take();
+    let mut writer =
+        RecordWriter::new(&w.transform, &mut w.encoder).with_inventory(fields.as_mut());
     while let Some((number, mut page)) = pages.blocking_recv() {
         for (index, record) in page.records().enumerate() {
             write_record(&mut writer, index as u64, record).map_err(|source| match source {
@@ -173,17 +195,13 @@ pub(crate) fn write_pages(
         done.bytes_decoded += bytes;
         done.largest_page = done.largest_page.max(bytes);
         done.largest_record = done.largest_record.max(writer.largest() as u64);
-        let out = writer.output();
         if let Some(ledger) = &w.ledger {
-            ledger.counters(Counters {
-                page: number,
-                records: done.records,
-                pages: done.pages,
-                bytes_in: done.bytes_decoded,
-                largest_page: done.largest_page,
-                largest_record: done.largest_record,
-            });
+            if let Some(fields) = writer.inventory() {
+                ledger.fields(number, fields.snapshot());
+            }
+            done.record_in(ledger, number);
         }
+        let out = writer.output();
         out.end_page(number, w.ledger.is_some())
             .map_err(RunError::Compress)?;
         w.progress.page(records, bytes, out.bytes());
@@ -191,6 +209,7 @@ pub(crate) fn write_pages(
         let _ = recycle.send(page);
     }
     drop(writer);
+    done.fields = fields;
     Ok((w.encoder, done))
 }
 
@@ -265,7 +284,8 @@ fn page<O: PageOutput>(
                 link_next: link_next.clone(),
             });
         }
-        let mut writer = RecordWriter::new(&p.transform, &mut p.encoder);
+        let mut writer =
+            RecordWriter::new(&p.transform, &mut p.encoder).with_inventory(done.fields.as_mut());
         let read = attempt(
             &mut feed,
             encoding,
@@ -317,15 +337,9 @@ fn page<O: PageOutput>(
         done.bytes_decoded += bytes;
         done.largest_page = done.largest_page.max(bytes);
         done.largest_record = done.largest_record.max(writer.largest() as u64);
+        drop(writer);
         if let Some(ledger) = &p.ledger {
-            ledger.counters(Counters {
-                page: feed.page,
-                records: done.records,
-                pages: done.pages,
-                bytes_in: done.bytes_decoded,
-                largest_page: done.largest_page,
-                largest_record: done.largest_record,
-            });
+            done.record_in(ledger, feed.page);
         }
         p.encoder
             .end_page(feed.page, p.ledger.is_some())

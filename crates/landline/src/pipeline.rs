@@ -34,6 +34,7 @@ use crate::checkpoint::{
 use crate::compress::{CompressError, CompressorConfig, MemberState};
 use crate::config::{ConfigError, Pipeline};
 use crate::encode::LineEncoder;
+use crate::manifest;
 use crate::pages::{self, Processed, Processor};
 use crate::report::{
     CpuTimes, MemorySettings, NetworkReport, Progress, Rates, RunReport, RunStatus, peak_rss_bytes,
@@ -187,10 +188,11 @@ pub async fn run(
         events: events_tx,
         ledger: ledger.clone(),
     };
-    let (feeds_tx, processed) = match spawn_processor(processor, Processed::from(before)) {
-        Ok(spawned) => spawned,
-        Err(e) => return Err(upload.abort(e).await),
-    };
+    let (feeds_tx, processed) =
+        match spawn_processor(processor, before_run(pipeline, resume, before)) {
+            Ok(spawned) => spawned,
+            Err(e) => return Err(upload.abort(e).await),
+        };
 
     let drive = pages::drive(
         &source,
@@ -262,7 +264,10 @@ pub async fn run_source<S: Source>(
         progress: Arc::clone(&prepared.progress),
         ledger: ledger.clone(),
     };
-    let (pages_tx, recycled, processed) = match spawn_page_writer(writer, Processed::from(before)) {
+    let (pages_tx, recycled, processed) = match spawn_page_writer(
+        writer,
+        before_run(pipeline, prepared.resume.as_ref(), before),
+    ) {
         Ok(spawned) => spawned,
         Err(e) => return Err(upload.abort(e).await),
     };
@@ -445,6 +450,7 @@ async fn conclude(
         vars,
         destination,
         checkpoints,
+        store_env,
         ..
     } = prepared;
     let (encoder, done) = match (driven, processed) {
@@ -465,7 +471,7 @@ async fn conclude(
     };
     // An empty source writes nothing, not an empty object.
     let (written, stats) = upload.finish(encoder, done.records > 0).await?;
-    let report = report(
+    let mut report = report(
         pipeline,
         figures,
         &done,
@@ -475,6 +481,16 @@ async fn conclude(
         started,
         vars,
     );
+    if pipeline.state.manifests {
+        let object_url = destination.location.as_str();
+        let url = manifest::manifest_url(
+            &state_prefix(pipeline, object_url),
+            &pipeline.name,
+            &report.ingest_date,
+            &report.vars,
+        );
+        publish_manifest(pipeline, &mut report, &url, done.fields, store_env).await;
+    }
     tracing::info!(
         records = report.records,
         pages = report.pages,
@@ -482,6 +498,92 @@ async fn conclude(
         "run complete"
     );
     Ok(report)
+}
+
+/// Compares the run with the previous run's manifest (the drift alarm), then writes its
+/// own; sets the report's `drift` and `manifest`. The object has landed by now, so a
+/// manifest that cannot be read or written is a warning, not a failed run.
+async fn publish_manifest(
+    pipeline: &Pipeline,
+    report: &mut RunReport,
+    url: &str,
+    fields: Option<crate::transform::FieldInventory>,
+    env: EnvVars,
+) {
+    let options = &pipeline.sink.store;
+    if pipeline.drift.enabled {
+        match manifest::previous(url, &report.ingest_date, options, env.clone()).await {
+            Ok(Some((at, previous))) => {
+                let figures = |m: &manifest::Manifest| {
+                    let size = m.object.as_ref().map_or(0, |o| o.size);
+                    (m.records, m.average_record_bytes, size)
+                };
+                let (records, width, size) = figures(&previous);
+                let changes = crate::drift::compare(
+                    &crate::drift::Figures {
+                        records,
+                        average_record_bytes: width,
+                        compressed_bytes: size,
+                        fields: previous.fields.as_ref(),
+                    },
+                    &crate::drift::Figures {
+                        records: report.records,
+                        average_record_bytes: report.rates.average_record_bytes,
+                        compressed_bytes: report.bytes_written,
+                        fields: fields.as_ref(),
+                    },
+                    &pipeline.drift,
+                );
+                for change in &changes {
+                    tracing::warn!(previous = %previous.ingest_date, "drift: {change}");
+                }
+                let not_compared = |f: &Option<crate::transform::FieldInventory>| {
+                    f.as_ref().is_none_or(|f| f.other_values() > 0)
+                };
+                report.drift = Some(crate::drift::DriftReport {
+                    compared_with: at,
+                    previous_ingest_date: previous.ingest_date,
+                    changes,
+                    fields_not_compared: not_compared(&previous.fields) || not_compared(&fields),
+                });
+            }
+            Ok(None) => tracing::debug!("no earlier manifest of this pipeline to compare with"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the previous run's manifest: no drift check")
+            }
+        }
+    }
+    let object = report.objects.first().map(|url| manifest::ObjectFacts {
+        url: url.clone(),
+        size: report.bytes_written,
+        e_tag: report.e_tag.clone(),
+        sha256: report.sha256.clone(),
+        parts: report.parts,
+        gzip_members: 1,
+    });
+    report.manifest = Some(url.to_owned());
+    let mut written = manifest::Manifest {
+        format: manifest::FORMAT.to_owned(),
+        pipeline: pipeline.name.clone(),
+        ingest_date: report.ingest_date.clone(),
+        ingest_ts: report.ingest_ts.clone(),
+        vars: report.vars.clone(),
+        landline_version: env!("CARGO_PKG_VERSION").to_owned(),
+        object,
+        records: report.records,
+        bytes_uncompressed: report.bytes_uncompressed,
+        average_record_bytes: report.rates.average_record_bytes,
+        largest_record_bytes: report.largest_record_bytes,
+        fields,
+        drift: report.drift.clone(),
+        report: serde_json::Value::Null,
+        written_at: Utc::now(),
+    };
+    written.report = serde_json::to_value(&*report).unwrap_or_default();
+    if let Err(e) = manifest::write(url, &written, options, env).await {
+        tracing::warn!(error = %e, "could not write the run's manifest");
+        report.manifest = None;
+    }
 }
 
 /// A library source's error at page `page`: a [`SourceError`] as it is.
@@ -790,12 +892,14 @@ fn checkpoints(
             upload_id: String::new(),
             created: Utc::now(),
             parts: Vec::new(),
+            sha256: None,
         },
         uploads_before: None,
         member: MemberState::empty(),
         // Each checkpoint sets its own.
         position: SourcePosition::Library(serde_json::Value::Null),
         counters: Counters::default(),
+        fields: None,
         written_at: Utc::now(),
     };
     let seen = resume
@@ -807,6 +911,17 @@ fn checkpoints(
         Arc::new(Ledger::with_seen(seen)),
         template,
     ))))
+}
+
+/// What the pages of this process start from: the checkpoint's counters (`before`) and
+/// fields (counted when the run writes a manifest).
+fn before_run(pipeline: &Pipeline, resume: Option<&Checkpoint>, before: Counters) -> Processed {
+    let fields = match resume {
+        _ if !pipeline.state.manifests => None,
+        Some(cp) if cp.counters.records > 0 => cp.fields.clone(),
+        _ => Some(Default::default()),
+    };
+    Processed::after(before, fields)
 }
 
 /// Starts the page processor thread; returns its feed and its outcome.
@@ -893,6 +1008,7 @@ fn report(
         report.bytes_written = written.bytes;
         report.parts = written.parts;
         report.e_tag = written.e_tag;
+        report.sha256 = written.sha256;
     }
     report.rates = Rates::of(&report);
     report
@@ -967,7 +1083,7 @@ fn base_report(
     started: Instant,
     vars: RunVars,
 ) -> RunReport {
-    RunReport {
+    let mut report = RunReport {
         status: RunStatus::Complete,
         checkpoint: None,
         records: 0,
@@ -979,6 +1095,9 @@ fn base_report(
         parts: 0,
         objects: Vec::new(),
         e_tag: None,
+        sha256: None,
+        manifest: None,
+        drift: None,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: started.elapsed().as_secs_f64(),
         largest_record_bytes: 0,
@@ -1003,6 +1122,10 @@ fn base_report(
             largest_page_bytes: 0,
             concurrency: source.concurrency,
             page_buffer_bytes: source.page_buffer_bytes,
+            max_record_bytes: pipeline.transform.max_record_bytes() as u64,
+            budget_bytes: 0,
         },
-    }
+    };
+    report.memory.budget_bytes = report.memory.budget();
+    report
 }

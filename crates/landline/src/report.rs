@@ -52,6 +52,52 @@ pub struct MemorySettings {
     pub concurrency: u64,
     /// Body bytes, as received, buffered per page in flight.
     pub page_buffer_bytes: u64,
+    /// Longest record accepted, as received and as a JSON line.
+    pub max_record_bytes: u64,
+    /// What these settings allow the process to hold at most ([`MemorySettings::budget`]),
+    /// to set beside the measured peak.
+    pub budget_bytes: u64,
+}
+
+/// The process's memory without any data: runtime, HTTP and store clients, one request
+/// (measured: ~8 MiB; see DESIGN.md).
+pub const BASE_MEMORY_BYTES: u64 = 8 * 1024 * 1024;
+
+impl MemorySettings {
+    /// The most memory these settings let a run hold, stage by stage:
+    ///
+    /// - pages in flight: `concurrency` x `page_buffer_bytes` of bodies as received;
+    /// - the page splitter's window (one read plus at most one record being assembled) and
+    ///   that record's transformed line: 2 x `max_record_bytes` + 64 KiB;
+    /// - JSON Lines chunks: one being filled, `chunk_queue` waiting, and per deflate
+    ///   thread one being compressed and its output: `(2 + chunk_queue + 2 x threads)` x
+    ///   `chunk_bytes`;
+    /// - parts: `max_parts_in_flight + 1` alive, each up to twice the part size when parts
+    ///   are cut at page ends (checkpoints);
+    /// - [`BASE_MEMORY_BYTES`] for the rest of the process.
+    ///
+    /// A bound, not a forecast: a run of small records stays well under it (the records'
+    /// terms are worst cases), and parts after the 1,000th are larger.
+    pub fn budget(&self) -> u64 {
+        let pages = self
+            .concurrency
+            .max(1)
+            .saturating_mul(self.page_buffer_bytes);
+        let records = self
+            .max_record_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024);
+        let chunks = (2 + self.chunk_queue + 2 * self.compression_threads.max(1))
+            .saturating_mul(self.chunk_bytes);
+        let parts = (self.max_parts_in_flight + 1)
+            .saturating_mul(self.part_size_bytes)
+            .saturating_mul(2);
+        pages
+            .saturating_add(records)
+            .saturating_add(chunks)
+            .saturating_add(parts)
+            .saturating_add(BASE_MEMORY_BYTES)
+    }
 }
 
 /// What the run's fetches cost on the network.
@@ -154,6 +200,12 @@ pub struct RunReport {
     pub objects: Vec<String>,
     /// The object's ETag, when the store gave one.
     pub e_tag: Option<String>,
+    /// The SHA-256 of the object's bytes (hex), computed as its parts were uploaded.
+    pub sha256: Option<String>,
+    /// The manifest written for this run, if one was.
+    pub manifest: Option<String>,
+    /// This run against the previous one's manifest, when there was one to compare with.
+    pub drift: Option<crate::drift::DriftReport>,
     /// Peak resident memory of the process, in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Wall-clock time of the run (this process's part of it).
@@ -266,11 +318,39 @@ impl fmt::Display for RunReport {
         };
         write!(
             f,
-            "  {:.2} s wall ({:.0} MB/s of JSON Lines, {:.0} records/s){cpu}, peak RSS {rss}",
+            "  {:.2} s wall ({:.0} MB/s of JSON Lines, {:.0} records/s){cpu}, peak RSS {rss} (budget {:.1} MiB)",
             self.wall_seconds,
             self.rates.bytes_uncompressed_per_second / 1e6,
             self.rates.records_per_second,
-        )
+            mib(self.memory.budget_bytes),
+        )?;
+        if let Some(sha256) = &self.sha256 {
+            write!(f, "\n  sha256 {sha256}")?;
+        }
+        if let Some(manifest) = &self.manifest {
+            write!(f, "\n  manifest {manifest}")?;
+        }
+        match &self.drift {
+            Some(drift) if drift.drifted() => {
+                write!(
+                    f,
+                    "\nDRIFT since the run of {} ({} change{} past the [drift] thresholds):",
+                    drift.previous_ingest_date,
+                    drift.changes.len(),
+                    if drift.changes.len() == 1 { "" } else { "s" }
+                )?;
+                for change in &drift.changes {
+                    write!(f, "\n  - {change}")?;
+                }
+                Ok(())
+            }
+            Some(drift) => write!(
+                f,
+                "\n  no drift since the run of {}",
+                drift.previous_ingest_date
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -315,6 +395,9 @@ mod tests {
             parts: 0,
             objects: Vec::new(),
             e_tag: None,
+            sha256: None,
+            manifest: None,
+            drift: None,
             peak_rss_bytes: None,
             wall_seconds: 0.0,
             largest_record_bytes: 0,
@@ -344,6 +427,35 @@ mod tests {
         report.rates = rates;
         let text = report.to_string();
         assert!(text.contains("100 bytes a record on average"), "{text}");
+    }
+
+    #[test]
+    fn the_budget_adds_up_each_stage() {
+        let m = MemorySettings {
+            part_size_bytes: 5 << 20,
+            max_parts_in_flight: 2,
+            chunk_bytes: 256 << 10,
+            chunk_queue: 1,
+            compression_threads: 2,
+            max_page_bytes: u64::MAX,
+            largest_page_bytes: 0,
+            concurrency: 4,
+            page_buffer_bytes: 256 << 10,
+            max_record_bytes: 1 << 20,
+            budget_bytes: 0,
+        };
+        let expected = (4 * (256 << 10))
+            + (2 * (1 << 20) + (64 << 10))
+            + 7 * (256 << 10)
+            + 3 * 2 * (5 << 20)
+            + BASE_MEMORY_BYTES;
+        assert_eq!(m.budget(), expected);
+        // Nothing overflows with limits switched off.
+        let huge = MemorySettings {
+            max_record_bytes: u64::MAX,
+            ..m
+        };
+        assert_eq!(huge.budget(), u64::MAX);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! into place on completion, so a local destination is as atomic as S3 and as resumable.
 
 pub mod cleanup;
+pub mod digest;
 pub mod local;
 pub mod multipart;
 

@@ -21,6 +21,7 @@ use object_store::path::Path;
 use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::task::JoinSet;
 
+use super::digest::StreamDigest;
 use super::{Destination, SinkError};
 
 /// S3's smallest part, except the last: 5 MiB (5,242,880 bytes, not 5,000,000).
@@ -85,6 +86,9 @@ pub struct Written {
     pub bytes: u64,
     /// The object's ETag, if the store gave one.
     pub e_tag: Option<String>,
+    /// The SHA-256 of the object's bytes (hex), computed as they were handed in; `None`
+    /// when the upload was resumed from a state that did not carry the hash.
+    pub sha256: Option<String>,
 }
 
 /// A part the store has acknowledged.
@@ -108,6 +112,10 @@ pub struct UploadState {
     pub created: chrono::DateTime<chrono::Utc>,
     /// The parts acknowledged, numbered 1, 2, … without gaps.
     pub parts: Vec<UploadedPart>,
+    /// The SHA-256 state after those parts ([`StreamDigest::save`]), so that a resumed
+    /// upload's hash covers the whole object; absent in states written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl UploadState {
@@ -273,6 +281,11 @@ pub struct ObjectWriter {
     /// Parts handed to the writer so far (acknowledged or not).
     parts: u64,
     bytes: u64,
+    /// The hash of every part handed in; `None` once it cannot be known.
+    digest: Option<StreamDigest>,
+    /// The hash state after part n, from the last part acknowledged in order on (for
+    /// [`state`](Self::state)); n = 0 (or the resumed part count) is the state at the start.
+    digests: BTreeMap<u64, StreamDigest>,
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -313,6 +326,7 @@ impl ObjectWriter {
                 upload_id: id,
                 created,
                 parts: Vec::new(),
+                sha256: Some(StreamDigest::default().save()),
             },
             max_in_flight,
         ))
@@ -348,7 +362,16 @@ impl ObjectWriter {
     fn with_state(destination: &Destination, state: UploadState, max_in_flight: usize) -> Self {
         let bytes = state.bytes();
         let parts = state.parts.len() as u64;
+        let digest = state.sha256.as_deref().and_then(StreamDigest::restore);
+        if digest.is_none() {
+            tracing::debug!(
+                "the upload's state has no SHA-256 state: the object's is not computed"
+            );
+        }
+        let digests = digest.iter().map(|d| (parts, d.clone())).collect();
         ObjectWriter {
+            digest,
+            digests,
             handle: UploadHandle {
                 multipart: Arc::clone(&destination.multipart),
                 path: destination.path.clone(),
@@ -376,16 +399,22 @@ impl ObjectWriter {
     /// that failed, ends the run of parts). This is what a checkpoint may record; no request
     /// is made.
     pub fn state(&self) -> UploadState {
+        let parts: Vec<UploadedPart> = self
+            .acknowledged
+            .values()
+            .enumerate()
+            .take_while(|(i, p)| p.number == *i as u64 + 1)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let sha256 = self
+            .digests
+            .get(&(parts.len() as u64))
+            .map(StreamDigest::save);
         UploadState {
             upload_id: self.handle.id.clone(),
             created: self.created,
-            parts: self
-                .acknowledged
-                .values()
-                .enumerate()
-                .take_while(|(i, p)| p.number == *i as u64 + 1)
-                .map(|(_, p)| p.clone())
-                .collect(),
+            parts,
+            sha256,
         }
     }
 
@@ -434,6 +463,10 @@ impl ObjectWriter {
         self.parts += 1;
         self.bytes += part.len() as u64;
         let number = self.parts;
+        if let Some(digest) = &mut self.digest {
+            digest.update(&part);
+            self.digests.insert(number, digest.clone());
+        }
         let size = part.len() as u64;
         let handle = self.handle.clone();
         self.in_flight.spawn(async move {
@@ -491,6 +524,9 @@ impl ObjectWriter {
             Some(Ok(Ok(part))) => {
                 let number = part.number;
                 self.acknowledged.insert(number, part);
+                // Only the state after the last part acknowledged in order can be saved.
+                let through = self.acknowledged_through();
+                self.digests.retain(|&n, _| n >= through);
                 Ok(number)
             }
             Some(Ok(Err((part, object_store::Error::NotFound { .. })))) => {
@@ -558,11 +594,13 @@ impl ObjectWriter {
                 })
         }
         .await;
+        let sha256 = self.digest.take().map(StreamDigest::hex);
         match result {
             Ok(put) => Ok(Written {
                 parts: self.parts,
                 bytes: self.bytes,
                 e_tag: put.e_tag,
+                sha256,
             }),
             Err(err @ SinkError::Complete { .. }) => match completed_anyway(
                 Arc::clone(&self.store),
@@ -584,6 +622,7 @@ impl ObjectWriter {
                         parts: self.parts,
                         bytes: self.bytes,
                         e_tag,
+                        sha256,
                     })
                 }
                 None => Err(self.abort_after(err).await),

@@ -23,6 +23,7 @@
 //! repeats: values copied through raw are not parsed, so a repeated key inside one of them is
 //! passed on as it came.
 
+pub mod inventory;
 pub mod timestamp;
 
 use std::fmt;
@@ -33,6 +34,7 @@ use serde_json::value::RawValue;
 use crate::encode::LineOutput;
 pub use crate::source::page::MAX_DEPTH;
 use crate::source::page::{KeyCow, PageError, RecordSink, deeper_at, shape};
+pub use inventory::{FieldInventory, FieldStats};
 pub use timestamp::{TimeZone, TimestampError};
 
 /// At most this many added fields (they are tracked per record in a 64-bit mask).
@@ -58,6 +60,8 @@ pub struct Transform {
     added: Vec<(String, String)>,
     /// `,"k1":v1,"k2":v2` ready to append when the record has none of the added keys.
     added_tail: Vec<u8>,
+    /// Each added field's key and value in `added_tail`: key start, key end, value end.
+    added_spans: Vec<Span>,
     timestamps: Vec<String>,
     timezone: TimeZone,
     on_invalid: OnInvalidTimestamp,
@@ -94,15 +98,20 @@ impl Transform {
             return Err(TransformBuildError::Conflict(k.clone()));
         }
         let mut added_tail = Vec::new();
+        let mut added_spans = Vec::with_capacity(added.len());
         for (key, value) in &added {
             added_tail.push(b',');
+            let key_start = added_tail.len();
             write_key(&mut added_tail, key);
+            let key_end = added_tail.len();
             added_tail.push(b':');
             added_tail.extend_from_slice(value.as_bytes());
+            added_spans.push((key_start, key_end, added_tail.len()));
         }
         Ok(Transform {
             added,
             added_tail,
+            added_spans,
             timestamps,
             timezone,
             on_invalid,
@@ -183,6 +192,8 @@ pub struct RecordWriter<'a, O> {
     keys: KeySet,
     /// The longest line written so far, its newline not counted.
     largest: usize,
+    /// Where the records' fields are counted, if anywhere.
+    inventory: Option<&'a mut FieldInventory>,
 }
 
 impl<'a, O: LineOutput> RecordWriter<'a, O> {
@@ -194,12 +205,24 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             error: None,
             keys: KeySet::default(),
             largest: 0,
+            inventory: None,
         }
+    }
+
+    /// Counts the fields of every record written in `inventory` (`None`: not at all).
+    pub fn with_inventory(mut self, inventory: Option<&'a mut FieldInventory>) -> Self {
+        self.inventory = inventory;
+        self
     }
 
     /// The longest line written so far, in bytes, its newline not counted.
     pub fn largest(&self) -> usize {
         self.largest
+    }
+
+    /// The fields counted so far, if they are counted.
+    pub fn inventory(&self) -> Option<&FieldInventory> {
+        self.inventory.as_deref()
     }
 
     /// The output the lines go to.
@@ -241,6 +264,16 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
             return Err(de::Error::custom("record too large"));
         }
         self.largest = self.largest.max(bytes);
+        if let Some(inventory) = self.inventory.as_deref_mut() {
+            for (position, &(key_start, key_end, value_end)) in self.keys.spans.iter().enumerate() {
+                // The value follows the key's colon.
+                inventory.add(
+                    position,
+                    &buf[key_start..key_end],
+                    &buf[key_end + 1..value_end],
+                );
+            }
+        }
         if let Err(e) = self.out.end_line() {
             self.error = Some(PageError::Output(e));
             return Err(de::Error::custom("compressor stopped"));
@@ -270,8 +303,13 @@ fn too_large(index: u64, bytes: usize, limit: usize) -> PageError {
 struct KeySet {
     /// Fingerprints of the first [`LINEAR_KEYS`] keys.
     fingerprints: [u32; LINEAR_KEYS],
-    spans: Vec<(usize, usize)>,
+    /// Each entry's key and value (see [`Span`]).
+    spans: Vec<Span>,
 }
+
+/// Where an entry of the line is: its key's start and end, and its value's end (the value
+/// starts after the key's colon).
+type Span = (usize, usize, usize);
 
 /// Keys checked one by one as they come; the rest are checked by sorting.
 const LINEAR_KEYS: usize = 32;
@@ -300,13 +338,20 @@ impl KeySet {
             let maybe = self.fingerprints[..n]
                 .iter()
                 .fold(false, |hit, &f| hit | (f == fingerprint));
-            if maybe && self.spans.iter().any(|&(s, e)| out[s..e] == *key) {
+            if maybe && self.spans.iter().any(|&(s, e, _)| out[s..e] == *key) {
                 return true;
             }
             self.fingerprints[n] = fingerprint;
         }
-        self.spans.push((start, end));
+        self.spans.push((start, end, end));
         false
+    }
+
+    /// The last key's value ends at `end`.
+    fn value_ends(&mut self, end: usize) {
+        if let Some(span) = self.spans.last_mut() {
+            span.2 = end;
+        }
     }
 
     /// After the last key of a record with more than [`LINEAR_KEYS`] keys: a repeated key's
@@ -316,11 +361,11 @@ impl KeySet {
             return None;
         }
         self.spans
-            .sort_unstable_by(|&(s1, e1), &(s2, e2)| out[s1..e1].cmp(&out[s2..e2]));
+            .sort_unstable_by(|&(s1, e1, _), &(s2, e2, _)| out[s1..e1].cmp(&out[s2..e2]));
         self.spans
             .windows(2)
             .find(|w| out[w[0].0..w[0].1] == out[w[1].0..w[1].1])
-            .map(|w| w[0])
+            .map(|w| (w[0].0, w[0].1))
     }
 }
 
@@ -435,7 +480,9 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
                     return self.fail(RecordError::TooDeep { field });
                 }
             }
-            let bytes = self.out.len() - start;
+            let end = self.out.len();
+            self.keys.value_ends(end);
+            let bytes = end - start;
             if bytes > limit {
                 return self.fail(RecordError::TooLarge { bytes, limit });
             }
@@ -448,18 +495,29 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
         let out = &mut *self.out;
         if seen_added == 0 {
             let tail = &t.added_tail;
-            out.extend_from_slice(if first && !tail.is_empty() {
-                &tail[1..]
+            // Where the tail's byte 0 is (or would be, when its comma is left out).
+            let base = out.len();
+            let base = if first && !tail.is_empty() {
+                out.extend_from_slice(&tail[1..]);
+                base - 1
             } else {
-                tail
-            });
+                out.extend_from_slice(tail);
+                base
+            };
+            let spans = t.added_spans.iter();
+            self.keys
+                .spans
+                .extend(spans.map(|&(k, e, v)| (base + k, base + e, base + v)));
         } else {
             for (i, (key, value)) in t.added.iter().enumerate() {
                 if seen_added & (1 << i) == 0 {
                     out.push(b',');
+                    let key_start = out.len();
                     write_key(out, key);
+                    let key_end = out.len();
                     out.push(b':');
                     out.extend_from_slice(value.as_bytes());
+                    self.keys.spans.push((key_start, key_end, out.len()));
                 }
             }
         }
@@ -549,6 +607,121 @@ mod tests {
         let ptr = JsonPointer::parse("/v").unwrap();
         scan_page(body.as_bytes(), &ptr, None, &mut w)?;
         Ok(String::from_utf8(out).unwrap())
+    }
+
+    /// The inventory of `lines`, worked out by parsing each line again.
+    fn inventory_of(lines: &str) -> Vec<(String, u64, Vec<&'static str>, u64, u64)> {
+        let mut found: Vec<(String, u64, u8, u64, u64)> = Vec::new();
+        for line in lines.lines() {
+            let entries: Vec<(String, &RawValue)> =
+                serde_json::from_str::<IndexLike>(line).unwrap().0;
+            for (key, raw) in entries {
+                let text = raw.get().as_bytes();
+                let bit = match text[0] {
+                    b'{' => 1,
+                    b'[' => 2,
+                    b'"' => 4,
+                    b't' | b'f' => 16,
+                    b'n' => 32,
+                    _ => 8,
+                };
+                let width = text.len() as u64;
+                match found.iter_mut().find(|f| f.0 == key) {
+                    Some(f) => {
+                        f.1 += 1;
+                        f.2 |= bit;
+                        f.3 += width;
+                        f.4 = f.4.max(width);
+                    }
+                    None => found.push((key, 1, bit, width, width)),
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|(k, n, bits, total, max)| {
+                let stats = FieldStats {
+                    name: k.clone(),
+                    records: n,
+                    types: bits,
+                    total_bytes: total,
+                    largest_bytes: max,
+                };
+                (k, n, stats.type_names(), total, max)
+            })
+            .collect()
+    }
+
+    /// A JSON object's entries in order, values raw.
+    struct IndexLike<'a>(Vec<(String, &'a RawValue)>);
+
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for IndexLike<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = IndexLike<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(k) = map.next_key::<String>()? {
+                        entries.push((k, map.next_value::<&'de RawValue>()?));
+                    }
+                    Ok(IndexLike(entries))
+                }
+            }
+            d.deserialize_map(V(std::marker::PhantomData))
+        }
+    }
+
+    #[test]
+    fn the_inventory_is_what_the_lines_written_hold() {
+        let t = transform();
+        let many: String = (0..40).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        let body = format!(
+            r#"{{"v":[
+                {{"id":1,"name":"a","created_at":1700000000123}},
+                {{"name":null,"id":2,"ingest_date":"replaced in place","tags":[1,2]}},
+                {{}},
+                {{"caf\u00e9":"x","a\"b":{{"deep":[true]}}}},
+                {{{many}"id":"x40"}},
+                {{"id":3,"name":"bb","created_at":"2024-01-01T00:00:00Z"}}
+            ]}}"#
+        );
+        let mut out = Vec::new();
+        let mut inventory = FieldInventory::default();
+        let mut w = RecordWriter::new(&t, &mut out).with_inventory(Some(&mut inventory));
+        let ptr = JsonPointer::parse("/v").unwrap();
+        scan_page(body.as_bytes(), &ptr, None, &mut w).unwrap();
+        drop(w);
+        let lines = String::from_utf8(out).unwrap();
+        let mut expected = inventory_of(&lines);
+        let mut got: Vec<_> = inventory
+            .fields()
+            .iter()
+            .map(|f| {
+                let types = f.type_names();
+                (
+                    f.name.clone(),
+                    f.records,
+                    types,
+                    f.total_bytes,
+                    f.largest_bytes,
+                )
+            })
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, expected);
+        let ingest = inventory.field("ingest_date").unwrap();
+        assert_eq!(ingest.records, 6);
+        assert_eq!(inventory.field("café").unwrap().records, 1);
+        assert_eq!(inventory.field("a\"b").unwrap().type_names(), ["object"]);
+        assert_eq!(
+            inventory.field("id").unwrap().type_names(),
+            ["string", "number"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod failures;
 mod harness;
 mod idempotence;
 mod library;
+mod manifests;
 mod network;
 mod proxy;
 mod s3;
