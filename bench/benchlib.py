@@ -21,8 +21,9 @@ import boto3
 from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-LANDLINE = ROOT / "target/release/landline"
-MOCKAPI = ROOT / "target/release/landline-mockapi"
+# The dist profile (bench/run.sh builds it): what is published, and what the figures describe.
+LANDLINE = ROOT / "target/dist/landline"
+MOCKAPI = ROOT / "target/dist/landline-mockapi"
 SHARED_BENCH = ROOT.parent / "shared/bench"
 INCIDENT_RECORDS = 83_688
 

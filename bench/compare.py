@@ -1,7 +1,7 @@
 """landline against the reference v3 peer, side by side in one run.
 
-Started by bench/compare.sh, which builds the release binaries and provides the S3 servers
-(LANDLINE_TEST_* variables). One mock API serves both tools the same data; the runs
+Started by bench/compare.sh, which builds the dist binaries (`--profile dist`) and provides
+the S3 servers (LANDLINE_TEST_* variables). One mock API serves both tools the same data; the runs
 alternate (landline, peer, peer, landline, ...) so drift on a shared machine hits both.
 Each landed object is read back with Python's gzip module and its lines counted.
 

@@ -1,7 +1,8 @@
 """Runs landline against the mock API at several sizes and prints peak RSS side by side.
 
 Started by bench/memory.sh, which provides the S3 servers (LANDLINE_TEST_* variables) and
-the release binaries. Standard library plus boto3 (from the test servers' virtualenv).
+the dist binaries (`--profile dist`). Standard library plus boto3 (from the test servers'
+virtualenv).
 
 --single measures one huge response instead: every record of --total (default 20,000,
 ~570 MB of JSON) in ONE response from the project's mock API (/single/variants, no

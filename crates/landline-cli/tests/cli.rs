@@ -229,6 +229,9 @@ fn sigterm_mid_run_aborts_and_leaves_nothing() {
         }
     }
     assert!(left.is_empty(), "left behind: {left:?}");
+    // Nor the directories: `out/` (the object's and the state's, `out/_landline/`) was made
+    // by the run.
+    assert!(!dir.path().join("out").exists(), "out/ left behind");
 }
 
 /// A failing run with secrets in a header and in the query, logging at debug level: no
@@ -277,6 +280,78 @@ fn secrets_never_appear_in_output_of_a_failing_run() {
             assert!(!all.contains(secret), "{secret} leaked ({format}):\n{all}");
         }
     }
+    assert_eq!(server.stats().pages_served, 2);
+}
+
+/// A run to a local path in directories that do not exist, failing at page 3: the upload is
+/// aborted and its checkpoint deleted, and every directory the run made goes with them,
+/// innermost first, up to the first that was there before (or is not empty).
+#[test]
+fn a_failed_run_to_a_local_path_leaves_no_directories() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+            data: landline_mockapi::DataConfig {
+                total: 500,
+                pool: 20,
+                ..Default::default()
+            },
+            faults: landline_mockapi::Faults {
+                error_after_pages: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        }))
+        .expect("mock API");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    std::fs::create_dir(dir.path().join("keep")).expect("mkdir");
+    std::fs::write(dir.path().join("keep/old.txt"), "there before").expect("write");
+    // The data below a {variable}, the state (_landline/) beside its first directory; then
+    // the same below a directory that was there and holds something.
+    for (sink, before) in [
+        (
+            "new/dir/date={ingest_date}/o.jsonl.gz",
+            vec!["keep", "p.toml"],
+        ),
+        ("keep/new/date={ingest_date}/o.jsonl.gz", vec!["old.txt"]),
+    ] {
+        let file = format!(
+            "[source]\nurl = \"{}/variants\"\nquery = {{ count = 50 }}\nrecords = \"/variants\"\n\
+             [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
+             [source.retry]\nmax_attempts = 2\ninitial_backoff_ms = 1\n[sink]\nurl = \"{sink}\"\n",
+            server.base_url()
+        );
+        std::fs::write(dir.path().join("p.toml"), file).expect("write");
+        let out = landline(
+            dir.path(),
+            &["run", "p.toml", "--ingest-date", "2026-01-01"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("HTTP 500"),
+            "{}",
+            text(&out.stderr)
+        );
+        let top = if sink.starts_with("keep/") {
+            dir.path().join("keep")
+        } else {
+            dir.path().to_path_buf()
+        };
+        assert_eq!(names(&top), before, "{sink}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("keep/old.txt")).expect("read"),
+        "there before"
+    );
+    // The first run failed at page 3, the second (the fault counts on) at page 1.
     assert_eq!(server.stats().pages_served, 2);
 }
 

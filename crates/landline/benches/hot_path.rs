@@ -3,7 +3,7 @@
 //! transform + encode, and deflate. Setup stays outside the
 //! timed closures; figures are reported per byte of page body / JSON Lines and per record.
 //!
-//! `cargo bench -p landline --bench hot_path`
+//! `cargo bench --profile dist -p landline --bench hot_path`
 //!
 //! The deflate benchmarks use the crate-internal block format through `landline::__internals`
 //! (feature `internals`, which the crate's dev-dependency on itself turns on for benches).

@@ -10,6 +10,8 @@
 //!
 //! ```text
 //! <dir>/_landline-uploads/<id>/target        the object's Path, checked on every call
+//! <dir>/_landline-uploads/<id>/made          how many directories, <dir> and up, creating the
+//!                                            upload made (absent when none)
 //! <dir>/_landline-uploads/<id>/part-000000   the part with index 0, as put_part wrote it
 //! <dir>/_landline-uploads/<id>/part-000001   …
 //! ```
@@ -23,6 +25,12 @@
 //! letters, digits, `-` and `_`, so dotted names are never taken for uploads. When the last
 //! upload of a directory is gone, the empty `_landline-uploads` is removed too.
 //!
+//! Aborting an upload also removes the directories that creating it made (`<dir>` and those
+//! above it that did not exist), innermost first, stopping at the first one that is not empty:
+//! a failed run to a new directory leaves none behind. [`LocalFiles`], the store beside
+//! [`LocalMultipart`] for a local destination (and its checkpoints), does the same for the
+//! directories a put makes, once that file is deleted.
+//!
 //! A [`PartId`] records the part's index, length and xxh3 hash; completing checks each part
 //! file against it while copying, and a mismatch fails the completion without touching the
 //! object, leaving the upload as it was (the part can be put again).
@@ -35,13 +43,22 @@
 //! directory is [`object_store::Error::NotFound`], and with another object in the same
 //! directory an error naming the object it belongs to.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::path::{Component, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, PutPayload, PutResult};
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    RenameOptions,
+};
 use url::Url;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -52,6 +69,8 @@ pub const STAGING_DIR: &str = "_landline-uploads";
 const STORE: &str = "LocalMultipart";
 /// The file in an upload's directory that records the object's [`Path`].
 const TARGET_FILE: &str = "target";
+/// The file in an upload's directory that records how many directories creating it made.
+const MADE_FILE: &str = "made";
 /// The longest id accepted.
 const MAX_ID_LEN: usize = 128;
 /// The copy buffer of [`LocalMultipart`]'s completion.
@@ -175,6 +194,180 @@ impl MultipartStore for LocalMultipart {
     async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
         let upload = self.upload(path, id)?;
         blocking(move || upload.abort()).await
+    }
+}
+
+/// object_store's [`LocalFileSystem`] (with its root at `/`), except that it removes again the
+/// directories it made: a put records the directories it has to create for its file, and
+/// deleting that file removes them, innermost first, stopping at the first one that is not
+/// empty. It is the store of a local destination and of local checkpoints, so that deleting a
+/// run's checkpoint (after its upload was completed or aborted) leaves none of the
+/// directories its first write made.
+///
+/// The record is in memory and only covers puts and deletes through this instance: a
+/// directory made by another process (a run that was killed, then resumed) stays.
+#[derive(Debug, Clone)]
+pub struct LocalFiles {
+    inner: Arc<LocalFileSystem>,
+    /// For each file put here: the outermost directory its puts made.
+    made: Arc<Mutex<HashMap<Path, PathBuf>>>,
+}
+
+impl LocalFiles {
+    /// A store whose paths are absolute filesystem paths, as [`LocalFileSystem::new`]'s.
+    pub fn new() -> Self {
+        LocalFiles {
+            inner: Arc::new(LocalFileSystem::new()),
+            made: Arc::default(),
+        }
+    }
+
+    /// The directory `location`'s file is in.
+    fn parent_dir(inner: &LocalFileSystem, location: &Path) -> Option<PathBuf> {
+        let file = inner.path_to_filesystem(location).ok()?;
+        file.parent().map(PathBuf::from)
+    }
+
+    /// After `location` was deleted: removes the directories its puts made, when empty.
+    fn unmake(inner: &LocalFileSystem, made: &Mutex<HashMap<Path, PathBuf>>, location: &Path) {
+        let outermost = made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(location);
+        if let (Some(outermost), Some(dir)) = (outermost, Self::parent_dir(inner, location)) {
+            let depth = outermost.components().count();
+            remove_empty_dirs(
+                dir.ancestors()
+                    .take_while(|d| d.components().count() >= depth),
+            );
+        }
+    }
+}
+
+impl Default for LocalFiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for LocalFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalFiles {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        // Directories are made only on the way to a file: the few stat calls before are all
+        // this costs.
+        let dir = Self::parent_dir(&self.inner, location);
+        let missing = dir.as_deref().map_or(0, missing_dirs);
+        let put = self.inner.put_opts(location, payload, opts).await;
+        if let (Some(dir), 1..) = (&dir, missing) {
+            let made = dir.ancestors().take(missing);
+            if put.is_ok() {
+                if let Some(outermost) = made.last() {
+                    self.made
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(location.clone())
+                        .and_modify(|known| {
+                            if known.starts_with(outermost) {
+                                *known = outermost.to_path_buf();
+                            }
+                        })
+                        .or_insert_with(|| outermost.to_path_buf());
+                }
+            } else {
+                remove_empty_dirs(made);
+            }
+        }
+        put
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let (inner, made) = (Arc::clone(&self.inner), Arc::clone(&self.made));
+        // One at a time, each followed by the removal of the directories it leaves empty.
+        locations
+            .then(move |location| {
+                let (inner, made) = (Arc::clone(&inner), Arc::clone(&made));
+                async move {
+                    let location = location?;
+                    let deleted = inner.delete(&location).await;
+                    if matches!(deleted, Ok(()) | Err(object_store::Error::NotFound { .. })) {
+                        Self::unmake(&inner, &made, &location);
+                    }
+                    deleted.map(|()| location)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
     }
 }
 
@@ -365,25 +558,70 @@ impl Upload {
             });
         }
         let fresh = self.staging.join(format!(".{}.new", self.id));
+        // The object's directory and those above it that do not exist yet: this upload makes
+        // them, and aborting it removes them again.
+        let mut made = 0;
         let mut attempt = 1;
         loop {
-            fs::create_dir_all(&self.staging).map_err(io_error("creating", &self.staging))?;
-            match fs::create_dir(&fresh) {
-                Ok(()) => break,
-                // Another call removed the empty staging directory in between.
-                Err(e) if e.kind() == ErrorKind::NotFound && attempt < RACE_ATTEMPTS => {
-                    attempt += 1;
+            made = made.max(missing_dirs(self.object_dir()));
+            let created = fs::create_dir_all(&self.staging)
+                .map_err(io_error("creating", &self.staging))
+                .and_then(|()| match fs::create_dir(&fresh) {
+                    Ok(()) => Ok(true),
+                    // Another call removed the empty staging directory in between.
+                    Err(e) if e.kind() == ErrorKind::NotFound && attempt < RACE_ATTEMPTS => {
+                        Ok(false)
+                    }
+                    Err(e) => Err(io_error("creating", &fresh)(e)),
+                });
+            match created {
+                Ok(true) => break,
+                Ok(false) => attempt += 1,
+                Err(e) => {
+                    self.unmake(made);
+                    return Err(e);
                 }
-                Err(e) => return Err(io_error("creating", &fresh)(e)),
             }
         }
         let published = fs::write(fresh.join(TARGET_FILE), format!("{}\n", self.path))
             .map_err(io_error("writing", &fresh.join(TARGET_FILE)))
+            .and_then(|()| match made {
+                0 => Ok(()),
+                _ => fs::write(fresh.join(MADE_FILE), format!("{made}\n"))
+                    .map_err(io_error("writing", &fresh.join(MADE_FILE))),
+            })
             .and_then(|()| fs::rename(&fresh, &self.dir).map_err(io_error("renaming", &fresh)));
         if published.is_err() {
             let _ = fs::remove_dir_all(&fresh);
+            self.unmake(made);
         }
         published
+    }
+
+    /// The object's directory, `<dir>`.
+    fn object_dir(&self) -> &std::path::Path {
+        self.staging.parent().unwrap_or(&self.staging)
+    }
+
+    /// How many directories, `<dir>` and up, creating the upload made: what its `made` file
+    /// says (in its directory, or in the `.gone` one an unfinished removal left), else 0.
+    fn made(&self) -> usize {
+        [self.dir.clone(), self.gone_dir()]
+            .iter()
+            .find_map(|dir| fs::read_to_string(dir.join(MADE_FILE)).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Removes the empty staging directory, then the `made` directories `<dir>` and up,
+    /// innermost first, as long as they are empty.
+    fn unmake(&self, made: usize) {
+        let _ = fs::remove_dir(&self.staging);
+        remove_empty_dirs(self.object_dir().ancestors().take(made));
+    }
+
+    fn gone_dir(&self) -> PathBuf {
+        self.staging.join(format!(".{}.gone", self.id))
     }
 
     /// Checks that the upload exists and is of this object.
@@ -514,10 +752,16 @@ impl Upload {
         Ok(())
     }
 
-    /// Removes the upload; one that is already gone is fine.
+    /// Removes the upload, and the directories creating it made when they are left empty;
+    /// one that is already gone is fine.
     fn abort(&self) -> Result<(), LocalError> {
         match self.check() {
-            Ok(()) | Err(LocalError::UploadNotFound { .. }) => self.remove(),
+            Ok(()) | Err(LocalError::UploadNotFound { .. }) => {
+                let made = self.made();
+                self.remove()?;
+                self.unmake(made);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -525,7 +769,7 @@ impl Upload {
     /// Takes the upload's directory out of sight by renaming it, then deletes it. Repeating
     /// this finishes the deletion an earlier attempt left undone.
     fn remove(&self) -> Result<(), LocalError> {
-        let gone = self.staging.join(format!(".{}.gone", self.id));
+        let gone = self.gone_dir();
         match fs::rename(&self.dir, &gone) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -578,6 +822,26 @@ impl Drop for Temp {
     fn drop(&mut self) {
         if !self.persisted {
             let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// How many of `dir` and the directories above it do not exist (counted from `dir` up to
+/// the first that does).
+fn missing_dirs(dir: &std::path::Path) -> usize {
+    dir.ancestors()
+        .take_while(
+            |d| matches!(fs::symlink_metadata(d), Err(e) if e.kind() == ErrorKind::NotFound),
+        )
+        .count()
+}
+
+/// Removes `dirs` in order (innermost first), stopping at the first that cannot be removed:
+/// one that is not empty, or is not there.
+fn remove_empty_dirs<'a>(dirs: impl IntoIterator<Item = &'a std::path::Path>) {
+    for dir in dirs {
+        if fs::remove_dir(dir).is_err() {
+            break;
         }
     }
 }
@@ -749,7 +1013,9 @@ mod tests {
         store.abort_multipart(&path, &id).await.unwrap();
         assert!(!staging(&dir, "sub").exists());
         assert!(!dir.path().join("sub/x").exists());
-        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
+        // `sub` was made for the upload, and goes with it.
+        assert!(!dir.path().join("sub").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         store.abort_multipart(&path, &id).await.unwrap();
         // And after that the upload is gone for every other call.
         let err = store
@@ -763,6 +1029,168 @@ mod tests {
             .unwrap_err();
         assert!(is_not_found(&err), "{err}");
         assert!(!dir.path().join("sub/x").exists());
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn abort_removes_the_directories_creating_made() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("keep")).unwrap();
+        let store = store(&dir);
+        let path = Path::from("keep/new/dir/date=2026-01-01/x.jsonl.gz");
+        let id = store.create_multipart(&path).await.unwrap();
+        let upload = store.upload(&path, &id).unwrap();
+        assert_eq!(
+            fs::read_to_string(upload.dir.join(MADE_FILE)).unwrap(),
+            "3\n"
+        );
+        put(&store, &path, &id, 0, "a").await;
+        store.abort_multipart(&path, &id).await.unwrap();
+        // Innermost first, up to the directory that was there before.
+        assert!(!dir.path().join("keep/new").exists());
+        assert_eq!(names(&dir.path().join("keep")), Vec::<String>::new());
+        // Again: nothing left to remove, and nothing else is touched.
+        store.abort_multipart(&path, &id).await.unwrap();
+        assert!(dir.path().join("keep").is_dir());
+    }
+
+    #[tokio::test]
+    async fn abort_stops_at_a_directory_that_is_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let path = Path::from("new/a/b/x");
+        let id = store.create_multipart(&path).await.unwrap();
+        // Something else lands in a directory the upload made.
+        fs::write(dir.path().join("new/other"), "other").unwrap();
+        store.abort_multipart(&path, &id).await.unwrap();
+        assert_eq!(names(&dir.path().join("new")), ["other"]);
+        // A second upload of the same directory: made nothing, so removes nothing but its own.
+        let path = Path::from("new/x");
+        let id = store.create_multipart(&path).await.unwrap();
+        assert!(
+            !store
+                .upload(&path, &id)
+                .unwrap()
+                .dir
+                .join(MADE_FILE)
+                .exists()
+        );
+        store.abort_multipart(&path, &id).await.unwrap();
+        assert_eq!(names(&dir.path().join("new")), ["other"]);
+    }
+
+    #[tokio::test]
+    async fn another_instance_aborts_and_removes_the_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Path::from("a/b/x");
+        let first = store(&dir);
+        let id = first.create_multipart(&path).await.unwrap();
+        put(&first, &path, &id, 0, "a").await;
+        drop(first);
+        store(&dir).abort_multipart(&path, &id).await.unwrap();
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn completing_keeps_the_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let path = Path::from("a/b/x");
+        let id = store.create_multipart(&path).await.unwrap();
+        let part = put(&store, &path, &id, 0, "a").await;
+        store
+            .complete_multipart(&path, &id, vec![part])
+            .await
+            .unwrap();
+        assert_eq!(names(&dir.path().join("a/b")), ["x"]);
+        // Aborting the completed upload is a no-op that leaves the object and its directories.
+        store.abort_multipart(&path, &id).await.unwrap();
+        assert_eq!(fs::read(dir.path().join("a/b/x")).unwrap(), b"a");
+    }
+
+    /// The [`Path`] of `rel` below `dir`, as [`LocalFiles`] (rooted at `/`) names it.
+    fn abs(dir: &tempfile::TempDir, rel: &str) -> Path {
+        Path::from_absolute_path(dir.path().join(rel)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_files_remove_the_directories_a_put_made() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("keep")).unwrap();
+        let store = LocalFiles::new();
+        let file = abs(&dir, "keep/new/_landline/checkpoints/p/2026-01-01.json");
+        store.put(&file, PutPayload::from("{}")).await.unwrap();
+        // Written again and again (a checkpoint after each part): the first put's record stays.
+        store.put(&file, PutPayload::from("{1}")).await.unwrap();
+        assert_eq!(
+            store.get(&file).await.unwrap().bytes().await.unwrap(),
+            "{1}"
+        );
+        store.delete(&file).await.unwrap();
+        assert_eq!(names(&dir.path().join("keep")), Vec::<String>::new());
+        // A file in a directory that was there: the directory stays.
+        let file = abs(&dir, "keep/x.json");
+        store.put(&file, PutPayload::from("{}")).await.unwrap();
+        store.delete(&file).await.unwrap();
+        assert!(dir.path().join("keep").is_dir());
+        // Deleting a file that is already gone is NotFound, as LocalFileSystem says.
+        let err = store.delete(&file).await.unwrap_err();
+        assert!(is_not_found(&err), "{err}");
+    }
+
+    #[tokio::test]
+    async fn local_files_stop_at_a_directory_that_is_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFiles::new();
+        let file = abs(&dir, "new/a/b/c.json");
+        store.put(&file, PutPayload::from("{}")).await.unwrap();
+        fs::write(dir.path().join("new/a/other"), "other").unwrap();
+        store.delete(&file).await.unwrap();
+        assert_eq!(names(&dir.path().join("new/a")), ["other"]);
+        // A file deleted behind the store's back: its directories still go when asked to.
+        let file = abs(&dir, "new2/d/e.json");
+        store.put(&file, PutPayload::from("{}")).await.unwrap();
+        fs::remove_file(dir.path().join("new2/d/e.json")).unwrap();
+        let err = store.delete(&file).await.unwrap_err();
+        assert!(is_not_found(&err), "{err}");
+        assert!(!dir.path().join("new2").exists());
+    }
+
+    /// A run's order on a new local destination: the first checkpoint (through
+    /// [`LocalFiles`]), the upload, then after a failure the abort and the checkpoint's
+    /// deletion. Nothing the run made is left.
+    #[tokio::test]
+    async fn a_failed_run_leaves_no_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("x")).unwrap();
+        let state = LocalFiles::new();
+        let checkpoint = abs(&dir, "x/new/dir/_landline/checkpoints/p/2026-01-01.json");
+        state
+            .put(&checkpoint, PutPayload::from("{}"))
+            .await
+            .unwrap();
+        let data = LocalMultipart::new("/");
+        let object = abs(&dir, "x/new/dir/date=2026-01-01/out.jsonl.gz");
+        let id = data.create_multipart(&object).await.unwrap();
+        put(&data, &object, &id, 0, "a").await;
+        state
+            .put(&checkpoint, PutPayload::from("{1}"))
+            .await
+            .unwrap();
+        data.abort_multipart(&object, &id).await.unwrap();
+        // The checkpoint still holds `x/new/dir`.
+        assert_eq!(names(&dir.path().join("x/new/dir")), ["_landline"]);
+        state.delete(&checkpoint).await.unwrap();
+        assert_eq!(names(&dir.path().join("x")), Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -422,9 +422,8 @@ fn local(path: &str) -> Result<Destination, SinkError> {
         return Err(bad("is a directory; give the object's file name".into()));
     }
     let object = Path::from_absolute_path(&abs).map_err(|e| bad(e.to_string()))?;
-    let store = object_store::local::LocalFileSystem::new();
     Ok(Destination {
-        store: Arc::new(store),
+        store: Arc::new(local::LocalFiles::new()),
         multipart: Arc::new(local::LocalMultipart::new("/")),
         path: object,
         location: format!("file://{}", abs.display()),
