@@ -348,6 +348,11 @@ pub struct SinkSection {
     /// Keep every part the same size (Cloudflare R2), capping objects at 10,000 parts.
     #[serde(default)]
     pub fixed_part_size: bool,
+    /// Send each part with its SHA-256 (S3's `x-amz-checksum-sha256`), so that the store
+    /// refuses a part corrupted on the way (default true; S3 only). Off for S3-compatible
+    /// stores that refuse checksum headers.
+    #[serde(default)]
+    pub part_checksums: Option<bool>,
     /// Parts uploading at once.
     #[serde(default = "default_in_flight")]
     pub max_parts_in_flight: usize,
@@ -962,6 +967,7 @@ impl PipelineFile {
                 timeout: secs("sink.retry.timeout_secs", r.timeout_secs)?,
             },
             ca_bundle: ca_bundle("sink.ca_bundle", &k.ca_bundle)?,
+            part_checksums: k.part_checksums.unwrap_or(true),
         };
         let name = self.pipeline_name()?;
         let state = self.state.validate(k.fixed_part_size)?;

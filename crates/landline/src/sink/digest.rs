@@ -1,8 +1,8 @@
 //! The SHA-256 of an object's bytes, computed while its parts are handed to the upload, and
 //! carried across processes in checkpoints.
 //!
-//! The hash state after a part is written down with the upload ([`UploadState::sha256`]
-//! (super::UploadState::sha256)) as the SHA-256 core's own serialised state (the eight
+//! The hash state after a part is written down with the upload
+//! ([`UploadState::sha256`](super::UploadState::sha256)) as the SHA-256 core's own serialised state (the eight
 //! state words, the block count and the unhashed tail), so a resumed run goes on hashing
 //! where the checkpoint's parts end and the digest at the end is that of the whole object.
 

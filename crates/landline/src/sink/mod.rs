@@ -161,6 +161,10 @@ pub struct StoreOptions {
     pub retry: StoreRetry,
     /// CAs trusted besides the system's (else `AWS_CA_BUNDLE` from the environment, if set).
     pub ca_bundle: Option<CaBundle>,
+    /// S3: send each part with its SHA-256 checksum (`x-amz-checksum-sha256`), which the
+    /// store checks before it accepts the part. The SHA-256 is the one SigV4 computes to sign
+    /// the payload anyway, so it costs nothing more.
+    pub part_checksums: bool,
 }
 
 /// Retries of each request to the store.
@@ -183,6 +187,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             retry: StoreRetry::default(),
             ca_bundle: None,
+            part_checksums: true,
         }
     }
 }
@@ -547,6 +552,9 @@ impl S3Bucket {
             location: location.clone(),
             source,
         };
+        if options.part_checksums {
+            builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
         // Client options first: they carry allow_http, which the next call sets.
         let store = builder
             .with_client_options(options.client_options(ca_bundle.as_ref())?)

@@ -81,6 +81,9 @@ pub enum Fault {
     /// Forwards the request and reads the server's response, then resets the client's
     /// connection instead of relaying it: the request took effect but its answer is lost.
     ResetAfterForward,
+    /// Flips one bit in the middle of the request body and forwards it, its length
+    /// unchanged: bytes damaged on the way, as TCP's checksum can let through.
+    CorruptBody,
 }
 
 /// Picks requests and says which fault they get.
@@ -697,11 +700,17 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) ->
             return Ok(());
         }
 
-        let body = match length {
+        let mut body = match length {
             Some(n) => client.read_exact(n).await,
             None => client.read_chunked().await,
         }
         .map_err(from_client)?;
+        if fault == Some(Fault::CorruptBody) {
+            let middle = body.len() / 2;
+            if let Some(byte) = body.get_mut(middle) {
+                *byte ^= 0x10;
+            }
+        }
 
         if let Some(Fault::Status(status)) = fault {
             client

@@ -33,12 +33,15 @@ struct Sink {
     timeout_secs: f64,
     /// `[sink.retry] max_attempts`.
     max_attempts: u32,
+    /// `[sink] part_checksums`.
+    part_checksums: bool,
 }
 
 /// The settings most rows use: 3 attempts per request, 10 s per request.
 const FAST: Sink = Sink {
     timeout_secs: 10.0,
     max_attempts: 3,
+    part_checksums: true,
 };
 
 /// One run of the pipeline through a proxy with `rules`.
@@ -75,9 +78,10 @@ async fn run_with_faults(
         &Style::Token.source(&api.base_url(), 200),
         &format!(
             "url = \"{location}\"\npart_size_bytes = 5242880\ncompression_level = 0\ntimeout_secs = {:.1}\n\
+             part_checksums = {}\n\
              [sink.retry]\nmax_attempts = {}\ninitial_backoff_ms = 10\nmax_backoff_ms = 50\n\
              timeout_secs = 10.0",
-            sink.timeout_secs, sink.max_attempts
+            sink.timeout_secs, sink.part_checksums, sink.max_attempts
         ),
     );
     let started = Instant::now();
@@ -236,6 +240,7 @@ async fn store_faults_part_5xx_is_retried() {
                 .times(2),
         ];
         let sink = Sink {
+            part_checksums: true,
             max_attempts: 4,
             ..FAST
         };
@@ -282,6 +287,7 @@ async fn store_faults_slow_and_timed_out_parts() {
             Rule::new(Op::UploadPart, Fault::Delay(Duration::from_millis(300))).always(),
         ];
         let sink = Sink {
+            part_checksums: true,
             timeout_secs: TIMEOUT_SECS,
             ..FAST
         };
@@ -460,5 +466,32 @@ async fn store_faults_complete_answer_lost() {
             s3.name
         );
         outcome.assert_exact(&s3).await;
+    }
+}
+
+/// One bit of part 2 flipped on the way. s3s-fs checks each part against its signed SHA-256
+/// (and the `x-amz-checksum-sha256` that landline sends, as S3 does) and refuses it with a
+/// 500, which is retried: the object is exact. moto checks neither and stores the damaged
+/// part; the SHA-256 landline computed of what it sent (the report's, the manifest's) then
+/// differs from the object's, which is what `landline verify` compares.
+#[tokio::test]
+async fn store_faults_a_part_corrupted_on_the_way() {
+    for s3 in s3::servers() {
+        let rules = vec![Rule::new(Op::UploadPart, Fault::CorruptBody).part(2)];
+        let outcome = run_with_faults(&s3, "corrupt-part", rules, FAST, None).await;
+        if s3.name == "moto" {
+            let report = outcome
+                .result
+                .as_ref()
+                .expect("moto takes the damaged part");
+            let stored = s3.get_object(&outcome.key).await.expect("the object");
+            let stored =
+                landline::sink::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&stored));
+            let sent = report.sha256.as_deref().expect("the report's SHA-256");
+            assert_ne!(sent, stored, "moto: the damage shows in the SHA-256");
+        } else {
+            outcome.assert_exact(&s3).await;
+            outcome.assert_part_attempts(&s3, 2, 2);
+        }
     }
 }
