@@ -18,6 +18,10 @@ use landline::sink::StoreOptions;
 use landline::sink::cleanup::{CleanupError, IncompleteUploads};
 use landline::{Pipeline, RunError, RunOptions, RunReport};
 
+mod plot;
+
+mod verify;
+
 /// Land paged HTTP APIs in object storage as gzipped JSON Lines, in constant memory.
 #[derive(Debug, Parser)]
 #[command(name = "landline", version, about, long_about = None)]
@@ -63,6 +67,10 @@ enum Command {
         /// lists the changes).
         #[arg(long)]
         fail_on_drift: bool,
+        /// Draw resident memory over the run against the bytes landed into this SVG file,
+        /// with the peak and the memory budget marked.
+        #[arg(long, value_name = "PATH.svg", value_parser = parse_svg_path)]
+        memory_plot: Option<PathBuf>,
     },
     /// Continue a run from its checkpoint (the URL a `continue` report names); when the
     /// source is exhausted, the object is completed.
@@ -83,6 +91,10 @@ enum Command {
         /// lists the changes).
         #[arg(long)]
         fail_on_drift: bool,
+        /// Draw resident memory over the run against the bytes landed into this SVG file,
+        /// with the peak and the memory budget marked.
+        #[arg(long, value_name = "PATH.svg", value_parser = parse_svg_path)]
+        memory_plot: Option<PathBuf>,
     },
     /// Print one Lambda event per shard of a run, as JSON Lines, for the Step Functions map
     /// in deploy/ (see its README).
@@ -102,6 +114,22 @@ enum Command {
         #[arg(long)]
         pipeline_url: Option<String>,
     },
+    /// Check a pipeline and its environment without writing data: the variables, the store
+    /// (a multipart upload created and aborted), the first page and its records; then print
+    /// what `run` would do (object, key, state location, memory budget).
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// The `{ingest_date}` to check with (YYYY-MM-DD); default: today in UTC.
+        #[arg(long, value_parser = parse_date)]
+        ingest_date: Option<chrono::NaiveDate>,
+        /// A value for one of the pipeline's template variables (`[vars]`); repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole path on an embedded mock API into ./landline-demo/ (no cloud account).
     Demo {
         /// Records the mock API serves (about 28.6 KB each).
@@ -110,6 +138,10 @@ enum Command {
         /// Also write the run report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Draw resident memory over the run against the bytes landed into this SVG file,
+        /// with the peak and the memory budget marked.
+        #[arg(long, value_name = "PATH.svg", value_parser = parse_svg_path)]
+        memory_plot: Option<PathBuf>,
     },
     /// Abort the incomplete multipart uploads under an S3 prefix that a killed run left behind.
     ///
@@ -126,6 +158,30 @@ enum Command {
         /// Only list what would be aborted.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Read an object back and check it: its gzip container (members, trailer CRC and
+    /// length), every line a JSON object, and its manifest's size, SHA-256 and record count.
+    /// Exits 1 on any difference, naming each.
+    Verify {
+        /// The object: s3://, gs://, az://, file:// or a path.
+        url: String,
+        /// The manifest to compare with (a URL or a path).
+        #[arg(long, conflicts_with = "pipeline")]
+        manifest: Option<String>,
+        /// The pipeline file that wrote the object: its manifest is read from its state
+        /// location (with --ingest-date and --var).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// The run's `{ingest_date}` (with --pipeline); default: the URL's `date=YYYY-MM-DD`,
+        /// else today in UTC.
+        #[arg(long, value_parser = parse_date, requires = "pipeline")]
+        ingest_date: Option<chrono::NaiveDate>,
+        /// A value of one of the pipeline's `[vars]` (with --pipeline); repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "pipeline")]
+        vars: Vec<(String, String)>,
+        /// Print what was found as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -146,6 +202,23 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .ok_or_else(|| "expected NAME=VALUE".to_owned())
+}
+
+/// A path ending in `.svg` whose directory exists (checked before the run, not after it).
+fn parse_svg_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
+    {
+        return Err("expected a file name ending in .svg".to_owned());
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("no directory {}", dir.display()))
+        }
+        _ => Ok(path),
+    }
 }
 
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
@@ -213,7 +286,9 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             max_duration,
             resume,
             fail_on_drift,
+            memory_plot,
         } => {
+            let plot = memory_plot.as_deref();
             let loaded = Pipeline::load(&pipeline)?;
             let vars: BTreeMap<String, String> = vars.into_iter().collect();
             let found = found_checkpoint(&loaded, ingest_date, &vars, resume).await?;
@@ -226,19 +301,19 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
                 pipeline_file: Some(absolute(&pipeline)),
                 ..RunOptions::default()
             };
-            let report = match run(&loaded, options(found), show_progress).await {
+            let ran = match run(&loaded, options(found), show_progress, plot.is_some()).await {
                 // The checkpoint's upload is gone (aborted, expired): its checkpoint was
                 // deleted, and the run starts afresh.
                 Err(RunError::Sink(e @ landline::sink::SinkError::UploadGone { .. }))
                     if resuming =>
                 {
                     tracing::warn!(error = %e, "the checkpointed upload is gone: starting afresh");
-                    run(&loaded, options(None), show_progress).await?
+                    run(&loaded, options(None), show_progress, plot.is_some()).await?
                 }
                 other => other?,
             };
-            finish(&report, report_json.as_deref())?;
-            drift_verdict(&report, fail_on_drift)
+            finish(&ran, report_json.as_deref(), plot)?;
+            drift_verdict(&ran.report, fail_on_drift)
         }
         Command::Resume {
             checkpoint,
@@ -246,6 +321,7 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             max_duration,
             report_json,
             fail_on_drift,
+            memory_plot,
         } => {
             let env: Vec<(String, String)> = std::env::vars().collect();
             let cp = landline::pipeline::read_checkpoint(
@@ -271,9 +347,9 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
                 pipeline_file: Some(absolute(&file)),
                 ..RunOptions::default()
             };
-            let report = run(&loaded, options, show_progress).await?;
-            finish(&report, report_json.as_deref())?;
-            drift_verdict(&report, fail_on_drift)
+            let ran = run(&loaded, options, show_progress, memory_plot.is_some()).await?;
+            finish(&ran, report_json.as_deref(), memory_plot.as_deref())?;
+            drift_verdict(&ran.report, fail_on_drift)
         }
         Command::Plan {
             pipeline,
@@ -289,15 +365,61 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Check {
+            pipeline,
+            ingest_date,
+            vars,
+            json,
+        } => {
+            let loaded = Pipeline::load(&pipeline)?;
+            let options = RunOptions {
+                ingest_date,
+                vars: vars.into_iter().collect(),
+                store_env: std::env::vars().collect(),
+                ..RunOptions::default()
+            };
+            let found = landline::check::check(&loaded, options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                println!("{found}");
+            }
+            Ok(())
+        }
         Command::Demo {
             records,
             report_json,
-        } => demo(records, show_progress, report_json.as_deref()).await,
+            memory_plot,
+        } => {
+            demo(
+                records,
+                show_progress,
+                report_json.as_deref(),
+                memory_plot.as_deref(),
+            )
+            .await
+        }
         Command::Cleanup {
             location,
             older_than,
             dry_run,
         } => cleanup(&location, older_than, dry_run).await,
+        Command::Verify {
+            url,
+            manifest,
+            pipeline,
+            ingest_date,
+            vars,
+            json,
+        } => {
+            let expected = verify::Expected {
+                manifest,
+                pipeline,
+                ingest_date,
+                vars: vars.into_iter().collect(),
+            };
+            verify::verify(&url, expected, json).await
+        }
     }
 }
 
@@ -428,13 +550,21 @@ fn absolute(path: &Path) -> String {
         .to_string()
 }
 
+/// A run's report, and its memory samples when they were asked for.
+struct Ran {
+    report: RunReport,
+    samples: Option<plot::Samples>,
+}
+
 async fn run(
     pipeline: &Pipeline,
     options: RunOptions,
     show_progress: bool,
-) -> Result<RunReport, RunError> {
+    sample_memory: bool,
+) -> Result<Ran, RunError> {
     let progress = Arc::new(Progress::default());
     let bar = show_progress.then(|| progress_bar(Arc::clone(&progress)));
+    let sampler = sample_memory.then(|| plot::Sampler::start(Arc::clone(&progress)));
     let options = RunOptions {
         store_env: std::env::vars().collect(),
         progress: Some(progress),
@@ -445,7 +575,11 @@ async fn run(
         ticker.abort();
         bar.finish_and_clear();
     }
-    result
+    let samples = match sampler {
+        Some(sampler) => Some(sampler.stop().await),
+        None => None,
+    };
+    result.map(|report| Ran { report, samples })
 }
 
 /// `--fail-on-drift` and the run drifted: the object landed, but the run counts as failed.
@@ -481,17 +615,28 @@ fn drift_verdict(report: &RunReport, fail_on_drift: bool) -> anyhow::Result<()> 
     }
 }
 
-fn finish(report: &RunReport, report_json: Option<&Path>) -> anyhow::Result<()> {
+fn finish(ran: &Ran, report_json: Option<&Path>, memory_plot: Option<&Path>) -> anyhow::Result<()> {
+    let report = &ran.report;
     println!("{report}");
     if let Some(path) = report_json {
         let json = serde_json::to_vec_pretty(report).context("encoding the report")?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let (Some(path), Some(samples)) = (memory_plot, &ran.samples) {
+        plot::draw(path, samples.as_slice(), &plot::Marks::of(report))
+            .context("the memory plot")?;
+        println!("  memory plot {}", path.display());
+    }
     Ok(())
 }
 
 /// The demo: the mock API in this process, a local directory as the destination.
-async fn demo(records: u64, show_progress: bool, report_json: Option<&Path>) -> anyhow::Result<()> {
+async fn demo(
+    records: u64,
+    show_progress: bool,
+    report_json: Option<&Path>,
+    memory_plot: Option<&Path>,
+) -> anyhow::Result<()> {
     let data = landline_mockapi::DataConfig {
         total: records,
         pool: 400,
@@ -507,10 +652,16 @@ async fn demo(records: u64, show_progress: bool, report_json: Option<&Path>) -> 
     eprintln!("mock API serving {records} records at {api}/variants");
     let pipeline = PipelineFile::parse(include_str!("demo.toml"), "demo.toml")?
         .validate(&|name| (name == "DEMO_API").then(|| api.clone()))?;
-    let report = run(&pipeline, RunOptions::default(), show_progress).await?;
+    let ran = run(
+        &pipeline,
+        RunOptions::default(),
+        show_progress,
+        memory_plot.is_some(),
+    )
+    .await?;
     server.shutdown().await;
-    finish(&report, report_json)?;
-    if let Some(object) = report.objects.first() {
+    finish(&ran, report_json, memory_plot)?;
+    if let Some(object) = ran.report.objects.first() {
         let path = object.trim_start_matches("file://");
         println!("try: zcat {path} | head -c 400");
     }
@@ -541,8 +692,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// The live display on a terminal (only there: elsewhere nothing is animated), redrawn 4
+/// times a second from the run's counters and the process's resident memory.
 fn progress_bar(progress: Arc<Progress>) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
-    use std::sync::atomic::Ordering::Relaxed;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
@@ -551,22 +703,34 @@ fn progress_bar(progress: Arc<Progress>) -> (indicatif::ProgressBar, tokio::task
     let shown = bar.clone();
     let ticker = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            let lines = progress.bytes_uncompressed.load(Relaxed) as f64;
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            shown.set_message(format!(
-                "{} pages, {} records, {:.0} MiB of JSON Lines ({:.0} MB/s)",
-                progress.pages.load(Relaxed),
-                progress.records.load(Relaxed),
-                lines / 1048576.0,
-                lines / 1e6 / secs
-            ));
+            let rss = landline::report::current_rss_bytes();
+            shown.set_message(progress_line(&progress, started.elapsed(), rss));
             shown.tick();
         }
     });
     (bar, ticker)
+}
+
+/// One line of the progress display: counters, sizes in MiB, rates over `elapsed`, memory.
+fn progress_line(progress: &Progress, elapsed: Duration, rss: Option<u64>) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let records = progress.records.load(Relaxed);
+    let lines = progress.bytes_uncompressed.load(Relaxed);
+    let rss = rss.map_or("?".to_owned(), |b| format!("{:.1} MiB", mib(b)));
+    format!(
+        "{} pages, {records} records | {:.1} MiB in, {:.1} MiB JSON Lines, {:.1} MiB out | {:.0} MB/s, {:.0} records/s | RSS {rss}",
+        progress.pages.load(Relaxed),
+        mib(progress.bytes_in.load(Relaxed)),
+        mib(lines),
+        mib(progress.bytes_written.load(Relaxed)),
+        lines as f64 / 1e6 / secs,
+        records as f64 / secs,
+    )
 }
 
 fn init_logging(format: LogFormat, quiet: bool, interactive: bool) {
@@ -602,4 +766,36 @@ fn chain(err: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn the_progress_line_shows_counters_sizes_rates_and_memory() {
+        let progress = Progress::default();
+        progress.pages.store(3, Relaxed);
+        progress.records.store(300, Relaxed);
+        progress.bytes_in.store(2 << 20, Relaxed);
+        progress.bytes_uncompressed.store(4_000_000, Relaxed);
+        progress.bytes_written.store(1 << 19, Relaxed);
+        let line = progress_line(&progress, Duration::from_secs(2), Some(25 << 20));
+        assert_eq!(
+            line,
+            "3 pages, 300 records | 2.0 MiB in, 3.8 MiB JSON Lines, 0.5 MiB out | 2 MB/s, 150 records/s | RSS 25.0 MiB"
+        );
+        assert!(progress_line(&progress, Duration::ZERO, None).ends_with("RSS ?"));
+    }
+
+    #[test]
+    fn the_memory_plot_is_an_svg_file_in_a_directory_that_exists() {
+        assert!(parse_svg_path("memory.svg").is_ok());
+        assert!(parse_svg_path("./Memory.SVG").is_ok());
+        assert!(parse_svg_path("memory.png").is_err());
+        assert!(parse_svg_path("memory").is_err());
+        let err = parse_svg_path("/no/such/dir/memory.svg").unwrap_err();
+        assert!(err.contains("/no/such/dir"), "{err}");
+    }
 }

@@ -470,3 +470,77 @@ fn template_variables_from_the_command_line() {
     assert_eq!(events[5]["vars"]["region"], "ap");
     rt.block_on(server.shutdown());
 }
+
+/// `landline verify` passes on what the demo landed, against its manifest given by path or
+/// found through the pipeline file, and exits 1 on a truncated copy, naming the differences.
+#[test]
+fn verify_checks_an_object_against_its_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = landline(dir.path(), &["demo", "--records", "300", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let find = |root: &Path, pick: &dyn Fn(&Path) -> bool| -> String {
+        let mut stack = vec![root.to_owned()];
+        while let Some(at) = stack.pop() {
+            for entry in std::fs::read_dir(&at).expect("dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if pick(&path) {
+                    return path.display().to_string();
+                }
+            }
+        }
+        panic!("not found under {}", root.display())
+    };
+    let demo = dir.path().join("landline-demo");
+    let object = find(&demo, &|p| p.to_string_lossy().ends_with(".jsonl.gz"));
+    let manifest = find(&demo, &|p| p.to_string_lossy().contains("/manifests/"));
+
+    let out = landline(dir.path(), &["verify", &object, "--manifest", &manifest]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ok "), "{stdout}");
+    assert!(stdout.contains("300 records"), "{stdout}");
+    assert!(stdout.contains("matches its manifest"), "{stdout}");
+
+    let out = landline(dir.path(), &["verify", &object, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["object"]["records"], 300);
+    assert_eq!(json["manifest"], serde_json::Value::Null);
+
+    // The manifest found from the pipeline file (the date from the object's `date=`).
+    std::fs::write(
+        dir.path().join("demo.toml"),
+        include_str!("../src/demo.toml"),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_landline"))
+        .args(["verify", &object, "--pipeline", "demo.toml"])
+        .current_dir(dir.path())
+        .env("DEMO_API", "http://127.0.0.1:9")
+        .output()
+        .expect("landline starts");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("matches its manifest"));
+
+    let bytes = std::fs::read(&object).expect("object");
+    let copy = dir.path().join("truncated.jsonl.gz");
+    std::fs::write(&copy, &bytes[..bytes.len() / 2]).expect("write");
+    let copy = copy.display().to_string();
+    let out = landline(dir.path(), &["verify", &copy, "--manifest", &manifest]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("truncated"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "size {} != manifest {}",
+            bytes.len() / 2,
+            bytes.len()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sha256 "), "{stderr}");
+    assert!(text(&out.stdout).starts_with("FAILED "));
+}

@@ -1275,3 +1275,148 @@ fn forward_requests(
         }
     }
 }
+
+/// `landline check` on both S3 servers: it proves the key writable (an upload created and
+/// aborted), reads the first page through the transform, says what `run` would do, and leaves
+/// nothing in the store. A wrong record pointer and a missing bucket fail, naming them.
+#[test]
+fn check_reads_the_first_page_and_proves_the_store_writable_writing_nothing() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let api = mock_api(&rt, Duration::ZERO, vec![]);
+    for server in [s3::moto(), s3::s3s()] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(&server, "check");
+        let sink = format!(
+            "s3://{}/{}/date={{ingest_date}}/v.jsonl.gz",
+            server.bucket, layout.prefix
+        );
+        let state = format!("s3://{}/{}/_landline/", server.bucket, layout.prefix);
+        std::fs::write(dir.path().join("p.toml"), pipeline_text(&sink, &state)).expect("write");
+        let env = server.env();
+        let args = ["check", "p.toml", "--ingest-date", DATE, "--json"];
+        let (status, out, err) = run_to_end(landline(dir.path(), &env, &api.base_url(), &args));
+        assert!(status.success(), "{}: {err}", server.name);
+        let found: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(found["key"], layout.key, "{}", server.name);
+        assert_eq!(found["first_page"]["records"], PAGE_RECORDS);
+        assert_eq!(found["state"], state);
+        assert!(
+            found["upload_checked"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        assert!(
+            found["memory"]["budget_bytes"]
+                .as_u64()
+                .is_some_and(|b| b > 10 << 20)
+        );
+        let left = rt.block_on(server.list_keys(&format!("{}/", layout.prefix)));
+        assert!(left.is_empty(), "{}: check wrote {left:?}", server.name);
+        if server.supports_list_multipart_uploads {
+            let open = rt.block_on(server.list_multipart_uploads(&layout.prefix));
+            assert!(open.is_empty(), "{}: {open:?}", server.name);
+        }
+        // The text form names the parts of the plan.
+        let (status, out, _) = run_to_end(landline(dir.path(), &env, &api.base_url(), &args[..4]));
+        assert!(status.success());
+        for part in [
+            "is ready to run",
+            "source",
+            "object",
+            "key",
+            "store",
+            "state",
+            "budget",
+        ] {
+            assert!(out.contains(part), "{part}: {out}");
+        }
+        // Records where there are none.
+        let wrong =
+            pipeline_text(&sink, &state).replace("records = \"/variants\"", "records = \"/items\"");
+        std::fs::write(dir.path().join("wrong.toml"), wrong).expect("write");
+        let (status, _, err) = run_to_end(landline(
+            dir.path(),
+            &env,
+            &api.base_url(),
+            &["check", "wrong.toml"],
+        ));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("/items"), "{}: {err}", server.name);
+        // A bucket that does not exist (s3s-fs creates uploads in any bucket, and aborts
+        // them: only moto knows its buckets).
+        if server.name != "moto" {
+            continue;
+        }
+        let missing = pipeline_text(&sink.replace(&server.bucket, "no-such-bucket-here"), &state);
+        std::fs::write(dir.path().join("missing.toml"), missing).expect("write");
+        let (status, out, err) = run_to_end(landline(
+            dir.path(),
+            &env,
+            &api.base_url(),
+            &["check", "missing.toml"],
+        ));
+        assert_eq!(status.code(), Some(1), "{}: {out} {err}", server.name);
+        assert!(
+            err.contains("no-such-bucket-here"),
+            "{}: {err}",
+            server.name
+        );
+    }
+}
+
+/// `--fail-on-drift`: the day the records get 1.5x wider with new fields, the run exits 3,
+/// says why, and the object has landed all the same; the quiet day before exits 0.
+#[test]
+fn fail_on_drift_exits_3_and_the_object_lands() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let day_one = mock_api(&rt, Duration::ZERO, vec![]);
+    let day_two = rt
+        .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+            data: landline_mockapi::DataConfig {
+                target_bytes: data().target_bytes * 3 / 2,
+                extra_fields: 3,
+                ..data()
+            },
+            ..Default::default()
+        }))
+        .expect("mock API");
+    let server = s3::s3s();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(&server, "fail-on-drift");
+    let sink = format!(
+        "s3://{}/{}/date={{ingest_date}}/v.jsonl.gz",
+        server.bucket, layout.prefix
+    );
+    let state = format!("s3://{}/{}/_landline/", server.bucket, layout.prefix);
+    std::fs::write(dir.path().join("p.toml"), pipeline_text(&sink, &state)).expect("write");
+    let env = server.env();
+    let run = |api: &str, date: &str| {
+        let args = [
+            "run",
+            "p.toml",
+            "--ingest-date",
+            date,
+            "--fail-on-drift",
+            "--report-json",
+            "r.json",
+        ];
+        run_to_end(landline(dir.path(), &env, api, &args))
+    };
+    for date in ["2026-11-23", "2026-11-24"] {
+        let (status, _, err) = run(&day_one.base_url(), date);
+        assert!(status.success(), "{date}: {err}");
+    }
+    let (status, out, err) = run(&day_two.base_url(), DATE);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("drifted since the run of 2026-11-24"), "{err}");
+    assert!(out.contains("DRIFT since the run of 2026-11-24"), "{out}");
+    assert!(out.contains("new field \"extra_3\""), "{out}");
+    let report = read_report(&dir.path().join("r.json"));
+    assert!(
+        report["drift"]["changes"]
+            .as_array()
+            .is_some_and(|c| c.len() >= 4)
+    );
+    let object = rt.block_on(server.get_object(&layout.key));
+    assert!(object.is_some(), "the object landed");
+}

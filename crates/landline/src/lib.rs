@@ -69,6 +69,7 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod checkpoint;
 pub mod compress;
 pub mod config;
@@ -88,6 +89,7 @@ pub mod template;
 pub mod tls;
 pub mod transform;
 pub mod upload;
+pub mod verify;
 
 pub use config::{ConfigError, Pipeline, PipelineFile};
 pub use pipeline::{RunError, RunOptions, run};

@@ -214,8 +214,8 @@ pub(crate) fn write_pages(
 }
 
 /// Writes one record of a library source's page: a JSON object, nothing after it.
-fn write_record(
-    writer: &mut RecordWriter<'_, LineEncoder>,
+pub(crate) fn write_record<O: LineOutput>(
+    writer: &mut RecordWriter<'_, O>,
     index: u64,
     record: &[u8],
 ) -> Result<(), PageError> {

@@ -425,6 +425,7 @@ async fn open_upload(
         pipeline.sink.max_parts_in_flight,
         prepared.checkpoints.clone(),
         prepared.limit,
+        Some(Arc::clone(&prepared.progress)),
     )
     .await
 }
@@ -614,10 +615,30 @@ pub fn checkpoint_location(
     ingest_date: Option<NaiveDate>,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, ConfigError> {
+    state_location(pipeline, "checkpoints", ingest_date, vars)
+}
+
+/// The URL of `pipeline`'s manifest for `ingest_date` (today in UTC by default) with
+/// template variables `vars` (over the pipeline's defaults): where its run wrote it.
+pub fn manifest_location(
+    pipeline: &Pipeline,
+    ingest_date: Option<NaiveDate>,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, ConfigError> {
+    state_location(pipeline, "manifests", ingest_date, vars)
+}
+
+fn state_location(
+    pipeline: &Pipeline,
+    kind: &str,
+    ingest_date: Option<NaiveDate>,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, ConfigError> {
     let vars = run_vars(pipeline, ingest_date, vars)?;
     let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
-    Ok(checkpoint_url(
+    Ok(crate::checkpoint::state_url(
         &prefix,
+        kind,
         &pipeline.name,
         &vars.ingest_date,
         &vars.vars,
@@ -626,7 +647,7 @@ pub fn checkpoint_location(
 
 /// The state prefix of `pipeline` writing `object_url`: `[state] url`, or the default beside
 /// the destination.
-fn state_prefix(pipeline: &Pipeline, object_url: &str) -> String {
+pub(crate) fn state_prefix(pipeline: &Pipeline, object_url: &str) -> String {
     match &pipeline.state.url {
         Some(prefix) => prefix.clone(),
         None => default_state_prefix(pipeline.sink.url.literal_prefix(), object_url),
@@ -830,7 +851,7 @@ fn pagination_error(source: &HttpSource, e: crate::source::PaginationError) -> R
 
 /// The run's `{ingest_date}` (today in UTC unless given), `{ingest_ts}` (now) and
 /// `[vars]` (`overrides` over the defaults).
-fn run_vars(
+pub(crate) fn run_vars(
     pipeline: &Pipeline,
     ingest_date: Option<NaiveDate>,
     overrides: &BTreeMap<String, String>,
@@ -1113,19 +1134,30 @@ fn base_report(
             rate_limit_wait_seconds: source.rate_limit_wait_seconds,
         },
         memory: MemorySettings {
-            part_size_bytes: pipeline.sink.part_size_bytes as u64,
-            max_parts_in_flight: pipeline.sink.max_parts_in_flight as u64,
-            chunk_bytes: CHUNK_BYTES as u64,
-            chunk_queue: CHUNK_QUEUE as u64,
-            compression_threads: pipeline.sink.compression_threads as u64,
             max_page_bytes: source.max_page_bytes,
-            largest_page_bytes: 0,
             concurrency: source.concurrency,
             page_buffer_bytes: source.page_buffer_bytes,
-            max_record_bytes: pipeline.transform.max_record_bytes() as u64,
-            budget_bytes: 0,
+            ..memory_settings(pipeline)
         },
     };
     report.memory.budget_bytes = report.memory.budget();
     report
+}
+
+/// The pipeline's settings that bound memory, without the source's (pages in flight and
+/// their buffers, which the caller fills in) and without the budget.
+pub(crate) fn memory_settings(pipeline: &Pipeline) -> MemorySettings {
+    MemorySettings {
+        part_size_bytes: pipeline.sink.part_size_bytes as u64,
+        max_parts_in_flight: pipeline.sink.max_parts_in_flight as u64,
+        chunk_bytes: CHUNK_BYTES as u64,
+        chunk_queue: CHUNK_QUEUE as u64,
+        compression_threads: pipeline.sink.compression_threads as u64,
+        max_page_bytes: u64::MAX,
+        largest_page_bytes: 0,
+        concurrency: 0,
+        page_buffer_bytes: 0,
+        max_record_bytes: pipeline.transform.max_record_bytes() as u64,
+        budget_bytes: 0,
+    }
 }

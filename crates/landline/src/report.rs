@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// Live counters of a run, updated once per page.
+/// Live counters of a run, updated once per page (`bytes_written` once per part).
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Pages fetched and processed.
@@ -20,6 +20,9 @@ pub struct Progress {
     pub bytes_in: AtomicU64,
     /// Bytes of JSON Lines produced.
     pub bytes_uncompressed: AtomicU64,
+    /// Compressed bytes handed to the store in this process (parts put, not all
+    /// acknowledged yet), updated once per part.
+    pub bytes_written: AtomicU64,
 }
 
 impl Progress {
@@ -28,6 +31,10 @@ impl Progress {
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes_in.fetch_add(body, Ordering::Relaxed);
         self.bytes_uncompressed.store(lines, Ordering::Relaxed);
+    }
+
+    pub(crate) fn part(&self, bytes: u64) {
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -242,10 +249,20 @@ pub enum RunStatus {
 
 /// Peak resident set size of this process so far (Linux `VmHWM`; elsewhere `None`).
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|kib| kib * 1024)
+}
+
+/// Resident set size of this process now (Linux `VmRSS`; elsewhere `None`), for a
+/// progress display or a memory plot.
+pub fn current_rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Makes glibc's allocator keep one heap for all threads, unless `MALLOC_ARENA_MAX` is set
@@ -462,5 +479,15 @@ mod tests {
     fn reads_peak_rss() {
         let rss = peak_rss_bytes().unwrap();
         assert!(rss > 1024 * 1024, "{rss}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reads_current_rss_and_it_is_at_most_the_peak() {
+        let now = current_rss_bytes().unwrap();
+        let peak = peak_rss_bytes().unwrap();
+        assert!(now > 1024 * 1024, "{now}");
+        // Both in KiB from the kernel, the peak read after: never below.
+        assert!(now <= peak, "{now} > {peak}");
     }
 }

@@ -23,6 +23,7 @@ use crate::checkpoint::{Checkpoints, Counters};
 use crate::compress::{CompressError, CompressStats, Compressor, CompressorConfig, Part, PartEnd};
 use crate::encode::LineEncoder;
 use crate::pipeline::RunError;
+use crate::report::Progress;
 use crate::sink::{ObjectWriter, SinkError, UploadHandle, UploadState, Written};
 
 type UploadTask = JoinHandle<(ObjectWriter, Result<(), SinkError>)>;
@@ -109,7 +110,9 @@ impl CompressedUpload {
     /// Starts the compressor (with `config`, whose part slots this sets) and the upload task
     /// around `writer`; returns the encoder to write JSON Lines into, with chunks of
     /// `chunk_bytes`. With `checkpoints`, a checkpoint is written after every part that ends
-    /// a page; the caller writes the first one. On failure the upload is aborted.
+    /// a page; the caller writes the first one. With `progress`, the bytes of each part are
+    /// added to its `bytes_written` as the part is handed to the store. On failure the
+    /// upload is aborted.
     pub async fn start(
         writer: ObjectWriter,
         mut config: CompressorConfig,
@@ -117,6 +120,7 @@ impl CompressedUpload {
         max_parts_in_flight: usize,
         checkpoints: Option<Arc<Checkpoints>>,
         limit: Option<TimeLimit>,
+        progress: Option<Arc<Progress>>,
     ) -> Result<(Self, LineEncoder), RunError> {
         let slots = Arc::new(Semaphore::new(max_parts_in_flight + 1));
         config.part_slots = Some(Arc::clone(&slots));
@@ -145,6 +149,7 @@ impl CompressedUpload {
             halt_rx,
             Arc::clone(&slots),
             latest_tx,
+            progress,
         ));
         let upload = CompressedUpload {
             handle,
@@ -385,6 +390,7 @@ async fn upload_parts(
     mut stop: oneshot::Receiver<()>,
     slots: Arc<Semaphore>,
     latest: Option<watch::Sender<Latest>>,
+    progress: Option<Arc<Progress>>,
 ) -> (ObjectWriter, Result<(), SinkError>) {
     // Page ends of parts not yet covered by a checkpoint, by part number.
     let mut ends: BTreeMap<u64, PartEnd> = BTreeMap::new();
@@ -409,7 +415,11 @@ async fn upload_parts(
                         if let Some(end) = part.end {
                             ends.insert(part.number, end);
                         }
+                        let bytes = part.data.len() as u64;
                         writer.put_part_holding(part.data, part.slot).await?;
+                        if let Some(progress) = &progress {
+                            progress.part(bytes);
+                        }
                         Ok(true)
                     }
                     None => Ok(false),

@@ -345,6 +345,16 @@ impl RateLimiter {
         let start = tokio::time::Instant::now();
         // The guard is dropped at the end of this statement, before the sleep.
         let at = self.lock().plan(start.into_std())?;
+        // One event per wait, before it. A wait under a second is the configured rate pacing
+        // requests (every request waits a little at `requests_per_second`): debug, or a
+        // paced run would log a warning per page. A longer one (a server's hint spent, a
+        // pause after a 429, a slow configured rate) is worth seeing: warn.
+        let seconds = at.saturating_duration_since(start.into_std()).as_secs_f64();
+        if seconds >= 1.0 {
+            tracing::warn!(wait_seconds = seconds, "waiting for the rate limit");
+        } else {
+            tracing::debug!(wait_seconds = seconds, "waiting for the rate limit");
+        }
         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
         let waited = start.elapsed();
         let mut state = self.lock();

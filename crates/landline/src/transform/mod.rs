@@ -119,6 +119,11 @@ impl Transform {
         })
     }
 
+    /// The fields normalised as timestamps.
+    pub fn timestamp_fields(&self) -> &[String] {
+        &self.timestamps
+    }
+
     /// The longest line a record may make, its newline not counted.
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes

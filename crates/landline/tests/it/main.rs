@@ -16,3 +16,4 @@ mod proxy;
 mod s3;
 mod store_faults;
 mod tls;
+mod verify;
