@@ -7,6 +7,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Makes rustls's ring provider the process's default, once; every TLS client (the source's,
+/// the stores') is built after this. landline's HTTP clients are built without a provider of
+/// their own (reqwest's `rustls-no-provider`, object_store's `ring`), which keeps aws-lc-rs,
+/// a long C build, out of the tree. An application that installed a provider first keeps it.
+pub fn crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// A PEM bundle of CA certificates, read and checked when the pipeline is validated.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaBundle {

@@ -343,6 +343,7 @@ impl Destination {
         options: &StoreOptions,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Destination, SinkError> {
+        crate::tls::crypto();
         let bad = |reason: String| SinkError::Destination {
             url: dest.to_owned(),
             reason,
@@ -485,6 +486,7 @@ impl S3Bucket {
         options: &StoreOptions,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<S3Bucket, SinkError> {
+        crate::tls::crypto();
         let location = url.to_string();
         let bad = |reason: String| SinkError::Destination {
             url: location.clone(),

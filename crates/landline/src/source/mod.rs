@@ -384,6 +384,7 @@ impl HttpSource {
     /// [`SourceError::Client`] for a header name or value that is not valid, or a CA bundle
     /// or TLS set-up that fails.
     pub fn new(config: SourceConfig) -> Result<Self, SourceError> {
+        crate::tls::crypto();
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
