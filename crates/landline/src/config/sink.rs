@@ -1,0 +1,201 @@
+//! `[sink]`: the destination, its parts, compression and the store's client.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::source::default_connect_timeout_secs;
+use super::{
+    Checker, ConfigError, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT,
+    MAX_COMPRESSION_THREADS, invalid, secs,
+};
+use crate::sink::{Destination, MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
+use crate::template::Template;
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    /// Destination URL or path; `{template variable}` template.
+    pub url: String,
+    /// Size of the first 1,000 parts in compressed bytes (≥ 5 MiB for object stores).
+    #[serde(default = "default_part_size")]
+    pub part_size_bytes: usize,
+    /// Keep every part the same size (Cloudflare R2), capping objects at 10,000 parts.
+    #[serde(default)]
+    pub fixed_part_size: bool,
+    /// Send each part with its SHA-256 (S3's `x-amz-checksum-sha256`), so that the store
+    /// refuses a part corrupted on the way (default true; S3 only). Off for S3-compatible
+    /// stores that refuse checksum headers.
+    #[serde(default)]
+    pub part_checksums: Option<bool>,
+    /// Parts uploading at once.
+    #[serde(default = "default_in_flight")]
+    pub max_parts_in_flight: usize,
+    /// gzip level, 0–9.
+    #[serde(default = "default_level")]
+    pub compression_level: u32,
+    /// Deflate threads; 0 (the default) means one per core.
+    #[serde(default)]
+    pub compression_threads: usize,
+    /// Limit for one request to the store (a part upload included), in seconds.
+    #[serde(default = "default_store_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Limit for connecting to the store, in seconds.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    /// A PEM file of CA certificates trusted besides the system's (S3; else `AWS_CA_BUNDLE`).
+    pub ca_bundle: Option<String>,
+    /// `[sink.retry]`.
+    #[serde(default)]
+    pub retry: SinkRetrySection,
+}
+
+/// `[sink.retry]`: retries of each request to the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkRetrySection {
+    /// Attempts per request, the first included.
+    #[serde(default = "default_store_attempts")]
+    pub max_attempts: u32,
+    /// First backoff, in milliseconds (doubles per retry, with jitter).
+    #[serde(default = "default_store_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest backoff, in milliseconds.
+    #[serde(default = "default_store_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// No retry of a request starts later than this after its first attempt, in seconds.
+    #[serde(default = "default_store_retry_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+impl Default for SinkRetrySection {
+    fn default() -> Self {
+        SinkRetrySection {
+            max_attempts: default_store_attempts(),
+            initial_backoff_ms: default_store_initial_backoff_ms(),
+            max_backoff_ms: default_store_max_backoff_ms(),
+            timeout_secs: default_store_retry_timeout_secs(),
+        }
+    }
+}
+
+fn default_store_timeout_secs() -> f64 {
+    StoreOptions::default().timeout.as_secs_f64()
+}
+fn default_store_attempts() -> u32 {
+    StoreRetry::default().max_attempts
+}
+fn default_store_initial_backoff_ms() -> u64 {
+    StoreRetry::default().initial_backoff.as_millis() as u64
+}
+fn default_store_max_backoff_ms() -> u64 {
+    StoreRetry::default().max_backoff.as_millis() as u64
+}
+fn default_store_retry_timeout_secs() -> f64 {
+    StoreRetry::default().timeout.as_secs_f64()
+}
+
+fn default_part_size() -> usize {
+    DEFAULT_PART_SIZE
+}
+fn default_in_flight() -> usize {
+    DEFAULT_PARTS_IN_FLIGHT
+}
+fn default_level() -> u32 {
+    DEFAULT_COMPRESSION_LEVEL
+}
+
+/// `[sink]`, validated.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// The destination template.
+    pub url: Template,
+    /// Part sizes.
+    pub parts: PartSizer,
+    /// The configured first part size.
+    pub part_size_bytes: usize,
+    /// Parts uploading at once.
+    pub max_parts_in_flight: usize,
+    /// gzip level.
+    pub compression_level: u32,
+    /// Deflate threads (resolved: at least 1).
+    pub compression_threads: usize,
+    /// Timeouts, retries and CAs of the store's client.
+    pub store: StoreOptions,
+}
+
+/// Most `[sink] max_parts_in_flight`.
+pub const MAX_PARTS_IN_FLIGHT: usize = 64;
+/// The highest `[sink] compression_level` (gzip's levels are 0–9).
+pub const MAX_COMPRESSION_LEVEL: u32 = 9;
+
+impl SinkSection {
+    /// `[sink]`, checked; the destination is rendered once with the example run's values.
+    pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<SinkSpec, ConfigError> {
+        let url = check.template("sink.url", &self.url, false)?;
+        Destination::check(&url.render(&check.example)).map_err(|e| invalid("sink.url", e))?;
+        if self.part_size_bytes < MIN_PART_SIZE {
+            return Err(invalid(
+                "sink.part_size_bytes",
+                format!("must be at least {MIN_PART_SIZE} (5 MiB, S3's minimum part size)"),
+            ));
+        }
+        if self.part_size_bytes > crate::sink::multipart::MAX_PART_SIZE {
+            return Err(invalid("sink.part_size_bytes", "must be at most 5 GiB"));
+        }
+        if !(1..=MAX_PARTS_IN_FLIGHT).contains(&self.max_parts_in_flight) {
+            return Err(invalid(
+                "sink.max_parts_in_flight",
+                format!("must be between 1 and {MAX_PARTS_IN_FLIGHT}"),
+            ));
+        }
+        if self.compression_level > MAX_COMPRESSION_LEVEL {
+            return Err(invalid(
+                "sink.compression_level",
+                format!("must be between 0 and {MAX_COMPRESSION_LEVEL}"),
+            ));
+        }
+        if self.compression_threads > MAX_COMPRESSION_THREADS {
+            return Err(invalid(
+                "sink.compression_threads",
+                format!("must be between 0 (one per core) and {MAX_COMPRESSION_THREADS}"),
+            ));
+        }
+        let compression_threads = match self.compression_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(MAX_COMPRESSION_THREADS)),
+            n => n,
+        };
+        let store = StoreOptions {
+            timeout: secs("sink.timeout_secs", self.timeout_secs)?,
+            connect_timeout: secs("sink.connect_timeout_secs", self.connect_timeout_secs)?,
+            retry: self.retry.validate()?,
+            ca_bundle: check.ca_bundle("sink.ca_bundle", self.ca_bundle.as_deref())?,
+            part_checksums: self.part_checksums.unwrap_or(true),
+        };
+        Ok(SinkSpec {
+            url,
+            parts: PartSizer::new(self.part_size_bytes, self.fixed_part_size),
+            part_size_bytes: self.part_size_bytes,
+            max_parts_in_flight: self.max_parts_in_flight,
+            compression_level: self.compression_level,
+            compression_threads,
+            store,
+        })
+    }
+}
+
+impl SinkRetrySection {
+    fn validate(&self) -> Result<StoreRetry, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(invalid("sink.retry.max_attempts", "must be at least 1"));
+        }
+        Ok(StoreRetry {
+            max_attempts: self.max_attempts,
+            initial_backoff: Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            timeout: secs("sink.retry.timeout_secs", self.timeout_secs)?,
+        })
+    }
+}
