@@ -246,7 +246,7 @@ fn secrets_never_appear_in_output_of_a_failing_run() {
                 pool: 20,
                 ..Default::default()
             },
-            require_bearer: Some("bearer-secret-4711".into()),
+            auth: landline_mockapi::Auth::Bearer("bearer-secret-4711".into()),
             faults: landline_mockapi::Faults {
                 error_after_pages: Some(2),
                 ..Default::default()

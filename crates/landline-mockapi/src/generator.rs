@@ -105,6 +105,43 @@ pub fn expected_record(index: u64, config: &DataConfig) -> serde_json::Value {
     serde_json::from_slice(&json).expect("generated records are valid JSON")
 }
 
+/// The instant of the `updated_at` field of the record at dataset offset `index`, in
+/// milliseconds since the Unix epoch: what the server's `updated_since` and `as_of` filters
+/// compare (see [`crate::server`]). A few multiplications: cheap enough per record.
+pub fn record_updated_at_ms(index: u64, config: &DataConfig) -> i64 {
+    updated_ms(config.pool_index(index), config.seed)
+}
+
+/// The dataset offsets (`0..total`, ascending) whose records the server serves under the
+/// given filters: `updated_at_ms >= updated_since_ms` when that is set (inclusive: a record
+/// updated exactly at the instant given is served again), and `updated_at_ms <= as_of_ms`
+/// when that is set ([`MockConfig::as_of`](crate::MockConfig::as_of)). For a test's expected
+/// set of an incremental run: what a client that asked with `updated_since` on a cursor
+/// endpoint of a server with this `as_of` receives, page after page.
+pub fn visible_offsets(
+    config: &DataConfig,
+    updated_since_ms: Option<i64>,
+    as_of_ms: Option<i64>,
+) -> Vec<u64> {
+    // Offsets repeat the pool: decide once per pool entry.
+    let pool = config.pool_len() as u64;
+    let visible: Vec<bool> = (0..pool)
+        .map(|i| {
+            let updated = updated_ms(i, config.seed);
+            updated_since_ms.is_none_or(|since| updated >= since)
+                && as_of_ms.is_none_or(|as_of| updated <= as_of)
+        })
+        .collect();
+    (0..config.total)
+        .filter(|&i| visible[(i % pool) as usize])
+        .collect()
+}
+
+/// `updated_at` of pool entry `pool_index`.
+fn updated_ms(pool_index: u64, seed: u64) -> i64 {
+    Head::draw(&mut Rng::for_record(pool_index, seed)).updated_ms
+}
+
 /// The instants behind the timestamp fields of the record at dataset offset `index`.
 pub fn record_times(index: u64, config: &DataConfig) -> RecordTimes {
     let head = Head::draw(&mut Rng::for_record(config.pool_index(index), config.seed));
@@ -119,6 +156,8 @@ pub fn record_times(index: u64, config: &DataConfig) -> RecordTimes {
 pub struct Pool {
     config: DataConfig,
     entries: Vec<Box<[u8]>>,
+    /// `updated_at` of each entry, in milliseconds since the epoch, for the server's filters.
+    updated_ms: Vec<i64>,
 }
 
 impl fmt::Debug for Pool {
@@ -164,9 +203,13 @@ impl Pool {
             }
             entries
         });
+        let updated_ms = (0..len as u64)
+            .map(|i| updated_ms(i, config.seed))
+            .collect();
         Pool {
             config: config.clone(),
             entries,
+            updated_ms,
         }
     }
 
@@ -206,6 +249,13 @@ impl Pool {
     /// Appends the compact JSON of the record at dataset offset `index` to `out`.
     pub fn write_record(&self, index: u64, out: &mut Vec<u8>) {
         write_record(out, index, self.entry(index));
+    }
+
+    /// [`record_updated_at_ms`] of dataset offset `index`, looked up (computed when the pool
+    /// was built).
+    pub fn updated_at_ms(&self, index: u64) -> i64 {
+        // As long as `entries` (`pool_len` is at least 1), so the remainder is in range.
+        self.updated_ms[(index % self.updated_ms.len() as u64) as usize]
     }
 
     fn entry(&self, index: u64) -> &[u8] {
@@ -563,7 +613,7 @@ impl Variant {
                 2 => {
                     let n = v.translations.len();
                     // Product copy is written a few times per variant, then localised.
-                    if n % 4 == 0 {
+                    if n.is_multiple_of(4) {
                         copy = ProductCopy::write(&mut rng);
                     }
                     let translation = product.translation(LOCALES[n % LOCALES.len()], &copy);
@@ -744,12 +794,12 @@ impl Product {
                 WORDS[(k * 7 + self.product_id as usize) % 24]
             },
             locale: LOCALES[(k / ATTR_KEYS.len()) % LOCALES.len()],
-            source: if k % 5 == 0 {
+            source: if k.is_multiple_of(5) {
                 rng.pick(&ATTR_SOURCES)
             } else {
                 ATTR_SOURCES[0]
             },
-            confidence: if k % 3 == 0 { 0.95 } else { 1.0 },
+            confidence: if k.is_multiple_of(3) { 0.95 } else { 1.0 },
             updated_at: self.updated_iso.clone(),
         }
     }
@@ -1005,8 +1055,10 @@ impl Utc {
     }
 }
 
-/// `"2024-02-13T14:04:10.045Z"`
-fn iso_millis(ms: i64) -> String {
+/// An instant in milliseconds since the Unix epoch as records write `updated_at`: ISO-8601 in
+/// UTC with milliseconds and `Z`, e.g. `"2024-02-13T14:04:10.045Z"`; also a valid
+/// `updated_since` value.
+pub fn iso_millis(ms: i64) -> String {
     let t = Utc::from_ms(ms);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -1029,6 +1081,99 @@ fn plain_date(ms: i64) -> String {
     format!("{:04}-{:02}-{:02}", t.year, t.month, t.day)
 }
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil), the
+/// inverse of [`Utc::from_ms`]'s calendar step.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// An RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1 to 9 digits, then
+/// `Z` or a `±HH:MM` offset; `T` and `Z` in either case) as seconds since the Unix epoch and
+/// nanoseconds within that second, in UTC. The error says what is wrong, quoting the text.
+pub(crate) fn parse_rfc3339(text: &str) -> Result<(i64, u32), String> {
+    let bad = |why: &str| format!("{text:?} is not an RFC 3339 timestamp ({why})");
+    let b = text.as_bytes();
+    let digits = |range: Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')))
+    };
+    let at = |i: usize, expected: &[u8]| b.get(i).is_some_and(|c| expected.contains(c));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+        return Err(bad("expected YYYY-MM-DDTHH:MM:SS"));
+    }
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        digits(0..4),
+        digits(5..7),
+        digits(8..10),
+        digits(11..13),
+        digits(14..16),
+        digits(17..19),
+    ) else {
+        return Err(bad("expected YYYY-MM-DDTHH:MM:SS"));
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&month) || !(1..=month_days).contains(&day) {
+        return Err(bad("no such date"));
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return Err(bad("no such time of day"));
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if at(i, b".") {
+        let start = i + 1;
+        let mut end = start;
+        while b.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        let count = end - start;
+        if !(1..=9).contains(&count) {
+            return Err(bad("a fraction has 1 to 9 digits"));
+        }
+        nanos = digits(start..end).unwrap_or(0) * 10u32.pow((9 - count) as u32);
+        i = end;
+    }
+    let offset_secs: i64 = match b.get(i) {
+        Some(b'Z' | b'z') if b.len() == i + 1 => 0,
+        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && at(i + 3, b":") => {
+            let (Some(hours), Some(minutes)) = (digits(i + 1..i + 3), digits(i + 4..i + 6)) else {
+                return Err(bad("expected an offset ±HH:MM"));
+            };
+            if hours > 23 || minutes > 59 {
+                return Err(bad("no such offset"));
+            }
+            let secs = i64::from(hours * 3600 + minutes * 60);
+            if sign == b'+' { secs } else { -secs }
+        }
+        _ => return Err(bad("expected Z or an offset ±HH:MM after the time")),
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
+    Ok((secs, nanos))
+}
+
+/// An RFC 3339 timestamp (as `updated_since` takes it: `Z` or an offset, 0 to 9 fractional
+/// digits) in milliseconds since the Unix epoch, rounded down to the millisecond; for
+/// [`MockConfig::as_of`](crate::MockConfig::as_of) and tests.
+pub fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
+    let (secs, nanos) = parse_rfc3339(text)?;
+    Ok(secs * 1000 + i64::from(nanos / 1_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1049,6 +1194,78 @@ mod tests {
         assert_eq!(plain_date(1_709_251_200_000), "2024-03-01");
         assert_eq!(iso_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(plain_date(951_782_400_000), "2000-02-29");
+    }
+
+    #[test]
+    fn parses_rfc3339_timestamps() {
+        let ms = |text| parse_rfc3339_ms(text);
+        assert_eq!(ms("2024-02-13T14:04:10.045Z"), Ok(1_707_833_050_045));
+        assert_eq!(ms("2024-02-13T14:04:10.045+00:00"), Ok(1_707_833_050_045));
+        assert_eq!(ms("2024-02-13t16:04:10.045+02:00"), Ok(1_707_833_050_045));
+        assert_eq!(ms("2024-02-13T13:34:10.045-00:30"), Ok(1_707_833_050_045));
+        assert_eq!(ms("2024-02-13T14:04:10Z"), Ok(1_707_833_050_000));
+        assert_eq!(ms("2024-02-13T14:04:10.0451999z"), Ok(1_707_833_050_045));
+        assert_eq!(
+            parse_rfc3339("2024-02-13T14:04:10.123456789Z"),
+            Ok((1_707_833_050, 123_456_789))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-13T14:04:10.5Z"),
+            Ok((1_707_833_050, 500_000_000))
+        );
+        assert_eq!(ms("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(ms("1969-12-31T23:59:59.999Z"), Ok(-1));
+        assert_eq!(ms("2000-02-29T00:00:00Z"), Ok(951_782_400_000));
+        assert_eq!(ms("2024-02-29T23:59:59.999Z"), Ok(1_709_251_199_999));
+        for ms in [0, EPOCH_2022_MS, 1_707_833_050_045, 4_102_444_800_000] {
+            assert_eq!(parse_rfc3339_ms(&iso_millis(ms)), Ok(ms));
+        }
+        for bad in [
+            "",
+            "2024-02-13",
+            "2024-02-13T14:04:10",
+            "2024-02-13 14:04:10Z",
+            "2024-02-13T14:04:10.Z",
+            "2024-02-13T14:04:10.0123456789Z",
+            "2024-02-30T14:04:10Z",
+            "2023-02-29T14:04:10Z",
+            "2024-13-01T00:00:00Z",
+            "2024-02-13T24:00:00Z",
+            "2024-02-13T14:60:00Z",
+            "2024-02-13T14:04:10+0100",
+            "2024-02-13T14:04:10+24:00",
+            "2024-02-13T14:04:10Zjunk",
+            "+024-02-13T14:04:10Z",
+            "2024-02-13T14:04:10 00:00",
+            "２024-02-13T14:04:10Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn updated_at_lookups_agree() {
+        let config = small(50, 7);
+        let pool = Pool::build(&config);
+        for index in 0..50 {
+            let updated = record_times(index, &config).updated_at_ms;
+            assert_eq!(record_updated_at_ms(index, &config), updated);
+            assert_eq!(pool.updated_at_ms(index), updated);
+        }
+        assert_eq!(
+            visible_offsets(&config, None, None),
+            (0..50).collect::<Vec<_>>()
+        );
+        let times: Vec<i64> = (0..7).map(|i| record_updated_at_ms(i, &config)).collect();
+        let mut sorted = times.clone();
+        sorted.sort_unstable();
+        let (since, as_of) = (sorted[2], sorted[5]);
+        let expected: Vec<u64> = (0..50)
+            .filter(|&i| (since..=as_of).contains(&times[(i % 7) as usize]))
+            .collect();
+        assert_eq!(visible_offsets(&config, Some(since), Some(as_of)), expected);
+        // Inclusive at both ends: four distinct pool entries, each seven or eight times.
+        assert!((28..=32).contains(&expected.len()), "{}", expected.len());
     }
 
     #[test]

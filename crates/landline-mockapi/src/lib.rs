@@ -6,8 +6,11 @@
 //! `bench/mock_api.py` and `bench/variants_gen.py` in shape, sizes and tokens, not byte for byte.
 //!
 //! - [`generator`]: the records ([`DataConfig`]), the in-memory [`Pool`] pages are cut from, and
-//!   [`expected_record`] / [`record_times`] for verifying what a client received.
-//! - [`server`]: the HTTP endpoints, bearer auth, injected [`Faults`] (see [`Action`]), and a
+//!   [`expected_record`] / [`record_times`] for verifying what a client received
+//!   ([`visible_offsets`] for what an incremental client should receive).
+//! - [`server`]: the HTTP endpoints, [`Auth`] (bearer, Basic, API keys, OAuth2 with its token
+//!   endpoint, AWS SigV4), `updated_since` and [`MockConfig::as_of`] for incremental runs,
+//!   injected [`Faults`] (see [`Action`]), and a
 //!   real network and API imitated: latency, bandwidth ([`MockConfig::bandwidth`]),
 //!   compression negotiated with `Accept-Encoding` ([`Encoding`]), a fixed-window
 //!   [`RateLimit`] with its headers, and a log of the requests ([`RequestRecord`]);
@@ -32,9 +35,12 @@
 pub mod generator;
 pub mod server;
 
-pub use generator::{DataConfig, ID_BASE, Pool, RecordTimes, expected_record, record_times};
+pub use generator::{
+    DataConfig, ID_BASE, Pool, RecordTimes, expected_record, iso_millis, parse_rfc3339_ms,
+    record_times, record_updated_at_ms, visible_offsets,
+};
 pub use server::{
-    Action, Encoding, Fault, Faults, MockApi, MockConfig, MockServer, REQUEST_LOG_CAPACITY,
-    RateLimit, RateLimitHeaders, RequestRecord, RetryAfter, Stats, Times, When, encode_cursor,
-    serve, spawn,
+    Action, Auth, Encoding, Fault, Faults, Grant, IssuedToken, MockApi, MockConfig, MockServer,
+    OAuth2Server, REQUEST_LOG_CAPACITY, RateLimit, RateLimitHeaders, RequestRecord, RetryAfter,
+    Stats, TOKEN_PATH, Times, When, encode_cursor, serve, spawn,
 };

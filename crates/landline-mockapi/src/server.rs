@@ -5,24 +5,66 @@
 //! [`Pool`]; a page body is the pool's byte slices written one after the other, so serving costs
 //! a memcpy, not JSON encoding. A page is generated and sent in slices of about 256 KiB, never
 //! built whole, so even `/single/variants` of a large data set costs the server a few slices of
-//! memory. Endpoints (all `GET`):
+//! memory. Endpoints (all `GET` but the token endpoint):
 //!
 //! | path | query | body | next page |
 //! |---|---|---|---|
-//! | `/variants` | `count`, `token` | `{"variants":[…],"next_token":"…"}` | `next_token`, `null` at the end |
-//! | `/next_url/variants` | `count`, `cursor` | `{"data":{"items":[…]},"links":{"next":"…"}}` | relative URL, no `next` at the end |
-//! | `/link/variants` | `per_page`, `cursor` | `[…]` | `Link` header `rel="next"` (absolute, from `Host`) |
+//! | `/variants` | `count`, `token`, `updated_since` | `{"variants":[…],"next_token":"…"}` | `next_token`, `null` at the end |
+//! | `/next_url/variants` | `count`, `cursor`, `updated_since` | `{"data":{"items":[…]},"links":{"next":"…"}}` | relative URL (keeping `updated_since`), no `next` at the end |
+//! | `/link/variants` | `per_page`, `cursor`, `updated_since` | `[…]` | `Link` header `rel="next"` (absolute, from `Host`, keeping `updated_since`) |
 //! | `/offset/variants` | `offset`, `limit` | `{"results":[…],"total":N}`, header `X-Total-Count: N` | client adds `limit` |
 //! | `/page/variants` | `page` (from 1), `per_page` | `{"items":[…],"page":P,"total":N}`, header `X-Total-Count: N` | client adds 1 |
-//! | `/single/variants` | | `{"variants":[…all…]}` | none |
+//! | `/single/variants` | `updated_since` | `{"variants":[…all…]}` | none |
+//! | `POST /oauth/token` | form body | `{"access_token":"…","token_type":"Bearer",…}` | only with [`Auth::OAuth2`]; see [`OAuth2Server`] |
 //!
 //! Page sizes must be in `1..=1000` (default 200); tokens and cursors are the opaque base64url
 //! of `v1:<offset>`, the same as `bench/mock_api.py`. Past the end, `offset` and `page` answer
 //! empty pages. `/healthz` answers `ok` and `/meta` the data set's parameters. Errors are JSON
-//! `{"error":"…"}`: 400 for bad parameters, 401 for a missing or wrong bearer token (every path
-//! but `/healthz`), 404 for unknown paths. [`Faults`], latency, bandwidth, compression and the
-//! rate limit apply to data endpoints only. Query values are not percent-decoded: the values
-//! this API accepts never need encoding.
+//! `{"error":"…"}`: 400 for bad parameters, 401 when [`MockConfig::auth`] is not satisfied
+//! (every path but `/healthz` and the token endpoint), 404 for unknown paths. [`Faults`],
+//! latency, bandwidth, compression and the rate limit apply to data endpoints only. Query
+//! parameters the endpoint does not know (an `api_key`, say) are ignored. Paging values are not
+//! percent-decoded (they never need encoding); `updated_since` and the
+//! [`Auth::ApiKeyQuery`] key are (`+` stays `+`: send `%2B` or `+`, both mean a plus).
+//!
+//! **Auth.** [`MockConfig::auth`] says what every request but `/healthz` (and
+//! `/oauth/token`) must present; a request without it answers 401 `{"error":"…"}` naming what
+//! was missing or did not match (never echoing a secret), with a `WWW-Authenticate`
+//! challenge, before anything else (rate limit, faults, latency), and counts in
+//! [`Stats::unauthorized`]. The kinds ([`Auth`]): a static bearer token (challenge `Bearer`);
+//! HTTP Basic, RFC 7617 (`Basic realm="landline-mockapi", charset="UTF-8"`; malformed base64
+//! or no `:` answers 401 too); an API key in a header or in a query parameter (`ApiKey
+//! realm=…, header=…` / `query=…`); OAuth2 bearer tokens from this server's token endpoint
+//! ([`OAuth2Server`]: client credentials and refresh grants, expiry after
+//! [`OAuth2Server::token_ttl`], revocation after [`OAuth2Server::revoke_after_requests`] data
+//! requests, refresh token rotation; a missing token is challenged with `Bearer
+//! realm="landline-mockapi"`, an unknown, expired or revoked one with `Bearer
+//! realm="landline-mockapi", error="invalid_token", error_description="…"`; tokens issued
+//! and their use: [`MockApi::issued_tokens`]); and AWS Signature Version 4 in its header form
+//! (challenge `AWS4-HMAC-SHA256`): the canonical request is rebuilt as the AWS documentation
+//! and the `aws-sigv4` crate's default settings build it (the path normalised and URI-encoded
+//! once more, i.e. each segment twice; the query form-decoded, RFC 3986-encoded and sorted;
+//! the `SignedHeaders`, which must hold `host` and `x-amz-date`, lowercase, trimmed, sorted;
+//! the payload hash from `X-Amz-Content-Sha256`, else of an empty body), the key derived by the
+//! HMAC chain, the signatures compared in constant time; `X-Amz-Date` must be within 15
+//! minutes of the server's clock, and with a session token configured
+//! `X-Amz-Security-Token` must be sent and equal it. Secrets are compared in constant time.
+//!
+//! **Incremental reads.** A request to `/variants`, `/next_url/variants`, `/link/variants` or
+//! `/single/variants` may carry `updated_since=<RFC 3339 timestamp>` (percent-decoded; `Z` or
+//! an offset such as `+00:00`; 0 to 9 fractional digits, e.g. `2024-02-13T14:04:10.045Z`):
+//! each page then serves only the records of its window whose `updated_at` instant is **at or
+//! after** that instant (inclusive, so a record updated exactly then is served again:
+//! at-least-once at the boundary; the comparison is exact, a fraction finer than the
+//! records' milliseconds included). The next token, cursor or link is the unfiltered one, so
+//! a page may hold fewer records, or none (`{"variants":[],"next_token":"…"}`, `[]` with its
+//! `Link`), and paging still reaches the end; next URLs and links keep `updated_since`
+//! (re-encoded). `/offset/variants` and `/page/variants` answer 400 to `updated_since` (a
+//! client-computed offset would skip records under a filter), and so does a value that is not
+//! a timestamp. With [`MockConfig::as_of`], records updated after that instant do not exist
+//! yet: no endpoint serves them (on `/offset` and `/page` too, whose pages then hold fewer
+//! records while `total` and `X-Total-Count` stay the data set's). The expected set of a run:
+//! [`visible_offsets`](crate::visible_offsets).
 //!
 //! **Network.** [`MockConfig::latency`] waits before each data page is answered (before its
 //! first byte); [`MockConfig::bandwidth`] holds each data page's body to that many bytes
@@ -45,7 +87,7 @@
 //! **Rate limit.** With [`MockConfig::rate_limit`] set, at most [`RateLimit::limit`] data
 //! requests are answered per fixed window of [`RateLimit::window`], a window starting with the
 //! first request after the previous one ended. Every request to a data endpoint that passed the
-//! bearer check counts, whatever its answer; the ones over the limit answer 429 with
+//! auth check ([`MockConfig::auth`]) counts, whatever its answer; the ones over the limit answer 429 with
 //! `Retry-After` (seconds to the window's end, rounded up), before any fault rule or latency,
 //! and count in [`Stats::rate_limited`]. Every answer of a request that counted (200, 429 or
 //! any other) carries the headers [`RateLimit::headers`] chooses. [`MockApi::request_log`] records every data request, with its
@@ -59,7 +101,11 @@
 //! how often ([`Times`]: the first `n` requests of each URL, or forever). Uses are counted per
 //! request URL, so a client that retries a URL sees exactly `n` failures and then the page.
 
+mod auth;
 mod body;
+mod sigv4;
+
+pub use auth::{Auth, Grant, IssuedToken, OAuth2Server, TOKEN_PATH};
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -73,18 +119,17 @@ use std::{fmt, io};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, VARY,
-    WWW_AUTHENTICATE,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, LINK, RETRY_AFTER, VARY,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::generator::{DataConfig, ID_BASE, Pool};
+use crate::generator::{DataConfig, ID_BASE, Pool, parse_rfc3339};
 
 /// Largest page a client may ask for (`count`, `limit`, `per_page`).
 pub const MAX_PAGE_SIZE: u64 = 1000;
@@ -114,8 +159,14 @@ pub struct MockConfig {
     /// answered 200 is compressed with the first one the request's `Accept-Encoding` accepts.
     /// Empty (the default): never compress. See the [module docs](crate::server).
     pub encodings: Vec<Encoding>,
-    /// When set, every path but `/healthz` requires `Authorization: Bearer <this>`.
-    pub require_bearer: Option<String>,
+    /// What every path but `/healthz` (and the OAuth2 token endpoint) requires; see [`Auth`]
+    /// and the [module docs](crate::server). Default: nothing.
+    pub auth: Auth,
+    /// When set (milliseconds since the Unix epoch), only the records whose `updated_at` is at
+    /// or before this instant exist: no endpoint serves the others (the data set "as of" that
+    /// instant). Totals stay the data set's. For incremental runs: day 1 `as_of = T1`, day 2
+    /// `as_of = T2`; see [`visible_offsets`](crate::visible_offsets).
+    pub as_of: Option<i64>,
     /// Injected failures of the data endpoints.
     pub faults: Faults,
     /// When set, data requests beyond this rate answer 429; see [`RateLimit`].
@@ -182,7 +233,7 @@ impl FromStr for Encoding {
 ///
 /// At most `limit` data requests are answered per window of `window`; a window starts with
 /// the first data request after the previous window ended (the first one with the first
-/// request). Every data request that passes the bearer check counts, whatever its answer
+/// request). Every data request that passes the auth check ([`MockConfig::auth`]) counts, whatever its answer
 /// (a 400, a fault, the page); one beyond the limit answers 429 at once, with `Retry-After`
 /// in whole seconds until the window ends (rounded up), and counts in
 /// [`Stats::rate_limited`]. Every answer of a request that counted, 200 or 429 or other,
@@ -481,6 +532,15 @@ pub struct Stats {
     pub bytes_decoded: u64,
     /// Data requests refused with 429 by [`MockConfig::rate_limit`].
     pub rate_limited: u64,
+    /// Requests refused with 401 by [`MockConfig::auth`] (any path; not the token endpoint's
+    /// own errors).
+    pub unauthorized: u64,
+    /// Access tokens issued by the `client_credentials` grant ([`Auth::OAuth2`]).
+    pub client_credentials_grants: u64,
+    /// Access tokens issued by the `refresh_token` grant: the refreshes.
+    pub refresh_grants: u64,
+    /// Token requests answered with an error (`invalid_client`, `invalid_grant`, …).
+    pub token_errors: u64,
 }
 
 /// A mock API with its pool built, ready to serve; clones share the pool and the counters.
@@ -492,6 +552,8 @@ pub struct MockApi {
 struct Shared {
     config: MockConfig,
     pool: Pool,
+    /// Tokens issued and auth counters.
+    auth: auth::AuthState,
     pages_served: AtomicU64,
     bytes_served: AtomicU64,
     bytes_decoded: AtomicU64,
@@ -522,6 +584,7 @@ impl MockApi {
         let pool = Pool::build(&config.data);
         MockApi {
             shared: Arc::new(Shared {
+                auth: auth::AuthState::new(&config.auth),
                 config,
                 pool,
                 pages_served: AtomicU64::new(0),
@@ -557,7 +620,19 @@ impl MockApi {
             faults_injected: self.shared.faults_injected.load(Relaxed),
             bytes_decoded: self.shared.bytes_decoded.load(Relaxed),
             rate_limited: self.shared.rate_limited.load(Relaxed),
+            unauthorized: self.shared.auth.unauthorized.load(Relaxed),
+            client_credentials_grants: self.shared.auth.client_credentials_grants.load(Relaxed),
+            refresh_grants: self.shared.auth.refresh_grants.load(Relaxed),
+            token_errors: self.shared.auth.token_errors.load(Relaxed),
         }
+    }
+
+    /// The access tokens the OAuth2 token endpoint issued so far, in order, each with its
+    /// grant, scope, expiry and the data requests it was accepted on (empty without
+    /// [`Auth::OAuth2`]): to see that a client refreshed mid-run, and how many requests each
+    /// token served.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.shared.auth.issued()
     }
 
     /// The data requests received so far, oldest first: every request to a data endpoint
@@ -591,6 +666,15 @@ impl MockApi {
             let handler =
                 move |State(api): State<Arc<Shared>>, req: Request| data_endpoint(api, paging, req);
             router = router.route(paging.path(), get(handler));
+        }
+        if let Auth::OAuth2(_) = &self.shared.config.auth {
+            let handler = |State(api): State<Arc<Shared>>, req: Request| async move {
+                match &api.config.auth {
+                    Auth::OAuth2(server) => api.auth.token_endpoint(server, req).await,
+                    _ => not_found().await,
+                }
+            };
+            router = router.route(TOKEN_PATH, post(handler));
         }
         router
             .fallback(not_found)
@@ -664,6 +748,16 @@ impl MockServer {
         self.api.request_log()
     }
 
+    /// The OAuth2 access tokens issued so far: see [`MockApi::issued_tokens`].
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.api.issued_tokens()
+    }
+
+    /// `http://127.0.0.1:PORT/oauth/token`: the OAuth2 token endpoint ([`Auth::OAuth2`]).
+    pub fn token_url(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.base_url())
+    }
+
     /// The API served, with its configuration and pool.
     pub fn api(&self) -> &MockApi {
         &self.api
@@ -676,10 +770,10 @@ impl MockServer {
         let _ = stop.send(());
         // axum's `serve` only returns after shutdown (it retries accept errors itself), and a
         // cancelled task means the runtime is going away: only a panic is left to report.
-        if let Err(e) = task.await {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
         }
     }
 }
@@ -855,21 +949,79 @@ fn decode_cursor(token: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Counts every request, checks the bearer token on every path but `/healthz`, and logs the
-/// requests of data endpoints.
+/// Which records of its window a page serves: those updated at or after `updated_since`, and
+/// at or before [`MockConfig::as_of`].
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Filter {
+    /// Smallest `updated_at` served, in milliseconds: the `updated_since` instant, rounded up
+    /// to the millisecond (a record's `updated_at` has milliseconds, so `>=` is exact).
+    since_ms: Option<i64>,
+    /// Largest `updated_at` served, in milliseconds ([`MockConfig::as_of`]).
+    as_of_ms: Option<i64>,
+    /// `&updated_since=<value re-encoded>` for next URLs and links, or empty.
+    carry: String,
+}
+
+impl Filter {
+    /// The filter of a request to `paging` with `query`, on a server with `as_of`.
+    fn parse(paging: Paging, query: &str, as_of: Option<i64>) -> Result<Filter, String> {
+        let mut filter = Filter {
+            as_of_ms: as_of,
+            ..Filter::default()
+        };
+        let Some(raw) = param(query, "updated_since") else {
+            return Ok(filter);
+        };
+        if matches!(paging, Paging::Offset | Paging::Page) {
+            return Err(format!(
+                "updated_since is not supported on {}: a client-computed offset or page would \
+                 skip records under a filter (use /variants, /next_url/variants, \
+                 /link/variants or /single/variants)",
+                paging.path()
+            ));
+        }
+        let value = auth::percent_decoded(raw)
+            .ok_or_else(|| format!("updated_since {raw:?} is not percent-encoded UTF-8"))?;
+        let (secs, nanos) =
+            parse_rfc3339(&value).map_err(|why| format!("bad updated_since: {why}"))?;
+        let ms = secs
+            .saturating_mul(1000)
+            .saturating_add(i64::from(nanos / 1_000_000))
+            .saturating_add(i64::from(nanos % 1_000_000 != 0));
+        filter.since_ms = Some(ms);
+        filter.carry = format!("&updated_since={}", sigv4::uri_encode(&value, false));
+        Ok(filter)
+    }
+
+    /// The `updated_at` range served (inclusive), or `None` for every record.
+    fn bounds(&self) -> Option<(i64, i64)> {
+        (self.since_ms.is_some() || self.as_of_ms.is_some()).then(|| {
+            (
+                self.since_ms.unwrap_or(i64::MIN),
+                self.as_of_ms.unwrap_or(i64::MAX),
+            )
+        })
+    }
+}
+
+/// Counts every request, checks [`MockConfig::auth`] on every path but `/healthz` (and the
+/// token endpoint), and logs the requests of data endpoints.
 async fn gate(State(api): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let at = Instant::now();
     api.requests.fetch_add(1, Relaxed);
-    let logged = Paging::of_path(req.uri().path()).map(|_| path_and_query(req.uri()).to_owned());
-    let response = match &api.config.require_bearer {
-        Some(expected) if !bearer_ok(&req, expected) && req.uri().path() != "/healthz" => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-        _ => next.run(req).await,
+    let data = Paging::of_path(req.uri().path()).is_some();
+    let logged = data.then(|| path_and_query(req.uri()).to_owned());
+    let path = req.uri().path();
+    let exempt =
+        path == "/healthz" || (path == TOKEN_PATH && matches!(api.config.auth, Auth::OAuth2(_)));
+    let refused = if exempt {
+        None
+    } else {
+        api.auth.refusal(&api.config.auth, &req, data)
+    };
+    let response = match refused {
+        None => next.run(req).await,
+        Some(refused) => refused,
     };
     if let Some(path_and_query) = logged {
         api.log(RequestRecord {
@@ -879,16 +1031,6 @@ async fn gate(State(api): State<Arc<Shared>>, req: Request, next: Next) -> Respo
         });
     }
     response
-}
-
-/// Whether the request presents `Authorization: Bearer <expected>`.
-fn bearer_ok(req: &Request, expected: &str) -> bool {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    presented == Some(expected)
 }
 
 /// The path and query of `uri`, as sent.
@@ -955,8 +1097,11 @@ async fn data_endpoint(api: Arc<Shared>, paging: Paging, req: Request) -> Respon
 async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
     let (request, _) = req.into_parts();
     let total = api.config.data.total;
-    let window = match Window::parse(paging, request.uri.query().unwrap_or(""), total) {
-        Ok(window) => window,
+    let query = request.uri.query().unwrap_or("");
+    let parsed = Window::parse(paging, query, total)
+        .and_then(|window| Ok((window, Filter::parse(paging, query, api.config.as_of)?)));
+    let (window, filter) = match parsed {
+        Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, &format!("bad request: {message}")),
     };
     let host = if paging == Paging::LinkHeader {
@@ -997,16 +1142,18 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
     }
 
     let mut next = (window.end < total && paging != Paging::Single).then_some(window.end);
-    if let Some(Action::NextOffset(offset)) = action {
-        if matches!(paging, Paging::Token | Paging::NextUrl | Paging::LinkHeader) {
-            next = Some(offset);
-        }
+    if let Some(Action::NextOffset(offset)) = action
+        && matches!(paging, Paging::Token | Paging::NextUrl | Paging::LinkHeader)
+    {
+        next = Some(offset);
     }
     let link = match host {
-        Some(host) => match HeaderValue::try_from(link_header(&host, window.size, next)) {
-            Ok(link) => Some(link),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "bad request: bad Host header"),
-        },
+        Some(host) => {
+            match HeaderValue::try_from(link_header(&host, window.size, next, &filter.carry)) {
+                Ok(link) => Some(link),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "bad request: bad Host header"),
+            }
+        }
         None => None,
     };
 
@@ -1015,7 +1162,7 @@ async fn data_page(api: Arc<Shared>, paging: Paging, req: Request) -> Response {
         Some(Action::Shifted(shift)) => shift,
         _ => 0,
     };
-    let mut page = body::PageBytes::new(api.clone(), paging, &window, next, shift);
+    let mut page = body::PageBytes::new(api.clone(), paging, &window, next, shift, &filter);
     let last = page.len().saturating_sub(1);
     // Where a body fault cuts the page (in uncompressed bytes), and whether the answer has a
     // `Content-Length`: always, never, or when it is known without compressing the page first.
@@ -1187,10 +1334,10 @@ impl Shared {
         let url = path_and_query(uri);
         if let Some(action) = self.rule(url, window) {
             self.faults_injected.fetch_add(1, Relaxed);
-            if action.serves_page() {
-                if let Some(refused) = self.admit() {
-                    return Verdict::Refuse(refused);
-                }
+            if action.serves_page()
+                && let Some(refused) = self.admit()
+            {
+                return Verdict::Refuse(refused);
             }
             return Verdict::Answer(Some(action));
         }
@@ -1307,15 +1454,16 @@ impl Shared {
     }
 }
 
-/// `Link` header value: `rel="next"` (if any) and `rel="first"`, absolute on `host`.
-fn link_header(host: &str, size: u64, next: Option<u64>) -> String {
+/// `Link` header value: `rel="next"` (if any) and `rel="first"`, absolute on `host`, with
+/// `carry` (`&name=value…`) at the end of both.
+fn link_header(host: &str, size: u64, next: Option<u64>, carry: &str) -> String {
     let first = format!(
-        r#"<http://{host}{}?per_page={size}>; rel="first""#,
+        r#"<http://{host}{}?per_page={size}{carry}>; rel="first""#,
         Paging::LinkHeader.path()
     );
     match next {
         Some(offset) => format!(
-            r#"<http://{host}{}?per_page={size}&cursor={}>; rel="next", {first}"#,
+            r#"<http://{host}{}?per_page={size}&cursor={}{carry}>; rel="next", {first}"#,
             Paging::LinkHeader.path(),
             encode_cursor(offset)
         ),

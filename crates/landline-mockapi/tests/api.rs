@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use landline_mockapi::{
-    Action, DataConfig, Encoding, Fault, Faults, MockConfig, MockServer, RateLimit,
-    RateLimitHeaders, RetryAfter, Stats, Times, When, encode_cursor, expected_record, spawn,
+    Action, Auth, DataConfig, Encoding, Fault, Faults, Grant, MockConfig, MockServer, OAuth2Server,
+    RateLimit, RateLimitHeaders, RetryAfter, Stats, Times, When, encode_cursor, expected_record,
+    iso_millis, record_updated_at_ms, spawn, visible_offsets,
 };
 use reqwest::StatusCode;
 use reqwest::header::{
@@ -157,6 +158,7 @@ async fn token_pages_through_every_record() {
             faults_injected: 0,
             bytes_decoded: body_bytes,
             rate_limited: 0,
+            ..Stats::default()
         }
     );
 
@@ -393,7 +395,7 @@ async fn bad_requests_get_400_and_unknown_paths_404() {
 async fn bearer_token_guards_everything_but_health() {
     let config = MockConfig {
         data: data(),
-        require_bearer: Some("s3cret".into()),
+        auth: Auth::Bearer("s3cret".into()),
         ..MockConfig::default()
     };
     let server = start(config).await;
@@ -1506,7 +1508,7 @@ async fn rate_limit_without_headers_still_sends_retry_after() {
 async fn request_log_records_every_data_request_with_its_status() {
     let server = start(MockConfig {
         data: data(),
-        require_bearer: Some("s3cret".into()),
+        auth: Auth::Bearer("s3cret".into()),
         ..MockConfig::default()
     })
     .await;
@@ -1601,4 +1603,1110 @@ async fn shifted_pages_serve_other_records_on_a_retry() {
 
     let stats = server.stats();
     assert_eq!((stats.pages_served, stats.faults_injected), (4, 5));
+}
+
+// ------------------------------------------------------------------------------- auth --
+
+/// GET `url` with these headers.
+async fn get_headers(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = reqwest::Client::new().get(url);
+    for &(name, value) in headers {
+        request = request.header(name, value);
+    }
+    send(request).await
+}
+
+/// The `WWW-Authenticate` challenge of a 401, and its error message.
+fn refused(reply: &Reply) -> (String, String) {
+    let message = reply.error(StatusCode::UNAUTHORIZED);
+    let challenge = reply.headers["www-authenticate"]
+        .to_str()
+        .expect("an ASCII challenge")
+        .to_owned();
+    (challenge, message)
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_its_pair_and_refuses_the_rest() {
+    let server = start(MockConfig {
+        data: data(),
+        auth: Auth::Basic {
+            user: "ann".into(),
+            password: "pass:wörd".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let url = format!("{}/variants?count=3", server.base_url());
+    let client = reqwest::Client::new();
+    let ok = send(client.get(&url).basic_auth("ann", Some("pass:wörd"))).await;
+    assert_eq!(records(&ok.ok()["variants"]).len(), 3);
+    let cases = [
+        (Some("Basic YW5uOndyb25n"), "wrong user or password"), // ann:wrong
+        (Some("Basic Ym9iOnBhc3M6d8O2cmQ="), "wrong user or password"), // bob:pass:wörd
+        (
+            Some("Basic YW5ucGFzcw=="),
+            "malformed Basic credentials: no ':' between user and password",
+        ), // annpass
+        (
+            Some("Basic %%%not-base64"),
+            "malformed Basic credentials: not base64",
+        ),
+        (
+            Some("Bearer pass:wörd"),
+            "missing Authorization: Basic credentials",
+        ),
+        (None, "missing Authorization: Basic credentials"),
+    ];
+    for (authorization, expected) in cases {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        let (challenge, message) = refused(&get_headers(&url, &headers).await);
+        assert_eq!(
+            challenge,
+            r#"Basic realm="landline-mockapi", charset="UTF-8""#
+        );
+        assert_eq!(message, expected, "{authorization:?}");
+        assert!(!message.contains("wörd"));
+    }
+    assert_eq!(
+        get(&format!("{}/healthz", server.base_url())).await.status,
+        StatusCode::OK
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.unauthorized, stats.pages_served, stats.requests),
+        (6, 1, 8)
+    );
+}
+
+#[tokio::test]
+async fn api_keys_in_a_header_or_in_the_query() {
+    let server = start(MockConfig {
+        data: data(),
+        auth: Auth::ApiKeyHeader {
+            name: "X-API-Key".into(),
+            key: "k3y-4711".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let url = format!("{}/variants?count=3", server.base_url());
+    get_headers(&url, &[("x-api-key", "k3y-4711")]).await.ok();
+    for headers in [
+        &[][..],
+        &[("x-api-key", "k3y-4712")],
+        &[("authorization", "Bearer k3y-4711")],
+    ] {
+        let (challenge, message) = refused(&get_headers(&url, headers).await);
+        assert_eq!(
+            challenge,
+            r#"ApiKey realm="landline-mockapi", header="X-API-Key""#
+        );
+        assert!(message.ends_with("X-API-Key header"), "{message}");
+    }
+
+    // In the query: paging parameters around it still page through everything.
+    let server = start(MockConfig {
+        data: data(),
+        auth: Auth::ApiKeyQuery {
+            param: "api_key".into(),
+            key: "k3y+4711/=".into(),
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let base = server.base_url();
+    let key = "k3y%2B4711%2F%3D";
+    let mut url = format!("{base}/variants?api_key={key}&count=5");
+    let mut all = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let page = get(&url).await.ok();
+        all.extend_from_slice(records(&page["variants"]));
+        match page["next_token"].as_str() {
+            Some(token) => url = format!("{base}/variants?count=5&token={token}&api_key={key}"),
+            None => break,
+        }
+    }
+    assert_whole_data_set(&all, &data());
+    let page = get(&format!(
+        "{base}/offset/variants?offset=20&limit=5&api_key={key}"
+    ))
+    .await;
+    assert_eq!(records(&page.ok()["results"]).len(), 3);
+    for query in ["count=5", "count=5&api_key=k3y", "api_key=k3y%204711%2F%3D"] {
+        let (challenge, message) = refused(&get(&format!("{base}/variants?{query}")).await);
+        assert_eq!(
+            challenge,
+            r#"ApiKey realm="landline-mockapi", query="api_key""#
+        );
+        assert!(message.ends_with("api_key query parameter"), "{message}");
+        assert!(!message.contains("4711"), "{message}");
+    }
+}
+
+/// An OAuth2 server for client `landline` with secret `landline-secret`, scopes read and write.
+fn oauth2(configure: impl FnOnce(&mut OAuth2Server)) -> MockConfig {
+    let mut server = OAuth2Server {
+        scopes: vec!["read".into(), "write".into()],
+        ..OAuth2Server::new("landline", "landline-secret")
+    };
+    configure(&mut server);
+    MockConfig {
+        data: data(),
+        auth: Auth::OAuth2(server),
+        ..MockConfig::default()
+    }
+}
+
+/// POSTs the form `fields` to the token endpoint, with HTTP Basic client credentials if given.
+async fn token_request(
+    server: &MockServer,
+    fields: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut request = reqwest::Client::new()
+        .post(server.token_url())
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    send(request).await
+}
+
+const CLIENT: [(&str, &str); 2] = [
+    ("client_id", "landline"),
+    ("client_secret", "landline-secret"),
+];
+
+/// A client-credentials token request with the client in the form, plus `extra`.
+async fn client_credentials(server: &MockServer, extra: &[(&str, &str)]) -> Reply {
+    let mut fields = vec![("grant_type", "client_credentials")];
+    fields.extend_from_slice(&CLIENT);
+    fields.extend_from_slice(extra);
+    token_request(server, &fields, None).await
+}
+
+/// A refresh-token request with the client in the form.
+async fn refresh(server: &MockServer, refresh_token: &str) -> Reply {
+    let mut fields = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    fields.extend_from_slice(&CLIENT);
+    token_request(server, &fields, None).await
+}
+
+/// The answer of a token request refused with `status` and RFC 6749 error `code`.
+fn oauth_error(reply: &Reply, status: StatusCode, code: &str) -> String {
+    let body = reply.json();
+    assert_eq!(reply.status, status, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    body["error_description"]
+        .as_str()
+        .expect("a description")
+        .to_owned()
+}
+
+fn access_token(reply: &Reply) -> String {
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    reply.ok()["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn oauth2_client_credentials_by_form_or_by_basic() {
+    let server = start(oauth2(|_| {})).await;
+    let base = server.base_url();
+    let page = format!("{base}/variants?count=2");
+
+    let by_form = client_credentials(&server, &[]).await;
+    let answer = by_form.ok();
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["expires_in"], 3600);
+    assert_eq!(answer["scope"], "read write");
+    assert!(
+        answer["refresh_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let first = access_token(&by_form);
+    assert_eq!(
+        records(&get_with(&page, Some(&first)).await.ok()["variants"]).len(),
+        2
+    );
+    get_with(&format!("{base}/meta"), Some(&first)).await.ok();
+
+    let by_basic = token_request(
+        &server,
+        &[("grant_type", "client_credentials"), ("scope", "read")],
+        Some(("landline", "landline-secret")),
+    )
+    .await;
+    assert_eq!(by_basic.ok()["scope"], "read");
+    let second = access_token(&by_basic);
+    assert_ne!(first, second, "tokens are unique");
+    get_with(&page, Some(&second)).await.ok();
+
+    // Refused token requests.
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    let bad = StatusCode::BAD_REQUEST;
+    let wrong_secret = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "landline"),
+        ("client_secret", "nope"),
+    ];
+    let reply = token_request(&server, &wrong_secret, None).await;
+    assert!(!oauth_error(&reply, unauthorized, "invalid_client").contains("landline-secret"));
+    assert!(
+        reply.headers["www-authenticate"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("Basic "))
+    );
+    let reply = token_request(
+        &server,
+        &[("grant_type", "client_credentials")],
+        Some(("landline", "nope")),
+    )
+    .await;
+    oauth_error(&reply, unauthorized, "invalid_client");
+    let reply = token_request(&server, &[("grant_type", "client_credentials")], None).await;
+    oauth_error(&reply, unauthorized, "invalid_client");
+    let reply = token_request(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_secret", "landline-secret"),
+        ],
+        Some(("landline", "landline-secret")),
+    )
+    .await;
+    assert!(oauth_error(&reply, bad, "invalid_request").contains("twice"));
+    let reply = client_credentials(&server, &[("scope", "read admin")]).await;
+    assert!(oauth_error(&reply, bad, "invalid_scope").contains("admin"));
+    let reply = token_request(
+        &server,
+        &[("grant_type", "password"), CLIENT[0], CLIENT[1]],
+        None,
+    )
+    .await;
+    oauth_error(&reply, bad, "unsupported_grant_type");
+    let reply = token_request(&server, &CLIENT, None).await;
+    assert_eq!(
+        oauth_error(&reply, bad, "invalid_request"),
+        "missing grant_type"
+    );
+    let reply = client_credentials(&server, &[("grant_type", "client_credentials")]).await;
+    assert!(oauth_error(&reply, bad, "invalid_request").contains("repeated"));
+    let not_a_form = reqwest::Client::new()
+        .post(server.token_url())
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"grant_type":"client_credentials"}"#);
+    oauth_error(&send(not_a_form).await, bad, "invalid_request");
+    let reply = get(&server.token_url()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Data requests without a token, or with one the server never issued.
+    let (challenge, message) = refused(&get(&page).await);
+    assert_eq!(
+        (challenge.as_str(), message.as_str()),
+        (
+            r#"Bearer realm="landline-mockapi""#,
+            "missing bearer access token"
+        )
+    );
+    let (challenge, message) = refused(&get_with(&page, Some("at_forged")).await);
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert_eq!(message, "unknown access token");
+
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.client_credentials_grants,
+            stats.refresh_grants,
+            stats.token_errors,
+            stats.unauthorized
+        ),
+        (2, 0, 9, 2)
+    );
+    let issued = server.issued_tokens();
+    let uses: Vec<(Grant, &str, u64)> = issued
+        .iter()
+        .map(|t| (t.grant, t.scope.as_str(), t.data_requests))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            (Grant::ClientCredentials, "read write", 1),
+            (Grant::ClientCredentials, "read", 1)
+        ]
+    );
+    assert_eq!(issued[0].access_token, first);
+}
+
+#[tokio::test]
+async fn oauth2_access_tokens_expire() {
+    let server = start(oauth2(|s| s.token_ttl = Duration::from_millis(300))).await;
+    let page = format!("{}/variants?count=2", server.base_url());
+    let reply = client_credentials(&server, &[]).await;
+    assert_eq!(reply.ok()["expires_in"], 1, "whole seconds, rounded up");
+    let token = access_token(&reply);
+    get_with(&page, Some(&token)).await.ok();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (challenge, message) = refused(&get_with(&page, Some(&token)).await);
+    assert_eq!(
+        challenge,
+        r#"Bearer realm="landline-mockapi", error="invalid_token", error_description="the access token expired""#
+    );
+    assert_eq!(message, "the access token expired");
+    // A new token works again.
+    let token = access_token(&client_credentials(&server, &[]).await);
+    get_with(&page, Some(&token)).await.ok();
+}
+
+#[tokio::test]
+async fn oauth2_tokens_revoked_after_some_requests_make_the_client_refresh() {
+    let server = start(oauth2(|s| s.revoke_after_requests = Some(2))).await;
+    let base = server.base_url();
+    let reply = client_credentials(&server, &[]).await;
+    let refresh_token = reply.ok()["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    let token = access_token(&reply);
+    for page in 1..=2 {
+        get_with(&token_page(&base, page), Some(&token)).await.ok();
+    }
+    let (challenge, message) = refused(&get_with(&token_page(&base, 3), Some(&token)).await);
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert_eq!(
+        message,
+        "the access token was revoked after 2 data requests"
+    );
+    refused(&get_with(&format!("{base}/meta"), Some(&token)).await);
+
+    // Refreshed mid-run: without rotation, no new refresh token and the old one stays valid.
+    let reply = refresh(&server, &refresh_token).await;
+    assert!(reply.ok().get("refresh_token").is_none(), "{}", reply.ok());
+    let renewed = access_token(&reply);
+    get_with(&token_page(&base, 3), Some(&renewed)).await.ok();
+    access_token(&refresh(&server, &refresh_token).await);
+
+    let uses: Vec<(Grant, u64)> = server
+        .issued_tokens()
+        .iter()
+        .map(|t| (t.grant, t.data_requests))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            (Grant::ClientCredentials, 2),
+            (Grant::RefreshToken, 1),
+            (Grant::RefreshToken, 0)
+        ]
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.client_credentials_grants,
+            stats.refresh_grants,
+            stats.unauthorized
+        ),
+        (1, 2, 2)
+    );
+    assert_eq!(stats.pages_served, 3);
+}
+
+#[tokio::test]
+async fn oauth2_refresh_tokens_rotate_from_an_initial_one() {
+    let server = start(oauth2(|s| {
+        s.initial_refresh_token = Some("rt-initial".into());
+        s.rotate_refresh_tokens = true;
+        s.issue_refresh_tokens = false;
+    }))
+    .await;
+    let page = format!("{}/variants?count=2", server.base_url());
+    assert!(
+        client_credentials(&server, &[])
+            .await
+            .ok()
+            .get("refresh_token")
+            .is_none()
+    );
+
+    let reply = refresh(&server, "rt-initial").await;
+    let answer = reply.ok();
+    assert_eq!(answer["scope"], "read write");
+    let rotated = answer["refresh_token"]
+        .as_str()
+        .expect("a new refresh token")
+        .to_owned();
+    assert_ne!(rotated, "rt-initial");
+    get_with(&page, Some(&access_token(&reply))).await.ok();
+
+    // The old one is spent.
+    let reply = refresh(&server, "rt-initial").await;
+    oauth_error(&reply, StatusCode::BAD_REQUEST, "invalid_grant");
+    // The new one works once, with a narrower scope if asked, but not a wider one after that.
+    let mut fields = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rotated.as_str()),
+        ("scope", "read"),
+    ];
+    fields.extend_from_slice(&CLIENT);
+    let reply = token_request(&server, &fields, None).await;
+    let answer = reply.ok();
+    assert_eq!(answer["scope"], "read");
+    let narrower = answer["refresh_token"]
+        .as_str()
+        .expect("rotated again")
+        .to_owned();
+    oauth_error(
+        &refresh(&server, &rotated).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    );
+    let mut fields = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", narrower.as_str()),
+        ("scope", "write"),
+    ];
+    fields.extend_from_slice(&CLIENT);
+    let reply = token_request(&server, &fields, None).await;
+    assert!(oauth_error(&reply, StatusCode::BAD_REQUEST, "invalid_scope").contains("not granted"));
+    let reply = token_request(
+        &server,
+        &[("grant_type", "refresh_token"), CLIENT[0], CLIENT[1]],
+        None,
+    )
+    .await;
+    assert_eq!(
+        oauth_error(&reply, StatusCode::BAD_REQUEST, "invalid_request"),
+        "missing refresh_token"
+    );
+    // Refreshing authenticates the client too.
+    let reply = token_request(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", narrower.as_str()),
+        ],
+        None,
+    )
+    .await;
+    oauth_error(&reply, StatusCode::UNAUTHORIZED, "invalid_client");
+
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.client_credentials_grants,
+            stats.refresh_grants,
+            stats.token_errors
+        ),
+        (1, 2, 5)
+    );
+}
+
+#[tokio::test]
+async fn oauth2_extra_required_fields() {
+    let audience = "https://api.example.com/v2?x=1&y=ü";
+    let server = start(oauth2(|s| {
+        s.required_fields = vec![("audience".into(), audience.into())]
+    }))
+    .await;
+    let reply = client_credentials(&server, &[]).await;
+    assert_eq!(
+        oauth_error(&reply, StatusCode::BAD_REQUEST, "invalid_request"),
+        "missing audience"
+    );
+    let reply = client_credentials(&server, &[("audience", "https://api.example.com/v2")]).await;
+    assert_eq!(
+        oauth_error(&reply, StatusCode::BAD_REQUEST, "invalid_request"),
+        "wrong audience"
+    );
+    // The form serializer percent-encodes `:`, `/`, `?`, `&`, `=` and `ü`: decoded, it matches.
+    let token = access_token(&client_credentials(&server, &[("audience", audience)]).await);
+    get_with(
+        &format!("{}/variants?count=1", server.base_url()),
+        Some(&token),
+    )
+    .await
+    .ok();
+}
+
+// ------------------------------------------------------------------------------ SigV4 --
+
+/// A SigV4 signer written for the tests from the AWS documentation, apart from the server's:
+/// the query must already be in canonical form (sorted, RFC 3986-encoded).
+struct Signer<'a> {
+    access_key_id: &'a str,
+    secret: &'a str,
+    region: &'a str,
+    service: &'a str,
+    session_token: Option<&'a str>,
+}
+
+impl Signer<'_> {
+    /// The headers of a signed `GET host path?query` at `at`.
+    fn sign(&self, host: &str, path: &str, query: &str, at: SystemTime) -> Vec<(String, String)> {
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha2::{Digest, Sha256};
+        fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+            mac.update(data.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        fn hex(bytes: &[u8]) -> String {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+        let ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        // "2024-02-13T14:04:10.045Z" → "20240213T140410Z"
+        let iso = landline_mockapi::iso_millis(i64::try_from(ms).expect("in range"));
+        let amz_date: String = iso[..19]
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            + "Z";
+        let date = &amz_date[..8];
+        let empty_hash = hex(&Sha256::digest(b""));
+        let mut headers = vec![("host", host.to_owned()), ("x-amz-date", amz_date.clone())];
+        if let Some(token) = self.session_token {
+            headers.push(("x-amz-security-token", token.to_owned()));
+        }
+        let signed: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+        let signed = signed.join(";");
+        let canonical_headers: String = headers.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+        let canonical =
+            format!("GET\n{path}\n{query}\n{canonical_headers}\n{signed}\n{empty_hash}");
+        let scope = format!("{date}/{}/{}/aws4_request", self.region, self.service);
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex(&Sha256::digest(canonical.as_bytes()))
+        );
+        let key = hmac(
+            &hmac(
+                &hmac(
+                    &hmac(format!("AWS4{}", self.secret).as_bytes(), date),
+                    self.region,
+                ),
+                self.service,
+            ),
+            "aws4_request",
+        );
+        let signature = hex(&hmac(&key, &to_sign));
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+            self.access_key_id
+        );
+        let mut out: Vec<(String, String)> = headers
+            .into_iter()
+            .filter(|(n, _)| *n != "host")
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        out.push(("authorization".into(), authorization));
+        out
+    }
+}
+
+const SIGNER: Signer<'static> = Signer {
+    access_key_id: "AKIDEXAMPLE",
+    secret: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    region: "eu-central-1",
+    service: "execute-api",
+    session_token: None,
+};
+
+fn sigv4(session_token: Option<&str>) -> MockConfig {
+    MockConfig {
+        data: data(),
+        auth: Auth::SigV4 {
+            access_key_id: SIGNER.access_key_id.into(),
+            secret_access_key: SIGNER.secret.into(),
+            session_token: session_token.map(str::to_owned),
+            region: SIGNER.region.into(),
+            service: SIGNER.service.into(),
+        },
+        ..MockConfig::default()
+    }
+}
+
+/// GET `path?sent_query` signed over `signed_query`.
+async fn get_signed(
+    server: &MockServer,
+    signer: &Signer<'_>,
+    path: &str,
+    signed_query: &str,
+    sent_query: &str,
+    at: SystemTime,
+) -> Reply {
+    let host = server.addr().to_string();
+    let headers = signer.sign(&host, path, signed_query, at);
+    let url = format!("{}{path}?{sent_query}", server.base_url());
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    get_headers(&url, &headers).await
+}
+
+#[tokio::test]
+async fn sigv4_signed_requests_page_through_everything() {
+    let server = start(sigv4(None)).await;
+    let now = SystemTime::now();
+    let (mut all, mut query) = (Vec::new(), "count=5".to_owned());
+    for _ in 0..MAX_PAGES {
+        let page = get_signed(&server, &SIGNER, "/variants", &query, &query, now)
+            .await
+            .ok();
+        all.extend_from_slice(records(&page["variants"]));
+        match page["next_token"].as_str() {
+            Some(token) => query = format!("count=5&token={token}"),
+            None => break,
+        }
+    }
+    assert_whole_data_set(&all, &data());
+    // A percent-encoded value, signed as encoded: the server decodes and re-encodes the same.
+    let query = "count=5&updated_since=2022-01-01T00%3A00%3A00Z";
+    get_signed(&server, &SIGNER, "/variants", query, query, now)
+        .await
+        .ok();
+    get_signed(&server, &SIGNER, "/meta", "", "", now)
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn sigv4_refuses_what_does_not_match() {
+    let server = start(sigv4(None)).await;
+    let now = SystemTime::now();
+    let refuse = |reply: Reply| {
+        let (challenge, message) = refused(&reply);
+        assert_eq!(challenge, "AWS4-HMAC-SHA256");
+        assert!(!message.contains("EXAMPLEKEY"), "{message}");
+        message
+    };
+    let tampered = get_signed(&server, &SIGNER, "/variants", "count=5", "count=6", now).await;
+    assert!(refuse(tampered).starts_with("signature does not match"));
+    // Signed for one path, sent to another.
+    let signed = SIGNER.sign(&server.addr().to_string(), "/variants", "", now);
+    let signed: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let other_path = get_headers(&format!("{}/single/variants", server.base_url()), &signed).await;
+    assert!(refuse(other_path).starts_with("signature does not match"));
+    let wrong_secret = Signer {
+        secret: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEZ",
+        ..SIGNER
+    };
+    let reply = get_signed(
+        &server,
+        &wrong_secret,
+        "/variants",
+        "count=5",
+        "count=5",
+        now,
+    )
+    .await;
+    assert!(refuse(reply).starts_with("signature does not match"));
+    let wrong_key = Signer {
+        access_key_id: "AKIDOTHER",
+        ..SIGNER
+    };
+    let reply = get_signed(&server, &wrong_key, "/variants", "count=5", "count=5", now).await;
+    assert_eq!(refuse(reply), "unknown access key id in Credential");
+    let wrong_region = Signer {
+        region: "us-east-1",
+        ..SIGNER
+    };
+    let reply = get_signed(
+        &server,
+        &wrong_region,
+        "/variants",
+        "count=5",
+        "count=5",
+        now,
+    )
+    .await;
+    assert!(refuse(reply).contains("region"));
+    let skewed = now - Duration::from_secs(20 * 60);
+    let reply = get_signed(&server, &SIGNER, "/variants", "count=5", "count=5", skewed).await;
+    assert!(refuse(reply).contains("more than 15 minutes from the server's clock"));
+    let reply = get_with(&format!("{}/variants", server.base_url()), Some("token")).await;
+    assert!(refuse(reply).contains("not AWS4-HMAC-SHA256"));
+    let reply = get(&format!("{}/variants", server.base_url())).await;
+    assert!(refuse(reply).starts_with("missing Authorization"));
+    assert_eq!(server.stats().unauthorized, 8);
+    assert_eq!(server.stats().pages_served, 0);
+}
+
+#[tokio::test]
+async fn sigv4_session_tokens_are_required_when_configured() {
+    let server = start(sigv4(Some("session-token-0815"))).await;
+    let now = SystemTime::now();
+    let with_token = Signer {
+        session_token: Some("session-token-0815"),
+        ..SIGNER
+    };
+    get_signed(&server, &with_token, "/variants", "count=2", "count=2", now)
+        .await
+        .ok();
+    let (_, message) =
+        refused(&get_signed(&server, &SIGNER, "/variants", "count=2", "count=2", now).await);
+    assert!(
+        message.starts_with("missing X-Amz-Security-Token"),
+        "{message}"
+    );
+    let wrong = Signer {
+        session_token: Some("session-token-0816"),
+        ..SIGNER
+    };
+    let (_, message) =
+        refused(&get_signed(&server, &wrong, "/variants", "count=2", "count=2", now).await);
+    assert_eq!(
+        message,
+        "X-Amz-Security-Token does not match the session token"
+    );
+}
+
+// -------------------------------------------------------------------- incremental reads --
+
+/// The distinct `updated_at` instants of [`data`]'s pool, ascending.
+fn update_times() -> Vec<i64> {
+    let data = data();
+    let mut times: Vec<i64> = (0..data.pool as u64)
+        .map(|i| record_updated_at_ms(i, &data))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    assert_eq!(times.len(), data.pool, "distinct instants");
+    times
+}
+
+fn ids(records: &[Value]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| r["id"].as_u64().expect("an id") - landline_mockapi::ID_BASE)
+        .collect()
+}
+
+/// Pages through `/variants` with `updated_since` (already encoded) in every request.
+async fn token_pages_since(base: &str, since: &str, count: u64) -> (Vec<Value>, usize) {
+    let (mut all, mut empty) = (Vec::new(), 0);
+    let mut url = format!("{base}/variants?count={count}&updated_since={since}");
+    for _ in 0..MAX_PAGES {
+        let reply = get(&url).await;
+        assert_eq!(reply.headers[CONTENT_LENGTH], reply.body.len().to_string());
+        let page = reply.ok();
+        let records = records(&page["variants"]);
+        empty += usize::from(records.is_empty() && !page["next_token"].is_null());
+        all.extend_from_slice(records);
+        match page["next_token"].as_str() {
+            Some(token) => {
+                url = format!("{base}/variants?count={count}&token={token}&updated_since={since}")
+            }
+            None => break,
+        }
+    }
+    (all, empty)
+}
+
+#[tokio::test]
+async fn updated_since_filters_the_cursor_endpoints_inclusively() {
+    let server = start(MockConfig {
+        data: data(),
+        ..MockConfig::default()
+    })
+    .await;
+    let base = server.base_url();
+    let times = update_times();
+    let since = times[3];
+    let expected = visible_offsets(&data(), Some(since), None);
+    assert!(!expected.is_empty() && expected.len() < 23);
+    let iso = iso_millis(since);
+    let encoded = iso.replace(':', "%3A");
+    let plus = iso.replace('Z', "%2B00:00");
+    let raw_plus = iso.replace('Z', "+00:00");
+    for value in [
+        iso.as_str(),
+        encoded.as_str(),
+        plus.as_str(),
+        raw_plus.as_str(),
+    ] {
+        let (all, _) = token_pages_since(&base, value, 5).await;
+        assert_eq!(ids(&all), expected, "{value}");
+        for (record, &offset) in all.iter().zip(&expected) {
+            assert_eq!(*record, expected_record(offset, &data()));
+            assert!(
+                record["updated_at"]
+                    .as_str()
+                    .is_some_and(|u| u >= iso.as_str())
+            );
+        }
+    }
+    // Inclusive to the millisecond, exact below it.
+    let finer = iso.replace('Z', "0001Z");
+    let (all, _) = token_pages_since(&base, &finer, 5).await;
+    assert_eq!(ids(&all), visible_offsets(&data(), Some(since + 1), None));
+    // Only the newest records: most pages of 2 are empty, still valid and still leading on.
+    let (all, empty) = token_pages_since(&base, &iso_millis(times[6]), 2).await;
+    assert_eq!(ids(&all), visible_offsets(&data(), Some(times[6]), None));
+    assert!(empty >= 5, "{empty} empty pages");
+    let empty_page = get(&format!(
+        "{base}/variants?count=1&token={}&updated_since={}",
+        encode_cursor(1),
+        "9999-12-31T23%3A59%3A59.999999999%2B00%3A00"
+    ))
+    .await;
+    assert_eq!(
+        empty_page.ok(),
+        json!({"variants": [], "next_token": encode_cursor(2)})
+    );
+
+    // Next URLs and links keep the filter.
+    let (mut all, mut url) = (
+        Vec::new(),
+        format!("{base}/next_url/variants?count=5&updated_since={encoded}"),
+    );
+    for _ in 0..MAX_PAGES {
+        let page = get(&url).await.ok();
+        all.extend_from_slice(records(&page["data"]["items"]));
+        match page["links"]["next"].as_str() {
+            Some(next) => {
+                assert!(
+                    next.ends_with(&format!("&updated_since={encoded}")),
+                    "{next}"
+                );
+                url = format!("{base}{next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(ids(&all), expected);
+    let (mut all, mut url) = (
+        Vec::new(),
+        format!("{base}/link/variants?per_page=5&updated_since={iso}"),
+    );
+    for _ in 0..MAX_PAGES {
+        let reply = get(&url).await;
+        let header = reply.headers["link"].to_str().expect("ASCII").to_owned();
+        all.extend_from_slice(records(&reply.ok()));
+        let rels = links(&header);
+        assert!(
+            rels["first"].ends_with(&format!("&updated_since={encoded}")),
+            "{header}"
+        );
+        match rels.get("next") {
+            Some(next) => url = next.clone(),
+            None => break,
+        }
+    }
+    assert_eq!(ids(&all), expected);
+    let single = get(&format!("{base}/single/variants?updated_since={plus}"))
+        .await
+        .ok();
+    assert_eq!(ids(records(&single["variants"])), expected);
+}
+
+#[tokio::test]
+async fn updated_since_is_refused_where_unsupported_or_malformed() {
+    let server = start(MockConfig {
+        data: data(),
+        ..MockConfig::default()
+    })
+    .await;
+    let base = server.base_url();
+    let since = "2023-01-01T00:00:00Z";
+    for path in ["/offset/variants?limit=5", "/page/variants?page=1"] {
+        let message = get(&format!("{base}{path}&updated_since={since}"))
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert!(
+            message.contains("updated_since is not supported on"),
+            "{message}"
+        );
+    }
+    for bad in [
+        "yesterday",
+        "2023-01-01",
+        "2023-01-01T00:00:00",
+        "2023-02-30T00:00:00Z",
+        "2023-01-01T00%3A00%3A00%FFZ",
+        "",
+    ] {
+        let message = get(&format!("{base}/variants?updated_since={bad}"))
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert!(message.contains("updated_since"), "{bad}: {message}");
+    }
+    assert_eq!(server.stats().pages_served, 0);
+}
+
+#[tokio::test]
+async fn as_of_hides_later_records_and_two_days_add_up() {
+    let times = update_times();
+    let (day_one, day_two) = (times[2], times[5]);
+    let serve_as_of = |as_of| {
+        start(MockConfig {
+            data: data(),
+            as_of: Some(as_of),
+            ..MockConfig::default()
+        })
+    };
+
+    // Day one: a full read sees the records updated by then, on every endpoint.
+    let server = serve_as_of(day_one).await;
+    let base = server.base_url();
+    let day_one_set = visible_offsets(&data(), None, Some(day_one));
+    let first_read = ids(
+        &get(&format!("{base}/single/variants")).await.ok()["variants"]
+            .as_array()
+            .expect("records")
+            .clone(),
+    );
+    assert_eq!(first_read, day_one_set);
+    let mut offset_read = Vec::new();
+    for offset in (0..25).step_by(5) {
+        let reply = get(&format!("{base}/offset/variants?offset={offset}&limit=5")).await;
+        assert_eq!(
+            reply.headers["x-total-count"], "23",
+            "totals stay the data set's"
+        );
+        offset_read.extend(ids(records(&reply.ok()["results"])));
+    }
+    assert_eq!(offset_read, day_one_set);
+    let page = get(&format!("{base}/page/variants?page=1&per_page=23"))
+        .await
+        .ok();
+    assert_eq!(ids(records(&page["items"])), day_one_set);
+    server.shutdown().await;
+
+    // Day two: an incremental read since day one's instant gets what changed, and the
+    // records updated exactly then again.
+    let server = serve_as_of(day_two).await;
+    let (second_read, _) = token_pages_since(&server.base_url(), &iso_millis(day_one), 5).await;
+    let second_read = ids(&second_read);
+    assert_eq!(
+        second_read,
+        visible_offsets(&data(), Some(day_one), Some(day_two))
+    );
+    let boundary = visible_offsets(&data(), Some(day_one), Some(day_one));
+    assert!(!boundary.is_empty());
+    assert!(
+        boundary
+            .iter()
+            .all(|o| first_read.contains(o) && second_read.contains(o))
+    );
+    let mut union: Vec<u64> = first_read.iter().chain(&second_read).copied().collect();
+    union.sort_unstable();
+    union.dedup();
+    assert_eq!(union, visible_offsets(&data(), None, Some(day_two)));
+}
+
+// ------------------------------------------------------------------------ binary auth --
+
+#[tokio::test]
+async fn binary_demands_the_auth_its_flags_ask_for_and_never_prints_secrets() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_landline-mockapi"))
+        .args([
+            "--port",
+            "0",
+            "--total",
+            "12",
+            "--pool",
+            "5",
+            "--target-bytes",
+            "2000",
+        ])
+        .args([
+            "--basic",
+            "ann:bin-secret-1234",
+            "--as-of",
+            "2023-06-01T00:00:00+02:00",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a first line");
+    let base = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .expect("listening on URL")
+        .to_owned();
+    let url = format!("{base}/single/variants");
+    let refused_reply = get(&url).await;
+    let client = reqwest::Client::new();
+    let ok = send(client.get(&url).basic_auth("ann", Some("bin-secret-1234"))).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("text");
+
+    refused(&refused_reply);
+    let config = DataConfig {
+        total: 12,
+        pool: 5,
+        seed: 42,
+        target_bytes: 2000,
+        extra_fields: 0,
+    };
+    let as_of = landline_mockapi::parse_rfc3339_ms("2023-05-31T22:00:00Z").expect("a timestamp");
+    assert_eq!(
+        ids(records(&ok.ok()["variants"])),
+        visible_offsets(&config, None, Some(as_of))
+    );
+    assert!(stderr.contains("auth HTTP Basic (user ann)"), "{stderr}");
+    assert!(!stderr.contains("bin-secret"), "{stderr}");
+
+    // Bad auth flags are refused, without echoing the secret.
+    for args in [
+        &["--bearer", "a-secret-1", "--basic", "ann:a-secret-2"][..],
+        &["--basic", "a-secret-3"],
+        &["--api-key-header", "a-secret-4"],
+        &["--oauth2-scopes", "read"],
+        &["--sigv4-region", "us-east-1"],
+        &["--as-of", "yesterday"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_landline-mockapi"))
+            .args(["--port", "0", "--total", "1", "--pool", "1"])
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("a-secret"), "{args:?}: {stderr}");
+        assert!(!stderr.is_empty(), "{args:?}");
+    }
 }

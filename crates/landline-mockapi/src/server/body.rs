@@ -21,7 +21,7 @@ use flate2::Compression;
 use flate2::write::{GzEncoder, ZlibEncoder};
 use tokio::sync::mpsc;
 
-use super::{Encoding, FLUSH_PAUSE, Paging, Shared, Window, encode_cursor};
+use super::{Encoding, FLUSH_PAUSE, Filter, Paging, Shared, Window, encode_cursor};
 use crate::generator::ID_BASE;
 
 /// Uncompressed bytes generated at a time (a slice ends at the first record boundary past it).
@@ -65,10 +65,10 @@ pub(super) fn negotiate(offered: &[Encoding], headers: &HeaderMap) -> Option<Enc
             }
             let mut acceptable = true;
             for param in parts {
-                if let Some((name, value)) = param.split_once('=') {
-                    if name.trim().eq_ignore_ascii_case("q") {
-                        acceptable = qvalue(value.trim()).is_some_and(|q| q > 0.0);
-                    }
+                if let Some((name, value)) = param.split_once('=')
+                    && name.trim().eq_ignore_ascii_case("q")
+                {
+                    acceptable = qvalue(value.trim()).is_some_and(|q| q > 0.0);
                 }
             }
             let coding = if coding == "x-gzip" {
@@ -112,8 +112,10 @@ pub(super) struct PageBytes {
     head: Vec<u8>,
     /// Positions of the records not written yet.
     records: Range<u64>,
-    /// Position of the page's first record (no comma before it).
-    first: u64,
+    /// Whether a record has been written (the next one needs a comma).
+    wrote: bool,
+    /// The `updated_at` range (milliseconds, inclusive) of the records served; `None`: all.
+    keep: Option<(i64, i64)>,
     /// Added to each position to pick the record written ([`super::Action::Shifted`]).
     shift: u64,
     /// The JSON after the last record; taken by the slice that writes the last record.
@@ -125,28 +127,33 @@ pub(super) struct PageBytes {
 }
 
 impl PageBytes {
-    /// Page `window` of `paging`, with next cursor `next`, its records shifted by `shift`.
+    /// Page `window` of `paging`, with next cursor `next`, its records shifted by `shift`,
+    /// those `filter` keeps only (decided by the record written, shifted or not).
     pub(super) fn new(
         api: Arc<Shared>,
         paging: Paging,
         window: &Window,
         next: Option<u64>,
         shift: u64,
+        filter: &Filter,
     ) -> PageBytes {
-        let (head, tail) = frame(paging, window, next, api.config.data.total);
+        let (head, tail) = frame(paging, window, next, api.config.data.total, &filter.carry);
         let records = window.start..window.end;
-        let record_bytes: usize = records
+        let keep = filter.bounds();
+        let kept = |i: &u64| keeps(&api, keep, shifted(*i, shift));
+        let (count, record_bytes) = records
             .clone()
-            .map(|i| api.pool.record_len(shifted(i, shift)))
-            .sum();
-        let commas = usize::try_from(records.end - records.start)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(1);
+            .filter(kept)
+            .fold((0usize, 0usize), |(count, bytes), i| {
+                (count + 1, bytes + api.pool.record_len(shifted(i, shift)))
+            });
+        let commas = count.saturating_sub(1);
         let len = head.len() + record_bytes + commas + tail.len();
         PageBytes {
             api,
             head,
-            first: records.start,
+            wrote: false,
+            keep,
             records,
             shift,
             tail,
@@ -187,10 +194,15 @@ impl PageBytes {
             let Some(index) = self.records.next() else {
                 break;
             };
-            if index > self.first {
+            let index = shifted(index, self.shift);
+            if !keeps(&self.api, self.keep, index) {
+                continue;
+            }
+            if self.wrote {
                 out.push(b',');
             }
-            pool.write_record(shifted(index, self.shift), &mut out);
+            self.wrote = true;
+            pool.write_record(index, &mut out);
         }
         if self.records.is_empty() {
             out.append(&mut self.tail);
@@ -202,13 +214,25 @@ impl PageBytes {
     }
 }
 
+/// Whether the record at dataset offset `index` is in the `updated_at` range `keep`.
+fn keeps(api: &Shared, keep: Option<(i64, i64)>, index: u64) -> bool {
+    keep.is_none_or(|(low, high)| (low..=high).contains(&api.pool.updated_at_ms(index)))
+}
+
 /// Dataset offset `index + shift`, kept where ids (`ID_BASE + offset`) do not overflow.
 fn shifted(index: u64, shift: u64) -> u64 {
     index.saturating_add(shift).min(u64::MAX - ID_BASE)
 }
 
-/// The JSON before and after the records of a page.
-fn frame(paging: Paging, window: &Window, next: Option<u64>, total: u64) -> (Vec<u8>, Vec<u8>) {
+/// The JSON before and after the records of a page; `carry` (`&name=value…`, URL-safe and
+/// JSON-safe) goes at the end of the next URL.
+fn frame(
+    paging: Paging,
+    window: &Window,
+    next: Option<u64>,
+    total: u64,
+    carry: &str,
+) -> (Vec<u8>, Vec<u8>) {
     let (open, close): (&str, String) = match paging {
         Paging::Token => (
             r#"{"variants":["#,
@@ -221,7 +245,7 @@ fn frame(paging: Paging, window: &Window, next: Option<u64>, total: u64) -> (Vec
             r#"{"data":{"items":["#,
             match next {
                 Some(offset) => format!(
-                    r#"]}},"links":{{"next":"{}?count={}&cursor={}"}}}}"#,
+                    r#"]}},"links":{{"next":"{}?count={}&cursor={}{carry}"}}}}"#,
                     paging.path(),
                     window.size,
                     encode_cursor(offset)
