@@ -66,13 +66,13 @@ impl Samples {
     fn push(&mut self, sample: Sample) {
         let n = self.offered;
         self.offered += 1;
-        if n % self.stride != 0 {
+        if !n.is_multiple_of(self.stride) {
             return;
         }
         if self.kept.len() >= self.cap {
             self.halve();
             // `cap` is even: the sample that found the series full falls on the new stride.
-            if n % self.stride != 0 {
+            if !n.is_multiple_of(self.stride) {
                 return;
             }
         }

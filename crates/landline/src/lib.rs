@@ -15,6 +15,7 @@
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |
 //! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
+//! | AWS credentials | [`aws`] | the AWS CLI's credential chain (profiles, SSO, `credential_process`, roles), cached and refreshed, for S3 and SigV4-signed sources ([`aws::sign`]) |
 //! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload as plain data, bounded, abort) |
 //! | upload | [`upload`] | [`upload::CompressedUpload`]: compressor threads + upload task + part slots, one cleanup |
 //! | run state | [`checkpoint`] | checkpoints under `_landline/`, written after parts that end a page |
@@ -69,6 +70,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod check;
 pub mod checkpoint;
 pub mod compress;

@@ -18,10 +18,12 @@ use crate::template::{
 };
 use crate::tls::CaBundle;
 
+mod auth;
 mod sink;
 mod source;
 mod transform;
 
+pub use auth::{ApiKeySection, AuthSection, BasicSection, BearerSection, OAuth2Section};
 pub use sink::{
     MAX_COMPRESSION_LEVEL, MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec,
 };

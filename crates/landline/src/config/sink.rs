@@ -46,6 +46,13 @@ pub struct SinkSection {
     pub connect_timeout_secs: f64,
     /// A PEM file of CA certificates trusted besides the system's (S3; else `AWS_CA_BUNDLE`).
     pub ca_bundle: Option<String>,
+    /// The AWS profile for an `s3://` destination (S3 only), as the AWS CLI's `--profile`: its
+    /// credentials (static keys, SSO, `credential_process`, `role_arn` + `source_profile`...)
+    /// and its `region` from `~/.aws/config` and `~/.aws/credentials` (or `AWS_CONFIG_FILE`,
+    /// `AWS_SHARED_CREDENTIALS_FILE`). Wins over `AWS_PROFILE` and over keys in the
+    /// environment. Unset: `AWS_PROFILE`, else the environment's keys, else the `default`
+    /// profile and the rest of the AWS chain (see [`crate::aws`]).
+    pub profile: Option<String>,
     /// `[sink.retry]`.
     #[serde(default)]
     pub retry: SinkRetrySection,
@@ -173,6 +180,7 @@ impl SinkSection {
             retry: self.retry.validate()?,
             ca_bundle: check.ca_bundle("sink.ca_bundle", self.ca_bundle.as_deref())?,
             part_checksums: self.part_checksums.unwrap_or(true),
+            profile: self.profile.clone().filter(|p| !p.is_empty()),
         };
         Ok(SinkSpec {
             url,

@@ -6,13 +6,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::auth::AuthSection;
 use super::{
     Checker, ConfigError, DEFAULT_MAX_PAGES, DEFAULT_MAX_RECORD_BYTES, MAX_CONCURRENCY,
     MIN_MAX_PAGE_BYTES, Scalar, invalid, secs,
 };
 use crate::pointer::JsonPointer;
 use crate::secret::Secret;
-use crate::source::{Pagination, Redactor, RetryPolicy, SourceConfig, Total};
+use crate::source::{Auth, Pagination, Redactor, RetryPolicy, SourceConfig, Total};
 use crate::template::{RunVars, Template};
 
 /// `[source]`.
@@ -64,6 +65,8 @@ pub struct SourceSection {
     pub error: Option<String>,
     /// `[source.rate_limit]`.
     pub rate_limit: Option<RateLimitSection>,
+    /// `[source.auth]`: how requests are authenticated (none by default).
+    pub auth: Option<AuthSection>,
     /// `[source.pagination]`.
     #[serde(default)]
     pub pagination: PaginationSection,
@@ -459,14 +462,19 @@ impl SourceSection {
             .as_deref()
             .map(|text| beside_records("source.error", text))
             .transpose()?;
-        let redactor = match &self.redact_params {
+        let mut redactor = match &self.redact_params {
             Some(list) => Redactor::new(list.iter().cloned()),
             None => Redactor::default(),
+        };
+        let auth = match &self.auth {
+            Some(section) => section.validate(check, &mut redactor)?,
+            None => Auth::None,
         };
         let settings = SourceConfig {
             ca_bundle: check.ca_bundle("source.ca_bundle", self.ca_bundle.as_deref())?,
             url: Url::parse("http://placeholder.invalid/").map_err(|e| invalid("source.url", e))?,
             headers: Vec::new(),
+            auth,
             pagination: pagination(&self.pagination, &records)?,
             total: total(&self.pagination, &records)?,
             error,

@@ -489,3 +489,90 @@ fn pagination_kinds_validate() {
         assert!(err.contains(want), "{section}: {err}");
     }
 }
+
+/// `[transform]` of [`EXAMPLE`] with `extra` lines added.
+fn with_transform(extra: &str) -> String {
+    EXAMPLE.replace("[sink]", &format!("{extra}\n[sink]"))
+}
+
+#[test]
+fn transform_rules_at_pointers_build_the_run_transform() {
+    use crate::transform::RecordWriter;
+    let text = EXAMPLE.replace(
+        "ingest_ts = \"{ingest_ts}\" }",
+        "ingest_ts = \"{ingest_ts}\", \"/meta/source\" = \"api\" }",
+    );
+    assert_ne!(text, EXAMPLE);
+    let text = text.replace(
+        "[sink]",
+        r#"drop = ["/internal", "debug"]
+rename = { "old" = "new", "/meta/ts" = "/meta/timestamp" }
+dates = ["/birth_date"]
+timestamp_precision = "us"
+[sink]"#,
+    );
+    let p = validate(&text).unwrap();
+    let vars = p
+        .run_vars(
+            "2024-02-03".into(),
+            "2024-02-03T00:00:00.000Z".into(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+    let t = p.transform.build(&vars).unwrap();
+    let body = br#"{"variants":[{"debug":1,"old":2,"internal":{},"birth_date":"1990-05-17T23:00:00-02:00","created_at":1700000000123,"meta":{"ts":3}}]}"#;
+    let mut out = Vec::new();
+    let mut w = RecordWriter::new(&t, &mut out);
+    let ptr = crate::pointer::JsonPointer::parse("/variants").unwrap();
+    crate::source::page::scan_page(body, &ptr, None, &mut w).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        concat!(
+            r#"{"new":2,"birth_date":"1990-05-18","created_at":"2023-11-14T22:13:20.123000Z","#,
+            r#""meta":{"timestamp":3,"source":"api"},"ingest_date":"2024-02-03","#,
+            r#""ingest_ts":"2024-02-03T00:00:00.000Z"}"#,
+            "\n"
+        )
+    );
+}
+
+#[test]
+fn conflicting_transform_rules_are_refused_naming_the_key() {
+    for (extra, want) in [
+        (
+            r#"drop = ["created_at"]"#,
+            r#"transform.drop.created_at: "created_at" is also in transform.timestamps (as "created_at"): a field takes one transform"#,
+        ),
+        (
+            r#"rename = { "/meta/ts" = "/other/ts" }"#,
+            r#"transform.rename./meta/ts: the new name "/other/ts" is not in the same object"#,
+        ),
+        (
+            r#"rename = { "a" = "x", "b" = "x" }"#,
+            r#"transform.rename.b: the new name "x" is also the new name of "a""#,
+        ),
+        (
+            r#"rename = { "old" = "ingest_date" }"#,
+            r#"transform.rename.old: the new name "ingest_date" is a field transform.add names"#,
+        ),
+        (
+            r#"drop = ["/meta"]
+dates = ["/meta/day"]"#,
+            r#"transform.dates./meta/day: "/meta/day" is inside "/meta", which transform.drop already transforms"#,
+        ),
+        (
+            r#"drop = ["/a~2"]"#,
+            r#"transform.drop./a~2: JSON pointer "/a~2" has a '~' not followed by 0 or 1"#,
+        ),
+    ] {
+        let err = validate(&with_transform(extra)).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{extra}: {err}");
+    }
+    let err = validate(&with_transform(r#"timestamp_precision = "s""#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown variant `s`, expected one of `ms`, `us`, `ns`"),
+        "{err}"
+    );
+}

@@ -6,18 +6,38 @@ use serde::Deserialize;
 
 use super::{Checker, ConfigError, Scalar, invalid};
 use crate::template::{RunVars, Template};
-use crate::transform::{OnInvalidTimestamp, TimeZone, Transform, TransformBuildError};
+use crate::transform::{
+    OnInvalidTimestamp, TimeZone, TimestampPrecision, Transform, TransformBuildError,
+    TransformRules,
+};
 
 /// `[transform]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformSection {
-    /// Fields added to every record; string values are `{template variable}` templates.
+    /// Fields added to every record (replaced in place when present); string values are
+    /// `{template variable}` templates. Keys are paths, as in all of `[transform]`: a
+    /// top-level key, or a JSON pointer into nested objects when it starts with `/`
+    /// (`"/meta/source"`; missing parent objects are created).
     #[serde(default)]
     pub add: BTreeMap<String, Scalar>,
-    /// Top-level fields whose timestamps are normalised, when present.
+    /// Fields whose timestamps are normalised to RFC 3339 UTC, when present.
     #[serde(default)]
     pub timestamps: Vec<String>,
+    /// Fields whose dates or timestamps are normalised to `YYYY-MM-DD` (the date in
+    /// `timezone` for an instant), when present.
+    #[serde(default)]
+    pub dates: Vec<String>,
+    /// Fields left out of every record, when present.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Fields renamed, when present: path = new name (a key of the same object, or a
+    /// pointer to one). A record whose object already has the new name is refused.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// The fractional digits of normalised timestamps: `ms` (3), `us` (6) or `ns` (9). By
+    /// default, those the value gave rounded up to a group of three, at least three.
+    pub timestamp_precision: Option<TimestampPrecision>,
     /// The zone of naive timestamps (default UTC).
     pub timezone: Option<String>,
     /// What to do with a timestamp that cannot be parsed.
@@ -30,6 +50,10 @@ pub struct TransformSection {
 pub struct TransformSpec {
     added: Vec<(String, AddedValue)>,
     timestamps: Vec<String>,
+    dates: Vec<String>,
+    drop: Vec<String>,
+    rename: Vec<(String, String)>,
+    precision: Option<TimestampPrecision>,
     timezone: TimeZone,
     on_invalid: OnInvalidTimestamp,
     max_record_bytes: usize,
@@ -62,13 +86,17 @@ impl TransformSpec {
                 (k.clone(), json)
             })
             .collect();
-        Transform::new(
-            added,
-            self.timestamps.clone(),
-            self.timezone,
-            self.on_invalid,
-            self.max_record_bytes,
-        )
+        Transform::from_rules(TransformRules {
+            add: added,
+            timestamps: self.timestamps.clone(),
+            dates: self.dates.clone(),
+            drop: self.drop.clone(),
+            rename: self.rename.clone(),
+            timezone: self.timezone,
+            timestamp_precision: self.precision,
+            on_invalid: self.on_invalid,
+            max_record_bytes: self.max_record_bytes,
+        })
     }
 }
 
@@ -104,13 +132,20 @@ impl TransformSection {
         let transform = TransformSpec {
             added,
             timestamps: self.timestamps.clone(),
+            dates: self.dates.clone(),
+            drop: self.drop.clone(),
+            rename: self.rename.clone().into_iter().collect(),
+            precision: self.timestamp_precision,
             timezone,
             on_invalid: self.on_invalid_timestamp,
             max_record_bytes,
         };
-        transform
-            .build(&check.example)
-            .map_err(|e| invalid("transform", e))?;
+        transform.build(&check.example).map_err(|e| match e {
+            TransformBuildError::Rule(rule) => {
+                invalid(format!("transform.{}", rule.key), rule.message)
+            }
+            e => invalid("transform", e),
+        })?;
         Ok(transform)
     }
 }

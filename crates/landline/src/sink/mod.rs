@@ -145,6 +145,9 @@ pub enum SinkError {
     /// The CA bundle named by `AWS_CA_BUNDLE` could not be used.
     #[error("AWS_CA_BUNDLE: {0}")]
     CaBundle(#[source] CaBundleError),
+    /// The AWS profile files could not be read (for the region of the profile).
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
 }
 
 /// How the object store's HTTP client behaves: timeouts, retries and extra trusted CAs.
@@ -165,6 +168,9 @@ pub struct StoreOptions {
     /// store checks before it accepts the part. The SHA-256 is the one SigV4 computes to sign
     /// the payload anyway, so it costs nothing more.
     pub part_checksums: bool,
+    /// S3: the AWS profile whose credentials and region to use (`[sink] profile`), as the
+    /// AWS CLI's `--profile`: it wins over `AWS_PROFILE`. See [`crate::aws`].
+    pub profile: Option<String>,
 }
 
 /// Retries of each request to the store.
@@ -188,6 +194,7 @@ impl Default for StoreOptions {
             retry: StoreRetry::default(),
             ca_bundle: None,
             part_checksums: true,
+            profile: None,
         }
     }
 }
@@ -236,7 +243,8 @@ fn access_hint(e: &object_store::Error) -> &'static str {
         | object_store::Error::Unauthenticated { .. } => {
             "access denied: the store rejected the credentials (a wrong secret key shows as \
              SignatureDoesNotMatch) or they may not write to this bucket; check \
-             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the role) and the bucket policy. "
+             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile or role) and the bucket \
+             policy. "
         }
         _ => "",
     }
@@ -336,8 +344,13 @@ impl Destination {
     /// Opens `dest` (a URL or a filesystem path). Store settings come from `env`, normally
     /// `std::env::vars()`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`,
-    /// `AWS_ALLOW_HTTP`, `AWS_CA_BUNDLE`, and the `GOOGLE_*`/`AZURE_*` equivalents. `options`
-    /// (timeouts, retries, CA bundle) apply to S3; the other stores use their defaults.
+    /// `AWS_ALLOW_HTTP`, `AWS_CA_BUNDLE`, and the `GOOGLE_*`/`AZURE_*` equivalents. Without
+    /// static keys in `env`, or with a profile (`options.profile`, `AWS_PROFILE`), S3
+    /// credentials come from the AWS CLI's chain ([`crate::aws`]: profiles, SSO,
+    /// `credential_process`, roles, web identity, ECS, IMDS), read from `env` too (`HOME`
+    /// included), and the region from the profile when `env` names none. `options`
+    /// (timeouts, retries, CA bundle, profile) apply to S3; the other stores use their
+    /// defaults.
     pub fn open(
         dest: &str,
         options: &StoreOptions,
@@ -496,12 +509,25 @@ impl S3Bucket {
         if bucket.is_empty() {
             return Err(bad("expected s3://BUCKET/…".into()));
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let var = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, v)| n == name && !v.is_empty())
+                .map(|(_, v)| v.as_str())
+        };
+        // Static keys and no profile: object_store's own handling of the environment, as
+        // before profiles. Else the AWS CLI's chain, cached (crate::aws).
+        let profile = options.profile.as_deref().filter(|p| !p.is_empty());
+        let static_keys =
+            var("AWS_ACCESS_KEY_ID").is_some() && var("AWS_SECRET_ACCESS_KEY").is_some();
+        let use_chain = profile.is_some() || var("AWS_PROFILE").is_some() || !static_keys;
         let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
         let mut endpoint = None;
         let mut endpoint_s3 = None;
         let mut allow_http = false;
         let mut env_ca_bundle = None;
-        for (name, value) in env {
+        for (name, value) in env.iter().cloned() {
             match name.as_str() {
                 "AWS_ENDPOINT_URL" => endpoint = Some(value),
                 "AWS_ENDPOINT_URL_S3" => endpoint_s3 = Some(value),
@@ -535,9 +561,34 @@ impl S3Bucket {
             (None, Some(path)) => Some(CaBundle::load(path).map_err(SinkError::CaBundle)?),
             (None, None) => None,
         };
+        if use_chain
+            && builder
+                .get_config_value(&AmazonS3ConfigKey::Region)
+                .is_none()
+            && let Some(region) = crate::aws::profile_region(profile, &env)?
+        {
+            builder = builder.with_region(region);
+        }
         let region = builder
             .get_config_value(&AmazonS3ConfigKey::Region)
             .unwrap_or_else(|| "us-east-1".into());
+        if use_chain {
+            let mut credentials =
+                crate::aws::AwsCredentials::new(profile, env.iter().cloned()).with_region(&region);
+            if let Some(bundle) = &ca_bundle {
+                // The same extra CAs for STS and SSO (read again: CaBundle keeps its PEM to
+                // itself); the bundle was read a moment ago, so this rarely fails.
+                match std::fs::read(bundle.path()) {
+                    Ok(pem) => credentials = credentials.with_ca_pem(pem),
+                    Err(e) => tracing::warn!(
+                        "CA bundle {} not used for the AWS credential chain: {e}",
+                        bundle.path().display()
+                    ),
+                }
+            }
+            builder =
+                builder.with_credentials(Arc::new(crate::aws::S3CredentialProvider(credentials)));
+        }
         let virtual_hosted = builder
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));

@@ -95,6 +95,7 @@ pub struct FetchStats {
 /// What every page task of a run shares.
 #[derive(Debug)]
 pub(crate) struct FetchContext {
+    pub(crate) auth: super::auth::Authenticator,
     pub(crate) client: reqwest::Client,
     pub(crate) config: SourceConfig,
     pub(crate) limiter: RateLimiter,
@@ -115,11 +116,31 @@ pub(crate) async fn fetch_page(
     let budget = Arc::new(Semaphore::new(budget_bytes));
     let policy = &ctx.config.retry;
     let mut attempt = 0;
+    let mut reauthorized = false;
     loop {
         attempt += 1;
         let failure = match attempt_once(&ctx, page, &url, attempt, &tx, &budget).await {
             Ok(Outcome::Done) | Err(Gone) => return,
             Ok(Outcome::Failed(failure)) => failure,
+            Ok(Outcome::Unauthorized(failure)) if !reauthorized => {
+                // Once per page, at once: the next attempt fetches a fresh token.
+                reauthorized = true;
+                tracing::warn!(
+                    page,
+                    url = %ctx.config.redactor.url(&url),
+                    attempt,
+                    "the API refused the access token (HTTP 401): fetching a new one"
+                );
+                drop(failure);
+                attempt -= 1;
+                continue;
+            }
+            Ok(Outcome::Unauthorized(mut failure)) => {
+                if let FailureKind::Status(_, body) = &mut failure.kind {
+                    body.insert_str(0, "refused again with a fresh OAuth2 access token; ");
+                }
+                failure
+            }
         };
         let give_up = !failure.retryable || attempt >= policy.max_attempts;
         if give_up {
@@ -161,6 +182,8 @@ struct Gone;
 enum Outcome {
     Done,
     Failed(Failure),
+    /// A 401 to a request sent with an OAuth2 token, which is no longer used.
+    Unauthorized(Failure),
 }
 
 async fn attempt_once(
@@ -172,10 +195,25 @@ async fn attempt_once(
     budget: &Arc<Semaphore>,
 ) -> Result<Outcome, Gone> {
     ctx.limiter.acquire().await;
-    let mut request = ctx.client.get(url.clone());
+    let mut request = ctx.client.get(ctx.auth.url(url).into_owned());
     if ctx.config.compression {
         request = request.header(ACCEPT_ENCODING, ACCEPT);
     }
+    let config = &ctx.config;
+    let (request, token) = match ctx
+        .auth
+        .authorize(&ctx.client, request, &config.retry, &config.redactor)
+        .await
+    {
+        Ok(authorized) => authorized,
+        Err(e) => {
+            return Ok(Outcome::Failed(Failure {
+                retryable: false,
+                retry_after: None,
+                kind: FailureKind::Auth(e),
+            }));
+        }
+    };
     let mut response = match request.send().await {
         Ok(response) => response,
         Err(e) => return Ok(Outcome::Failed(Failure::transport(e))),
@@ -193,11 +231,16 @@ async fn attempt_once(
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
             .filter(|wait| !wait.is_zero());
         let text = super::read_excerpt(&mut response).await;
-        return Ok(Outcome::Failed(Failure {
+        let failure = Failure {
             retryable: retry::is_retryable_status(status.as_u16()),
             retry_after,
             kind: FailureKind::Status(status.as_u16(), text),
-        }));
+        };
+        if let (401, Some(token)) = (status.as_u16(), token) {
+            ctx.auth.rejected(token).await;
+            return Ok(Outcome::Unauthorized(failure));
+        }
+        return Ok(Outcome::Failed(failure));
     }
     let headers = response.headers();
     let encoding = match encoding_of(headers) {
@@ -210,12 +253,11 @@ async fn attempt_once(
             }));
         }
     };
-    if encoding == Encoding::Identity {
-        if let Some(len) = response.content_length() {
-            if len > ctx.config.max_page_bytes as u64 {
-                return Ok(Outcome::Failed(Failure::too_large()));
-            }
-        }
+    if encoding == Encoding::Identity
+        && let Some(len) = response.content_length()
+        && len > ctx.config.max_page_bytes as u64
+    {
+        return Ok(Outcome::Failed(Failure::too_large()));
     }
     let link_next = link::next_link(
         headers

@@ -16,6 +16,7 @@
 //!
 //! Memory: per page in flight, at most `page_buffer_bytes` of body as received.
 
+pub mod auth;
 pub mod decode;
 pub mod fetch;
 mod link;
@@ -37,6 +38,7 @@ use url::Url;
 
 use crate::pointer::JsonPointer;
 use crate::tls::CaBundle;
+pub use auth::{Auth, AuthError, ClientAuth, Grant, OAuth2};
 pub use fetch::{BodyEvent, FetchStats, RetryCause, Verdict};
 pub use paged::{HttpPages, Page, Source};
 pub use paginate::{Cursor, PageOutcome, Pagination, PaginationError, Paginator};
@@ -70,6 +72,8 @@ pub struct SourceConfig {
     pub url: Url,
     /// Request headers (values are secrets, never printed).
     pub headers: Vec<(String, Secret)>,
+    /// How requests are authenticated (`[source.auth]`).
+    pub auth: Auth,
     /// How pages chain.
     pub pagination: Pagination,
     /// Where offset and page pagination read the total record count, if anywhere.
@@ -106,6 +110,7 @@ impl std::fmt::Debug for SourceConfig {
         f.debug_struct("SourceConfig")
             .field("url", &self.redactor.url(&self.url))
             .field("headers", &header_names)
+            .field("auth", &self.auth)
             .field("pagination", &self.pagination)
             .field("total", &self.total)
             .field("error", &self.error)
@@ -246,6 +251,17 @@ pub enum SourceError {
         /// What went wrong.
         #[source]
         source: PaginationError,
+    },
+    /// The request could not be authenticated (the OAuth2 token endpoint failed).
+    #[error("page {page} of {url}: {source}")]
+    Auth {
+        /// Page number, from 1.
+        page: u64,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// What failed.
+        #[source]
+        source: AuthError,
     },
     /// A library [`Source`] failed to fetch a page.
     #[error("page {page} of the source: {source}")]
@@ -412,6 +428,7 @@ impl HttpSource {
         let limiter = RateLimiter::new(config.rate_limit);
         Ok(HttpSource {
             ctx: Arc::new(fetch::FetchContext {
+                auth: auth::Authenticator::new(config.auth.clone()),
                 client,
                 config,
                 limiter,
@@ -484,6 +501,11 @@ impl HttpSource {
         fetch::retry_wait(&self.ctx.stats)
     }
 
+    /// OAuth2 access tokens fetched so far.
+    pub fn tokens_fetched(&self) -> u64 {
+        self.ctx.auth.fetched.load(Ordering::Relaxed)
+    }
+
     /// Retries so far.
     pub fn retries(&self) -> u64 {
         self.ctx.stats.retries.load(Ordering::Relaxed)
@@ -522,6 +544,8 @@ pub(crate) enum FailureKind {
     Encoding(String),
     /// A complete body the page processor turned down.
     Rejected(RetryCause),
+    /// No credentials for the request.
+    Auth(AuthError),
 }
 
 impl Failure {
@@ -572,6 +596,7 @@ impl Failure {
                 format!("the API answered with an error: {message}")
             }
             FailureKind::Rejected(RetryCause::Decode(cause)) => cause.clone(),
+            FailureKind::Auth(e) => e.to_string(),
         }
     }
 
@@ -614,6 +639,7 @@ impl Failure {
                 attempts,
                 cause,
             },
+            FailureKind::Auth(source) => SourceError::Auth { page, url, source },
         }
     }
 }

@@ -444,13 +444,13 @@ impl PageSplitter {
     pub fn finish<S: RecordSink>(&mut self, sink: &mut S) -> Result<PageScan, PageError> {
         self.read(sink, true)?;
         let scan = &mut self.scan;
-        if let Some((written, _)) = scan.replay {
-            if scan.records < written {
-                return Err(PageError::ChangedOnRetry {
-                    written,
-                    found: Some(scan.records),
-                });
-            }
+        if let Some((written, _)) = scan.replay
+            && scan.records < written
+        {
+            return Err(PageError::ChangedOnRetry {
+                written,
+                found: Some(scan.records),
+            });
         }
         if scan.error.is_none() && !scan.found_records {
             return Err(PageError::RecordsMissing {
@@ -638,13 +638,12 @@ impl Scan {
                 let index = frame.index;
                 let mut on = [None; 3];
                 for (p, at) in frame.on.iter().enumerate() {
-                    if let Some(d) = *at {
-                        if self
+                    if let Some(d) = *at
+                        && self
                             .token(p, d)
                             .is_some_and(|t| t.parse::<usize>() == Ok(index))
-                        {
-                            on[p] = Some(d + 1);
-                        }
+                    {
+                        on[p] = Some(d + 1);
                     }
                 }
                 self.top().index += 1;
@@ -857,13 +856,14 @@ impl Scan {
         self.hash.update(&win[start..end]);
         self.pos = end;
         self.records += 1;
-        if let Some((written, hash)) = self.replay {
-            if self.records == written && self.hash.digest() != hash {
-                return Err(PageError::ChangedOnRetry {
-                    written,
-                    found: None,
-                });
-            }
+        if let Some((written, hash)) = self.replay
+            && self.records == written
+            && self.hash.digest() != hash
+        {
+            return Err(PageError::ChangedOnRetry {
+                written,
+                found: None,
+            });
         }
         self.written = self.written.max(self.records);
         self.top().expect = Expect::CommaOrEnd;
@@ -986,12 +986,11 @@ impl Scan {
         let at = start + offset_of(value, err.line(), err.column()).min(value.len());
         // serde_json reads every string it meets as UTF-8 and stops at the first invalid byte,
         // calling it an "invalid unicode code point"; say what it is, and where.
-        if err.line() > 0 {
-            if let Some(bad) = invalid_utf8(win, at) {
-                if bad >= start {
-                    return self.invalid_utf8(win, bad, record);
-                }
-            }
+        if err.line() > 0
+            && let Some(bad) = invalid_utf8(win, at)
+            && bad >= start
+        {
+            return self.invalid_utf8(win, bad, record);
         }
         let message = message_of(err);
         let (line, column, offset) = self.position(win, at);

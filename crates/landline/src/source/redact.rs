@@ -49,6 +49,15 @@ impl Redactor {
         }
     }
 
+    /// Redacts `param` too (case-insensitive), if it is not already.
+    pub fn add(&mut self, param: &str) {
+        if !self.is_secret(param) {
+            let mut params = self.params.to_vec();
+            params.push(param.to_ascii_lowercase());
+            self.params = params.into();
+        }
+    }
+
     /// Whether `name` is a secret parameter.
     pub fn is_secret(&self, name: &str) -> bool {
         self.params.iter().any(|p| p.eq_ignore_ascii_case(name))

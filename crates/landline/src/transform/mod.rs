@@ -1,14 +1,19 @@
-//! The transform stage: fields added to every record, timestamps normalised, and the record
-//! written out as one JSON Lines line.
+//! The transform stage: fields added, normalised (timestamps, dates), dropped and renamed,
+//! and the record written out as one JSON Lines line.
 //!
 //! A record arrives as a deserializer positioned on it (see [`crate::source::page`]). Only its
-//! top-level keys are read: a value whose key is neither an added field nor a timestamp field is
-//! copied through as its raw JSON text and never parsed into a tree. This is what keeps a
-//! ~28 KB record at memory-copy cost when two fields are added.
+//! top-level keys are read: a value whose key no rule names is copied through as its raw JSON
+//! text and never parsed into a tree. This is what keeps a ~28 KB record at memory-copy cost
+//! when two fields are added. Top-level timestamps are normalised in that same pass. A rule on
+//! a nested field (a JSON pointer, see [`fields`]) has the object holding it rewritten, and
+//! only along the path: that object's value is parsed again key by key, its other values
+//! copied raw.
 //!
-//! Output per record: `{` + top-level entries (raw) + added fields + `}` + `\n`, appended to a
-//! caller's buffer ([`crate::encode::LineEncoder`] hands full buffers to the compressor).
-//! An added field whose key the record already has replaces that value in place.
+//! Output per record: `{` + top-level entries (raw, or as the rules make them) + added
+//! fields the record lacked + `}` + `\n`, appended to a caller's buffer
+//! ([`crate::encode::LineEncoder`] hands full buffers to the compressor). An added field
+//! whose key the record already has replaces that value in place; a renamed field keeps its
+//! place; a dropped one leaves no trace.
 //!
 //! **Raw, but one line.** A raw value is copied byte for byte, except that the line breaks
 //! (and tabs) between its tokens become spaces: a pretty-printed API response must not split a
@@ -17,12 +22,15 @@
 //!
 //! **Refused records** (the error names the record's index on the page; see [`RecordError`]):
 //! a record that is not an object; a top-level key that appears twice (`{"id":1,"id":2}`:
-//! readers disagree on which value counts, so landline will not write such a line); a line
-//! longer than `max_record_bytes`; nesting deeper than [`MAX_DEPTH`] levels; a timestamp it
-//! cannot read (unless told to keep it or write `null`). Only top-level keys are checked for
-//! repeats: values copied through raw are not parsed, so a repeated key inside one of them is
-//! passed on as it came.
+//! readers disagree on which value counts, so landline will not write such a line), or a key
+//! twice in a nested object the rules rewrite; a renamed field whose new name the object
+//! already has; a line longer than `max_record_bytes`; nesting deeper than [`MAX_DEPTH`]
+//! levels; a timestamp or date it cannot read (unless told to keep it or write `null`). Only
+//! the objects written key by key are checked for repeats: values copied through raw are not
+//! parsed, so a repeated key inside one of them is passed on as it came. A dropped key is not
+//! written, so it is not checked either.
 
+pub mod fields;
 pub mod inventory;
 pub mod timestamp;
 
@@ -34,8 +42,11 @@ use serde_json::value::RawValue;
 use crate::encode::LineOutput;
 pub use crate::source::page::MAX_DEPTH;
 use crate::source::page::{KeyCow, PageError, RecordSink, deeper_at, shape};
+pub use fields::{MAX_PATH_TOKENS, MAX_RENAMES, RuleError};
 pub use inventory::{FieldInventory, FieldStats};
-pub use timestamp::{TimeZone, TimestampError};
+pub use timestamp::{TimeZone, TimestampError, TimestampPrecision};
+
+use fields::{Action, Node};
 
 /// At most this many added fields (they are tracked per record in a 64-bit mask).
 pub const MAX_ADDED_FIELDS: usize = 64;
@@ -56,16 +67,59 @@ pub enum OnInvalidTimestamp {
 /// The per-record transform, compiled from `[transform]` for one run.
 #[derive(Debug, Clone)]
 pub struct Transform {
-    /// Added fields: key and the JSON text of the value.
-    added: Vec<(String, String)>,
-    /// `,"k1":v1,"k2":v2` ready to append when the record has none of the added keys.
+    /// The record object's rules (see [`fields`]).
+    root: Node,
+    /// `,"k1":v1,"k2":v2` ready to append when the record has none of the fields that must
+    /// appear at its top level (adds, and objects holding adds).
     added_tail: Vec<u8>,
-    /// Each added field's key and value in `added_tail`: key start, key end, value end.
+    /// Each such field's key and value in `added_tail`: key start, key end, value end.
     added_spans: Vec<Span>,
     timestamps: Vec<String>,
     timezone: TimeZone,
+    precision: Option<TimestampPrecision>,
     on_invalid: OnInvalidTimestamp,
     max_record_bytes: usize,
+}
+
+/// Everything a [`Transform`] does, for [`Transform::from_rules`]. Paths are top-level keys,
+/// or JSON pointers when they start with `/` (see [`fields`] for the rules' semantics).
+#[derive(Debug, Clone)]
+pub struct TransformRules {
+    /// Fields added (or set): path and the JSON text of the value.
+    pub add: Vec<(String, String)>,
+    /// Fields normalised as timestamps.
+    pub timestamps: Vec<String>,
+    /// Fields normalised as dates (`YYYY-MM-DD`).
+    pub dates: Vec<String>,
+    /// Fields left out.
+    pub drop: Vec<String>,
+    /// Fields renamed: path and new name (a key, or a pointer into the same object).
+    pub rename: Vec<(String, String)>,
+    /// The zone of naive timestamps, and of the dates of instants.
+    pub timezone: TimeZone,
+    /// Fractional digits of timestamps (`None`: those the value gave, in groups of three).
+    pub timestamp_precision: Option<TimestampPrecision>,
+    /// What to do with a timestamp or date that cannot be read.
+    pub on_invalid: OnInvalidTimestamp,
+    /// The longest line a record may make, its newline not counted.
+    pub max_record_bytes: usize,
+}
+
+impl Default for TransformRules {
+    /// No rules, UTC, the default precision, no size limit.
+    fn default() -> Self {
+        TransformRules {
+            add: Vec::new(),
+            timestamps: Vec::new(),
+            dates: Vec::new(),
+            drop: Vec::new(),
+            rename: Vec::new(),
+            timezone: TimeZone::Utc,
+            timestamp_precision: None,
+            on_invalid: OnInvalidTimestamp::Error,
+            max_record_bytes: usize::MAX,
+        }
+    }
 }
 
 /// Why a transform could not be built.
@@ -75,15 +129,22 @@ pub enum TransformBuildError {
     /// More added fields than [`MAX_ADDED_FIELDS`].
     #[error("at most {MAX_ADDED_FIELDS} added fields are supported, got {0}")]
     TooManyFields(usize),
-    /// The same key is both added and normalised.
+    /// The same key is both added and normalised (no longer returned: see
+    /// [`TransformBuildError::Rule`]).
     #[error("field {0:?} is both added and listed in timestamps")]
     Conflict(String),
+    /// A rule cannot be applied: a bad path, a field named by two rules or inside another
+    /// rule's field, a rename that cannot be done.
+    #[error("{0}")]
+    Rule(RuleError),
 }
 
 impl Transform {
-    /// Builds a transform. `added` holds keys and the JSON text of their values.
+    /// Builds a transform that adds fields and normalises timestamps. `added` holds paths and
+    /// the JSON text of their values.
     ///
-    /// `max_record_bytes` bounds each record's line, its newline not counted.
+    /// `max_record_bytes` bounds each record's line, its newline not counted. For the other
+    /// rules, see [`Transform::from_rules`].
     pub fn new(
         added: Vec<(String, String)>,
         timestamps: Vec<String>,
@@ -91,31 +152,49 @@ impl Transform {
         on_invalid: OnInvalidTimestamp,
         max_record_bytes: usize,
     ) -> Result<Self, TransformBuildError> {
-        if added.len() > MAX_ADDED_FIELDS {
-            return Err(TransformBuildError::TooManyFields(added.len()));
-        }
-        if let Some((k, _)) = added.iter().find(|(k, _)| timestamps.contains(k)) {
-            return Err(TransformBuildError::Conflict(k.clone()));
-        }
-        let mut added_tail = Vec::new();
-        let mut added_spans = Vec::with_capacity(added.len());
-        for (key, value) in &added {
-            added_tail.push(b',');
-            let key_start = added_tail.len();
-            write_key(&mut added_tail, key);
-            let key_end = added_tail.len();
-            added_tail.push(b':');
-            added_tail.extend_from_slice(value.as_bytes());
-            added_spans.push((key_start, key_end, added_tail.len()));
-        }
-        Ok(Transform {
-            added,
-            added_tail,
-            added_spans,
+        Transform::from_rules(TransformRules {
+            add: added,
             timestamps,
             timezone,
             on_invalid,
             max_record_bytes,
+            ..TransformRules::default()
+        })
+    }
+
+    /// Builds a transform from all its rules, checking them (see [`fields`]).
+    pub fn from_rules(rules: TransformRules) -> Result<Self, TransformBuildError> {
+        if rules.add.len() > MAX_ADDED_FIELDS {
+            return Err(TransformBuildError::TooManyFields(rules.add.len()));
+        }
+        let root = fields::compile(&fields::RuleLists {
+            add: &rules.add,
+            timestamps: &rules.timestamps,
+            dates: &rules.dates,
+            drop: &rules.drop,
+            rename: &rules.rename,
+        })
+        .map_err(TransformBuildError::Rule)?;
+        let mut added_tail = Vec::new();
+        let mut added_spans = Vec::new();
+        for field in root.fields.iter().filter(|f| f.must_appear()) {
+            added_tail.push(b',');
+            let key_start = added_tail.len();
+            added_tail.extend_from_slice(&field.out_key);
+            let key_end = added_tail.len();
+            added_tail.push(b':');
+            added_tail.extend_from_slice(field.created_value());
+            added_spans.push((key_start, key_end, added_tail.len()));
+        }
+        Ok(Transform {
+            root,
+            added_tail,
+            added_spans,
+            timestamps: rules.timestamps,
+            timezone: rules.timezone,
+            precision: rules.timestamp_precision,
+            on_invalid: rules.on_invalid,
+            max_record_bytes: rules.max_record_bytes,
         })
     }
 
@@ -173,6 +252,27 @@ pub enum RecordError {
         /// The key, unescaped.
         key: String,
     },
+    /// A key appears more than once in a nested object that the transform rewrites (the
+    /// objects copied raw are not checked).
+    #[error(
+        "the key {key:?} appears more than once in {object} (readers disagree on which value counts)"
+    )]
+    DuplicateNestedKey {
+        /// The object's JSON pointer.
+        object: String,
+        /// The key, unescaped.
+        key: String,
+    },
+    /// A renamed field's new name is a key its object already has.
+    #[error(
+        "field {field:?} cannot be renamed to {new_name:?}: its object already has a field of that name"
+    )]
+    RenameCollision {
+        /// The field, as the rule names it.
+        field: String,
+        /// The new name.
+        new_name: String,
+    },
     /// A field nests arrays and objects so deep that the line would have more than
     /// [`MAX_DEPTH`] levels.
     #[error(
@@ -195,6 +295,8 @@ pub struct RecordWriter<'a, O> {
     error: Option<PageError>,
     /// The current record's keys, reused from record to record.
     keys: KeySet,
+    /// The keys of the nested objects rewritten, a set per level, reused likewise.
+    nested: Vec<KeySet>,
     /// The longest line written so far, its newline not counted.
     largest: usize,
     /// Where the records' fields are counted, if anywhere.
@@ -209,6 +311,7 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             out,
             error: None,
             keys: KeySet::default(),
+            nested: Vec::new(),
             largest: 0,
             inventory: None,
         }
@@ -245,13 +348,20 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
         let buf = self.out.buf();
         let start = buf.len();
         self.keys.clear();
-        let visitor = ObjectVisitor {
-            t: self.transform,
+        let t = self.transform;
+        let mut rec = Record {
+            t,
             out: &mut *buf,
             start,
             index,
             error: &mut self.error,
             keys: &mut self.keys,
+            nested: &mut self.nested,
+        };
+        let visitor = ObjectVisitor {
+            rec: &mut rec,
+            node: &t.root,
+            level: 1,
             _de: std::marker::PhantomData,
         };
         let last = match d.deserialize_any(visitor) {
@@ -382,123 +492,240 @@ fn fingerprint(key: &[u8]) -> u32 {
     (n as u32) << 24 ^ at(1) << 16 ^ at(n / 2) << 8 ^ at(n.saturating_sub(2))
 }
 
-struct ObjectVisitor<'a, 'de> {
+/// What writing one record shares across the objects it writes.
+struct Record<'a> {
     t: &'a Transform,
     out: &'a mut Vec<u8>,
     /// Where the record's line starts in `out`.
     start: usize,
     index: u64,
     error: &'a mut Option<PageError>,
+    /// The record object's keys (their spans feed the inventory).
     keys: &'a mut KeySet,
-    /// The visitor returns the record's last value, borrowed for `'de`.
-    _de: std::marker::PhantomData<&'de str>,
+    /// The keys of the nested objects being rewritten, one set per level below the record.
+    nested: &'a mut Vec<KeySet>,
 }
 
-impl<'de> ObjectVisitor<'_, 'de> {
-    fn not_object<E: de::Error>(self, found: &'static str) -> Result<&'de str, E> {
-        *self.error = Some(PageError::NotAnObject {
-            index: self.index,
-            found,
-        });
-        Err(E::custom("record is not an object"))
-    }
-
-    /// Keeps `source` as the record's error and stops the scan.
-    fn fail<E: de::Error>(&mut self, source: RecordError) -> Result<&'de str, E> {
+impl Record<'_> {
+    /// Keeps `source` as the record's error; the error that stops the scan.
+    fn fail<E: de::Error>(&mut self, source: RecordError) -> E {
         *self.error = Some(PageError::Record {
             index: self.index,
             source: Box::new(source),
         });
-        Err(E::custom("record refused"))
+        E::custom("record refused")
+    }
+
+    /// The error for the key written at `out[s..e]`, met twice in `node`'s object.
+    fn repeated(
+        &self,
+        node: &Node,
+        level: usize,
+        (s, e): (usize, usize),
+        renamed: u64,
+    ) -> RecordError {
+        let text = &self.out[s..e];
+        let key = serde_json::from_slice::<String>(text)
+            .unwrap_or_else(|_| String::from_utf8_lossy(text).into_owned());
+        let rename = node.fields.iter().find(|f| {
+            f.action == Action::Rename && f.out_key == text && renamed & (1 << f.bit) != 0
+        });
+        match rename {
+            Some(f) => RecordError::RenameCollision {
+                field: f.name.clone(),
+                new_name: key,
+            },
+            None if level == 1 => RecordError::DuplicateKey { key },
+            None => RecordError::DuplicateNestedKey {
+                object: node.path.clone(),
+                key,
+            },
+        }
     }
 }
 
-impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
+/// The key set of the object at `level` (1: the record).
+fn keys_at<'k>(keys: &'k mut KeySet, nested: &'k mut [KeySet], level: usize) -> &'k mut KeySet {
+    if level == 1 {
+        keys
+    } else {
+        &mut nested[level - 2]
+    }
+}
+
+/// The name of the value of `key` in `node`'s object at `level`, for errors.
+fn field_name(node: &Node, level: usize, key: &str) -> String {
+    if level == 1 {
+        key.to_owned()
+    } else {
+        format!(
+            "{}/{}",
+            node.path,
+            key.replace('~', "~0").replace('/', "~1")
+        )
+    }
+}
+
+/// Writes one object of a record: the record itself (`level` 1), or an object in it that the
+/// rules reach into (then the value's raw text is parsed again, along the path only).
+struct ObjectVisitor<'r, 'a, 'de> {
+    rec: &'r mut Record<'a>,
+    node: &'a Node,
+    /// 1 for the record, 2 for an object in it, and so on.
+    level: usize,
+    /// The visitor returns the object's last value, borrowed for `'de`.
+    _de: std::marker::PhantomData<&'de str>,
+}
+
+impl<'de> ObjectVisitor<'_, '_, 'de> {
+    fn not_object<E: de::Error>(self, found: &'static str) -> Result<&'de str, E> {
+        *self.rec.error = Some(PageError::NotAnObject {
+            index: self.rec.index,
+            found,
+        });
+        Err(E::custom("record is not an object"))
+    }
+}
+
+/// Rewrites the object `raw` (its text starts with `{`) at `level` along `node`.
+fn rewrite_object<'a, E: de::Error>(
+    rec: &mut Record<'a>,
+    node: &'a Node,
+    level: usize,
+    raw: &RawValue,
+) -> Result<(), E> {
+    if rec.nested.len() < level - 1 {
+        rec.nested.resize_with(level - 1, KeySet::default);
+    }
+    rec.nested[level - 2].clear();
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    let visitor = ObjectVisitor {
+        rec: &mut *rec,
+        node,
+        level,
+        _de: std::marker::PhantomData,
+    };
+    match de::Deserializer::deserialize_map(&mut d, visitor) {
+        Ok(_) => Ok(()),
+        // The error is kept, the object read: the text was read once already.
+        Err(_) if rec.error.is_some() => Err(E::custom("record refused")),
+        Err(e) => Err(E::custom(e)),
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_, '_, 'de> {
     type Value = &'de str;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<&'de str, A::Error> {
-        let t = self.t;
-        let start = self.start;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<&'de str, A::Error> {
+        let ObjectVisitor {
+            rec, node, level, ..
+        } = self;
+        let t = rec.t;
+        let start = rec.start;
         let limit = t.max_record_bytes;
-        self.out.push(b'{');
+        // Values in this object may nest this many levels.
+        let levels = MAX_DEPTH - level;
+        rec.out.push(b'{');
         let mut first = true;
-        let mut seen_added = 0u64;
+        // The fields that must appear met so far, and the renames.
+        let (mut seen, mut renamed) = (0u64, 0u64);
         let mut last = "";
         while let Some(key) = map.next_key::<KeyCow<'de>>()? {
             let raw = map.next_value::<&'de RawValue>()?;
             last = raw.get();
-            let out = &mut *self.out;
+            let field = node.find(key.as_str());
+            let action = field.map(|f| &f.action);
+            if action == Some(&Action::Drop) {
+                continue;
+            }
+            let out = &mut *rec.out;
             if !first {
                 out.push(b',');
             }
             first = false;
             let key_start = out.len();
-            match &key {
-                KeyCow::Borrowed(k) => {
+            match (field, &key) {
+                (Some(f), _) => out.extend_from_slice(&f.out_key),
+                (None, KeyCow::Borrowed(k)) => {
                     // No escapes in the body, so the raw text is the key itself.
                     out.push(b'"');
                     out.extend_from_slice(k.as_bytes());
                     out.push(b'"');
                 }
-                KeyCow::Owned(k) => write_key(out, k),
+                (None, KeyCow::Owned(k)) => write_key(out, k),
             }
             let key_end = out.len();
-            if self.keys.insert(out, key_start, key_end) {
-                let key = key.as_str().to_owned();
-                return self.fail(RecordError::DuplicateKey { key });
+            if let Some(f) = field {
+                if f.action == Action::Rename {
+                    renamed |= 1 << f.bit;
+                } else if f.must_appear() {
+                    seen |= 1 << f.bit;
+                }
             }
-            out.push(b':');
-            let key = key.as_str();
-            if let Some(i) = t.added.iter().position(|(k, _)| k == key) {
-                out.extend_from_slice(t.added[i].1.as_bytes());
-                seen_added |= 1 << i;
-            } else if t.timestamps.iter().any(|k| k == key) {
-                let mark = out.len();
-                if let Err(source) = timestamp::normalise(raw.get(), &t.timezone, out) {
-                    out.truncate(mark);
-                    match t.on_invalid {
-                        OnInvalidTimestamp::Keep => {
-                            if !copy_raw(out, raw) {
-                                let field = key.to_owned();
-                                return self.fail(RecordError::TooDeep { field });
+            if keys_at(rec.keys, rec.nested, level).insert(rec.out, key_start, key_end) {
+                let error = rec.repeated(node, level, (key_start, key_end), renamed);
+                return Err(rec.fail(error));
+            }
+            rec.out.push(b':');
+            match (action, field) {
+                (Some(Action::Add(value)), _) => rec.out.extend_from_slice(value.as_bytes()),
+                (Some(action @ (Action::Timestamp | Action::Date)), Some(f)) => {
+                    let out = &mut *rec.out;
+                    let mark = out.len();
+                    let normalised = if *action == Action::Date {
+                        timestamp::normalise_date(raw.get(), &t.timezone, out)
+                    } else {
+                        timestamp::normalise(raw.get(), &t.timezone, t.precision, out)
+                    };
+                    if let Err(source) = normalised {
+                        out.truncate(mark);
+                        match t.on_invalid {
+                            OnInvalidTimestamp::Keep => {
+                                if !copy_raw(out, raw, levels) {
+                                    let field = f.name.clone();
+                                    return Err(rec.fail(RecordError::TooDeep { field }));
+                                }
                             }
-                        }
-                        OnInvalidTimestamp::Null => out.extend_from_slice(b"null"),
-                        OnInvalidTimestamp::Error => {
-                            let field = key.to_owned();
-                            return self.fail(RecordError::Timestamp { field, source });
+                            OnInvalidTimestamp::Null => out.extend_from_slice(b"null"),
+                            OnInvalidTimestamp::Error => {
+                                let field = f.name.clone();
+                                return Err(rec.fail(RecordError::Timestamp { field, source }));
+                            }
                         }
                     }
                 }
-            } else {
-                // Check before copying: a huge value is refused without being copied.
-                let bytes = out.len() - start + raw.get().len();
-                if bytes > limit {
-                    return self.fail(RecordError::TooLarge { bytes, limit });
+                (Some(Action::Nested(child)), _) if raw.get().starts_with('{') => {
+                    rewrite_object(rec, child, level + 1, raw)?;
                 }
-                if !copy_raw(out, raw) {
-                    let field = key.to_owned();
-                    return self.fail(RecordError::TooDeep { field });
+                _ => {
+                    // Check before copying: a huge value is refused without being copied.
+                    let bytes = rec.out.len() - start + raw.get().len();
+                    if bytes > limit {
+                        return Err(rec.fail(RecordError::TooLarge { bytes, limit }));
+                    }
+                    if !copy_raw(rec.out, raw, levels) {
+                        let field = field_name(node, level, key.as_str());
+                        return Err(rec.fail(RecordError::TooDeep { field }));
+                    }
                 }
             }
-            let end = self.out.len();
-            self.keys.value_ends(end);
+            let end = rec.out.len();
+            keys_at(rec.keys, rec.nested, level).value_ends(end);
             let bytes = end - start;
             if bytes > limit {
-                return self.fail(RecordError::TooLarge { bytes, limit });
+                return Err(rec.fail(RecordError::TooLarge { bytes, limit }));
             }
         }
-        if let Some((s, e)) = self.keys.find_repeat(self.out) {
-            let key = serde_json::from_slice::<String>(&self.out[s..e])
-                .unwrap_or_else(|_| String::from_utf8_lossy(&self.out[s..e]).into_owned());
-            return self.fail(RecordError::DuplicateKey { key });
+        if let Some(span) = keys_at(rec.keys, rec.nested, level).find_repeat(rec.out) {
+            let error = rec.repeated(node, level, span, renamed);
+            return Err(rec.fail(error));
         }
-        let out = &mut *self.out;
-        if seen_added == 0 {
+        let out = &mut *rec.out;
+        if level == 1 && seen == 0 {
             let tail = &t.added_tail;
             // Where the tail's byte 0 is (or would be, when its comma is left out).
             let base = out.len();
@@ -510,23 +737,30 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
                 base
             };
             let spans = t.added_spans.iter();
-            self.keys
+            rec.keys
                 .spans
                 .extend(spans.map(|&(k, e, v)| (base + k, base + e, base + v)));
         } else {
-            for (i, (key, value)) in t.added.iter().enumerate() {
-                if seen_added & (1 << i) == 0 {
-                    out.push(b',');
+            let keys = keys_at(rec.keys, rec.nested, level);
+            for f in node.fields.iter().filter(|f| f.must_appear()) {
+                if seen & (1 << f.bit) == 0 {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
                     let key_start = out.len();
-                    write_key(out, key);
+                    out.extend_from_slice(&f.out_key);
                     let key_end = out.len();
                     out.push(b':');
-                    out.extend_from_slice(value.as_bytes());
-                    self.keys.spans.push((key_start, key_end, out.len()));
+                    out.extend_from_slice(f.created_value());
+                    keys.spans.push((key_start, key_end, out.len()));
                 }
             }
         }
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+        if level == 1 {
+            out.push(b'\n');
+        }
         Ok(last)
     }
 
@@ -553,11 +787,10 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
     }
 }
 
-/// Appends a top-level value's raw JSON text, with any whitespace control characters between
-/// its tokens (line breaks, tabs) turned into spaces. `false` if the value nests so deep that
-/// the line would have more than [`MAX_DEPTH`] levels (nothing is undone: the caller fails
-/// the record).
-fn copy_raw(out: &mut Vec<u8>, raw: &RawValue) -> bool {
+/// Appends a value's raw JSON text, with any whitespace control characters between its
+/// tokens (line breaks, tabs) turned into spaces. `false` if the value nests more than
+/// `levels` levels (nothing is undone: the caller fails the record).
+fn copy_raw(out: &mut Vec<u8>, raw: &RawValue, levels: usize) -> bool {
     let text = raw.get().as_bytes();
     let mark = out.len();
     out.extend_from_slice(text);
@@ -575,8 +808,6 @@ fn copy_raw(out: &mut Vec<u8>, raw: &RawValue) -> bool {
             }
         }
     }
-    // The record object is one level; its values get the rest.
-    let levels = MAX_DEPTH - 1;
     found.opening_brackets <= levels || deeper_at(copied, levels).is_none()
 }
 
@@ -991,5 +1222,308 @@ mod tests {
                 )
             );
         }
+    }
+
+    fn rules(f: impl FnOnce(&mut TransformRules)) -> Transform {
+        let mut rules = TransformRules {
+            max_record_bytes: 1 << 20,
+            ..TransformRules::default()
+        };
+        f(&mut rules);
+        Transform::from_rules(rules).unwrap()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    /// Each record alone through `t`: its line, or its error.
+    fn each(t: &Transform, cases: &[(&str, &str)]) {
+        for (record, want) in cases {
+            let got = match run(t, &format!(r#"{{"v":[{record}]}}"#)) {
+                Ok(line) => line.trim_end_matches('\n').to_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(got, *want, "{record}");
+        }
+    }
+
+    #[test]
+    fn timestamps_at_pointers_are_normalised_and_siblings_stay_raw() {
+        let t = rules(|r| {
+            r.timestamps = strings(&["/meta/created_at", "/a~1b/c~0d", "updated_at", "/x/y/z"]);
+        });
+        each(
+            &t,
+            &[
+                (
+                    r#"{"id":1,"meta" : { "x":[1, 2] ,"created_at":1700000000123,"y":"z"},"a/b":{"c~d":"2024-01-01T00:00:00.5Z"},"updated_at":null}"#,
+                    r#"{"id":1,"meta":{"x":[1, 2],"created_at":"2023-11-14T22:13:20.123Z","y":"z"},"a/b":{"c~d":"2024-01-01T00:00:00.500Z"},"updated_at":null}"#,
+                ),
+                (
+                    r#"{"x":{"y":{"z":"2024-01-01 00:00:00.123456"},"w":{"z":1}}}"#,
+                    r#"{"x":{"y":{"z":"2024-01-01T00:00:00.123456Z"},"w":{"z":1}}}"#,
+                ),
+                // Missing, or under something that is not an object: left alone.
+                (r#"{}"#, r#"{}"#),
+                (
+                    r#"{"meta":5,"x":{"y":[{"z":1}]}}"#,
+                    r#"{"meta":5,"x":{"y":[{"z":1}]}}"#,
+                ),
+                (r#"{"meta":{"other":1}}"#, r#"{"meta":{"other":1}}"#),
+                (r#"{"meta":null,"a/b":"s"}"#, r#"{"meta":null,"a/b":"s"}"#),
+                // A key named like the pointer is just a key.
+                (r#"{"/meta/created_at":1}"#, r#"{"/meta/created_at":1}"#),
+                (
+                    r#"{"meta":{"created_at":"soon"}}"#,
+                    r#"record 0 of the page: field "/meta/created_at": not a recognised timestamp: "soon""#,
+                ),
+                (
+                    r#"{"meta":{"a":1,"\u0061":2}}"#,
+                    r#"record 0 of the page: the key "a" appears more than once in /meta (readers disagree on which value counts)"#,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn precision_and_dates_apply_at_every_level() {
+        let t = rules(|r| {
+            r.timestamps = strings(&["ts", "/m/ts"]);
+            r.dates = strings(&["day", "/m/day"]);
+            r.timezone = "Asia/Tokyo".parse().unwrap();
+            r.timestamp_precision = Some(TimestampPrecision::Us);
+        });
+        each(
+            &t,
+            &[(
+                r#"{"ts":"2024-01-01T00:00:00Z","day":1700000000,"m":{"ts":1700000000123456789,"day":"2024-02-29"}}"#,
+                r#"{"ts":"2024-01-01T00:00:00.000000Z","day":"2023-11-15","m":{"ts":"2023-11-14T22:13:20.123456Z","day":"2024-02-29"}}"#,
+            )],
+        );
+        for (mode, want) in [
+            (OnInvalidTimestamp::Keep, r#"{"m":{"day":[ 1]}}"#),
+            (OnInvalidTimestamp::Null, r#"{"m":{"day":null}}"#),
+        ] {
+            let t = rules(|r| {
+                r.dates = strings(&["/m/day"]);
+                r.on_invalid = mode;
+            });
+            each(&t, &[("{\"m\":{\"day\":[\n1]}}", want)]);
+        }
+    }
+
+    #[test]
+    fn drops_fields_at_any_level() {
+        let t = rules(|r| r.drop = strings(&["debug", "/meta/internal", "/a/b/c"]));
+        each(
+            &t,
+            &[
+                (
+                    r#"{"debug":1,"id":2,"meta":{"internal":{"a":1},"k":true}}"#,
+                    r#"{"id":2,"meta":{"k":true}}"#,
+                ),
+                (r#"{"debug":[1,2]}"#, r#"{}"#),
+                (r#"{"id":1,"debug":2}"#, r#"{"id":1}"#),
+                (r#"{"meta":{"internal":1}}"#, r#"{"meta":{}}"#),
+                (
+                    r#"{"a":{"b":{"c":1,"d":2},"e":3}}"#,
+                    r#"{"a":{"b":{"d":2},"e":3}}"#,
+                ),
+                (r#"{"a":{"b":"c"}}"#, r#"{"a":{"b":"c"}}"#),
+            ],
+        );
+    }
+
+    #[test]
+    fn renames_keep_the_field_in_its_place_and_refuse_collisions() {
+        let t = rules(|r| {
+            r.rename = pairs(&[
+                ("old", "new"),
+                ("/meta/ts", "/meta/timestamp"),
+                ("/meta/a", "b"),
+            ]);
+        });
+        each(
+            &t,
+            &[
+                (
+                    r#"{"x":0,"old":{"k":1},"meta":{"ts":2,"a":3,"y":4}}"#,
+                    r#"{"x":0,"new":{"k":1},"meta":{"timestamp":2,"b":3,"y":4}}"#,
+                ),
+                (r#"{"new":1}"#, r#"{"new":1}"#),
+                (
+                    r#"{"old":1,"new":2}"#,
+                    r#"record 0 of the page: field "old" cannot be renamed to "new": its object already has a field of that name"#,
+                ),
+                (
+                    r#"{"new":2,"old":1}"#,
+                    r#"record 0 of the page: field "old" cannot be renamed to "new": its object already has a field of that name"#,
+                ),
+                (
+                    r#"{"meta":{"timestamp":0,"ts":1}}"#,
+                    r#"record 0 of the page: field "/meta/ts" cannot be renamed to "timestamp": its object already has a field of that name"#,
+                ),
+                // Without the renamed field, a repeat is a plain repeat.
+                (
+                    r#"{"new":1,"new":2}"#,
+                    r#"record 0 of the page: the key "new" appears more than once (readers disagree on which value counts)"#,
+                ),
+            ],
+        );
+        // Past the linear check too.
+        let many: String = (0..40).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        each(
+            &t,
+            &[(
+                &format!(r#"{{"new":0,{many}"old":1}}"#),
+                r#"record 0 of the page: field "old" cannot be renamed to "new": its object already has a field of that name"#,
+            )],
+        );
+    }
+
+    #[test]
+    fn adds_at_pointers_create_missing_parents() {
+        let t = rules(|r| {
+            r.add = pairs(&[
+                ("/meta/source", r#""api""#),
+                ("/a/b/c", "1"),
+                ("top", "true"),
+            ]);
+        });
+        each(
+            &t,
+            &[
+                (
+                    r#"{}"#,
+                    r#"{"meta":{"source":"api"},"a":{"b":{"c":1}},"top":true}"#,
+                ),
+                (
+                    r#"{"meta":{"x":1}}"#,
+                    r#"{"meta":{"x":1,"source":"api"},"a":{"b":{"c":1}},"top":true}"#,
+                ),
+                (
+                    r#"{"top":0,"meta":{"source":"old","x":1}}"#,
+                    r#"{"top":true,"meta":{"source":"api","x":1},"a":{"b":{"c":1}}}"#,
+                ),
+                (
+                    r#"{"meta":{}}"#,
+                    r#"{"meta":{"source":"api"},"a":{"b":{"c":1}},"top":true}"#,
+                ),
+                // A parent that is not an object is kept, and nothing is added under it.
+                (
+                    r#"{"meta":null}"#,
+                    r#"{"meta":null,"a":{"b":{"c":1}},"top":true}"#,
+                ),
+                (
+                    r#"{"a":{"b":[1]}}"#,
+                    r#"{"a":{"b":[1]},"meta":{"source":"api"},"top":true}"#,
+                ),
+                (
+                    r#"{"a":{"x":2}}"#,
+                    r#"{"a":{"x":2,"b":{"c":1}},"meta":{"source":"api"},"top":true}"#,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn nested_rules_keep_the_limits() {
+        let t = rules(|r| r.timestamps = strings(&["/m/ts"]));
+        // An object in the record is level 2: its values may add 125.
+        each(
+            &t,
+            &[
+                (
+                    &format!(r#"{{"m":{{"x":{}}}}}"#, arrays(125)),
+                    &format!(r#"{{"m":{{"x":{}}}}}"#, arrays(125)),
+                ),
+                (
+                    &format!(r#"{{"m":{{"x":{}}}}}"#, arrays(126)),
+                    "record 0 of the page: field \"/m/x\" is nested too deeply: the line would have more than 127 levels of arrays and objects",
+                ),
+            ],
+        );
+        let t = rules(|r| {
+            r.timestamps = strings(&["/m/ts"]);
+            r.max_record_bytes = 100;
+        });
+        let big = "x".repeat(1 << 16);
+        let err = run(&t, &format!(r#"{{"v":[{{"m":{{"a":"{big}"}}}}]}}"#)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("larger than max_record_bytes = 100 (at least 655"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_inventory_counts_the_fields_written_by_nested_rules() {
+        let t = rules(|r| {
+            r.add = pairs(&[("/meta/source", r#""api""#), ("ingest", "1")]);
+            r.drop = strings(&["debug"]);
+            r.rename = pairs(&[("old", "new")]);
+            r.timestamps = strings(&["/meta/ts"]);
+        });
+        let body = r#"{"v":[
+            {"id":1,"debug":true,"old":"o","meta":{"ts":0}},
+            {"debug":1},
+            {"meta":7,"ingest":"x","new":[1]},
+            {"old":{"a":1},"meta":{"source":null,"z":1}}
+        ]}"#;
+        let mut out = Vec::new();
+        let mut inventory = FieldInventory::default();
+        let mut w = RecordWriter::new(&t, &mut out).with_inventory(Some(&mut inventory));
+        let ptr = JsonPointer::parse("/v").unwrap();
+        scan_page(body.as_bytes(), &ptr, None, &mut w).unwrap();
+        drop(w);
+        let lines = String::from_utf8(out).unwrap();
+        let mut expected = inventory_of(&lines);
+        let mut got: Vec<_> = inventory
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    f.records,
+                    f.type_names(),
+                    f.total_bytes,
+                    f.largest_bytes,
+                )
+            })
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, expected);
+        assert!(inventory.field("debug").is_none());
+        assert_eq!(inventory.field("new").unwrap().records, 3);
+        assert_eq!(inventory.field("meta").unwrap().records, 4);
+    }
+
+    #[test]
+    fn build_errors_name_the_rule() {
+        let build = |f: &dyn Fn(&mut TransformRules)| {
+            let mut r = TransformRules::default();
+            f(&mut r);
+            Transform::from_rules(r).unwrap_err().to_string()
+        };
+        assert_eq!(
+            build(&|r| {
+                r.add = pairs(&[("created_at", "1")]);
+                r.timestamps = strings(&["created_at"]);
+            }),
+            r#"timestamps.created_at: "created_at" is also in transform.add (as "created_at"): a field takes one transform"#
+        );
+        assert_eq!(
+            build(&|r| r.add = (0..65).map(|i| (format!("k{i}"), "1".to_owned())).collect()),
+            "at most 64 added fields are supported, got 65"
+        );
     }
 }

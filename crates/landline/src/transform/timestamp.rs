@@ -1,18 +1,34 @@
 //! Timestamp normalisation: rewrites the JSON value of a timestamp field as the JSON string
-//! `"YYYY-MM-DDTHH:MM:SS.sssZ"` (UTC, exactly three fractional digits), or keeps `null`.
+//! `"YYYY-MM-DDTHH:MM:SS.fffZ"` (UTC), or keeps `null`; and of a date field as `"YYYY-MM-DD"`.
 //!
 //! Accepted values:
-//! - JSON numbers, read as Unix epoch seconds, or milliseconds when the magnitude is at least
-//!   10^11 (so seconds after the year 5138 cannot be expressed). Decimal fractions and exponents
-//!   are computed exactly, not through floating point.
-//! - JSON strings `YYYY-MM-DD(T|t| )HH:MM:SS[.f{1,9}]` followed by an offset (`Z`, `z`, `±HH:MM`,
+//! - JSON numbers, read as Unix epoch seconds, milliseconds, microseconds or nanoseconds by
+//!   their magnitude: seconds below 10^11 (so seconds after the year 5138 cannot be
+//!   expressed), then milliseconds up to the last millisecond of 9999
+//!   (`253402300799999`), then microseconds up to the last microsecond of 9999, then
+//!   nanoseconds up to the last nanosecond of 9999. So any instant from 1978 to 5138 reads
+//!   right in every unit, as does every millisecond value landline read before. Decimal
+//!   fractions and exponents are computed exactly, not through floating point.
+//! - JSON strings `YYYY-MM-DD(T|t| )HH:MM:SS[.f+]` followed by an offset (`Z`, `z`, `±HH:MM`,
 //!   `±HHMM`, `±HH`), converted to UTC; without an offset they are naive and read in the
 //!   configured [`TimeZone`]. In a named zone, a local time repeated by a daylight-saving fold
-//!   takes the earlier instant and a local time skipped by a gap is an error.
+//!   takes the earlier instant and a local time skipped by a gap is an error. The fraction
+//!   may have any number of digits; those past the ninth are truncated.
 //!
-//! Extra precision is truncated toward the earlier instant. Everything else is an error:
-//! dates without a time, numeric strings, leap seconds (`:60`), hour 24, impossible calendar
-//! dates, and instants outside the years 0000 to 9999.
+//! **Precision.** The instant is kept to the nanosecond through parsing and zone conversion.
+//! With a [`TimestampPrecision`], the fraction has exactly 3, 6 or 9 digits. Without one
+//! (the default), it has the digits the value gave, rounded up to a whole group of three
+//! (milliseconds, microseconds, nanoseconds: the forms readers such as Spark, DuckDB and
+//! Athena parse best), and at least three: `:05Z` → `.000`, `.5` → `.500`, `.123456` →
+//! `.123456`, `.1234567` → `.123456700`. A string gives the digits it has, trailing zeros
+//! included (`.500000` → `.500000`). A number gives its unit's digits (0 for seconds, 3 for
+//! milliseconds, 6 and 9) plus the decimal places of its exact value, trailing zeros not
+//! counted (`1700000000.500` → `.500`, `1700000000.1239` → `.123900`, `1.7e9` → `.000`).
+//!
+//! Extra precision is truncated toward the earlier instant (never rounded up, so never into
+//! the next second). Everything else is an error: dates without a time (except for dates,
+//! see [`normalise_date`]), numeric strings, leap seconds (`:60`), hour 24, impossible
+//! calendar dates, and instants outside the years 0000 to 9999.
 //!
 //! Not done here: finding the fields in a record, or deciding what an invalid value means for
 //! the run (the caller adds the page, record and field to the error). The common shapes are
@@ -23,13 +39,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::TimeZone as _;
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Timelike};
 use chrono_tz::Tz;
 
-/// 0000-01-01T00:00:00.000Z in milliseconds since the Unix epoch: the earliest writable instant.
-const MIN_MILLIS: i64 = -62_167_219_200_000;
-/// 9999-12-31T23:59:59.999Z in milliseconds since the Unix epoch: the latest writable instant.
-const MAX_MILLIS: i64 = 253_402_300_799_999;
+/// 0000-01-01T00:00:00Z in seconds since the Unix epoch: the earliest writable instant.
+const MIN_SECS: i64 = -62_167_219_200;
+/// 9999-12-31T23:59:59Z in seconds since the Unix epoch: the latest writable second.
+const MAX_SECS: i64 = 253_402_300_799;
 /// Values and zone names in error messages are cut to this many characters.
 const EXCERPT_CHARS: usize = 64;
 
@@ -136,8 +152,61 @@ impl Fault {
     }
 }
 
+/// How many fractional digits normalised timestamps get (`timestamp_precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampPrecision {
+    /// Milliseconds: exactly three digits, further ones truncated.
+    Ms,
+    /// Microseconds: exactly six digits, further ones truncated.
+    Us,
+    /// Nanoseconds: exactly nine digits.
+    Ns,
+}
+
+impl TimestampPrecision {
+    /// The number of fractional digits: 3, 6 or 9.
+    pub fn digits(self) -> usize {
+        match self {
+            Self::Ms => 3,
+            Self::Us => 6,
+            Self::Ns => 9,
+        }
+    }
+}
+
+/// The fractional digits written for a value whose source gave `given` (0 to 9): the
+/// setting's, or by default `given` rounded up to a whole group of three, at least three.
+fn out_digits(given: u8, precision: Option<TimestampPrecision>) -> usize {
+    match precision {
+        Some(p) => p.digits(),
+        None => (usize::from(given).max(3).div_ceil(3) * 3).min(9),
+    }
+}
+
+/// An exact instant: whole seconds since the Unix epoch (rounded down) and the nanoseconds
+/// after them, with the number of fractional digits (0 to 9) its source gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Instant {
+    secs: i64,
+    nanos: u32,
+    digits: u8,
+}
+
+impl Instant {
+    fn in_range(self) -> Result<Self, Fault> {
+        if (MIN_SECS..=MAX_SECS).contains(&self.secs) {
+            Ok(self)
+        } else {
+            Err(Fault::OutOfRange)
+        }
+    }
+}
+
 /// Appends to `out` the normalised JSON text of `raw`, a field's value as raw JSON text
-/// (surrounding JSON whitespace allowed): `"YYYY-MM-DDTHH:MM:SS.sssZ"`, or `null` for `null`.
+/// (surrounding JSON whitespace allowed): `"YYYY-MM-DDTHH:MM:SS.fffZ"` with the fractional
+/// digits `precision` asks for (by default: those the value gave, see the module docs), or
+/// `null` for `null`.
 ///
 /// Naive strings are read in `tz`; numbers and strings with an offset ignore it.
 ///
@@ -145,24 +214,100 @@ impl Fault {
 ///
 /// [`TimestampError`] when `raw` is not one of the accepted forms (see the module docs); `out`
 /// is then left as it was.
-pub fn normalise(raw: &str, tz: &TimeZone, out: &mut Vec<u8>) -> Result<(), TimestampError> {
+pub fn normalise(
+    raw: &str,
+    tz: &TimeZone,
+    precision: Option<TimestampPrecision>,
+    out: &mut Vec<u8>,
+) -> Result<(), TimestampError> {
     let text = raw.trim_matches([' ', '\t', '\n', '\r']);
     if text == "null" {
         out.extend_from_slice(b"null");
         return Ok(());
     }
-    let ms = match text.as_bytes().first() {
+    let instant = match text.as_bytes().first() {
         Some(b'"') => unquote(text)
             .ok_or(Fault::Unrecognised)
-            .and_then(|s| datetime_millis(&s, tz)),
-        Some(b'-' | b'0'..=b'9') => epoch_millis(text.as_bytes()),
+            .and_then(|s| parse_datetime(&s)?.instant(tz)),
+        Some(b'-' | b'0'..=b'9') => epoch_instant(text.as_bytes()),
         _ => Err(Fault::NotNumberOrString),
     }
     .map_err(|fault| fault.into_error(text))?;
     out.push(b'"');
-    format_utc_millis(ms, out);
+    format_utc(
+        instant.secs,
+        instant.nanos,
+        out_digits(instant.digits, precision),
+        out,
+    );
     out.push(b'"');
     Ok(())
+}
+
+/// Appends to `out` the JSON string `"YYYY-MM-DD"` of `raw`'s calendar day, or `null` for
+/// `null`.
+///
+/// A date string `YYYY-MM-DD` is checked and kept. A naive date-time string gives the date
+/// written (it is already in `tz`); an epoch number or a string with an offset is an instant,
+/// and gives its date in `tz`.
+///
+/// # Errors
+///
+/// As [`normalise`] (a naive time in a daylight-saving gap is not one: its date is clear).
+pub fn normalise_date(raw: &str, tz: &TimeZone, out: &mut Vec<u8>) -> Result<(), TimestampError> {
+    let text = raw.trim_matches([' ', '\t', '\n', '\r']);
+    if text == "null" {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    let date = match text.as_bytes().first() {
+        Some(b'"') => unquote(text)
+            .ok_or(Fault::Unrecognised)
+            .and_then(|s| parse_date(&s, tz)),
+        Some(b'-' | b'0'..=b'9') => epoch_instant(text.as_bytes()).and_then(|i| local_date(i, tz)),
+        _ => Err(Fault::NotNumberOrString),
+    }
+    .map_err(|fault| fault.into_error(text))?;
+    let mut buf = *b"\"0000-00-00\"";
+    put_digits(&mut buf[1..5], date.year().unsigned_abs());
+    put_digits(&mut buf[6..8], date.month());
+    put_digits(&mut buf[9..11], date.day());
+    out.extend_from_slice(&buf);
+    Ok(())
+}
+
+/// The date of a date or date-time string (see [`normalise_date`]).
+fn parse_date(s: &str, tz: &TimeZone) -> Result<NaiveDate, Fault> {
+    let b = s.as_bytes();
+    if b.len() == 10 {
+        if b[4] != b'-' || b[7] != b'-' {
+            return Err(Fault::Unrecognised);
+        }
+        let field = |from: usize, to: usize| digits(&b[from..to]).ok_or(Fault::Unrecognised);
+        let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
+        return NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day))
+            .ok_or(Fault::InvalidDateTime);
+    }
+    let parsed = parse_datetime(s)?;
+    match parsed.offset {
+        None => Ok(parsed.naive.date()),
+        Some(_) => local_date(parsed.instant(tz)?, tz),
+    }
+}
+
+/// The calendar day of `instant` in `tz`, in the years 0000 to 9999.
+fn local_date(instant: Instant, tz: &TimeZone) -> Result<NaiveDate, Fault> {
+    let utc = DateTime::from_timestamp(instant.secs, 0).ok_or(Fault::OutOfRange)?;
+    let date = match tz {
+        TimeZone::Utc => utc.date_naive(),
+        TimeZone::Fixed(zone) => utc.with_timezone(zone).date_naive(),
+        TimeZone::Named(zone) => utc.with_timezone(zone).date_naive(),
+    };
+    if (0..=9999).contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err(Fault::OutOfRange)
+    }
 }
 
 /// Appends `YYYY-MM-DDTHH:MM:SS.sssZ` (no quotes) for `ms` milliseconds since the Unix epoch.
@@ -170,17 +315,42 @@ pub fn normalise(raw: &str, tz: &TimeZone, out: &mut Vec<u8>) -> Result<(), Time
 /// Instants outside 0000-01-01T00:00:00.000Z ..= 9999-12-31T23:59:59.999Z are clamped to
 /// that range, the only one this format can express; [`normalise`] never produces them.
 pub fn format_utc_millis(ms: i64, out: &mut Vec<u8>) {
-    // The clamped value is always representable, so the default (the epoch) is never used.
-    let t = DateTime::from_timestamp_millis(ms.clamp(MIN_MILLIS, MAX_MILLIS)).unwrap_or_default();
-    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let ms = ms.clamp(MIN_SECS * 1000, MAX_SECS * 1000 + 999);
+    let nanos = ms.rem_euclid(1000) as u32 * 1_000_000;
+    format_utc(ms.div_euclid(1000), nanos, 3, out);
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.fZ` (no quotes) for the instant `secs` seconds and `nanos`
+/// nanoseconds after the Unix epoch, with the first `digits` (at most 9) of the nanoseconds
+/// as the fraction (truncated; no fraction when `digits` is 0).
+///
+/// Instants outside 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999999999Z are clamped to
+/// that range, the only one this format can express; [`normalise`] never produces them.
+pub fn format_utc(secs: i64, nanos: u32, digits: usize, out: &mut Vec<u8>) {
+    let (secs, nanos) = if secs < MIN_SECS {
+        (MIN_SECS, 0)
+    } else if secs > MAX_SECS {
+        (MAX_SECS, 999_999_999)
+    } else {
+        (secs, nanos.min(999_999_999))
+    };
+    // In range, so the default (the epoch) is never used.
+    let t = DateTime::from_timestamp(secs, nanos).unwrap_or_default();
+    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
     put_digits(&mut buf[0..4], t.year().unsigned_abs());
     put_digits(&mut buf[5..7], t.month());
     put_digits(&mut buf[8..10], t.day());
     put_digits(&mut buf[11..13], t.hour());
     put_digits(&mut buf[14..16], t.minute());
     put_digits(&mut buf[17..19], t.second());
-    put_digits(&mut buf[20..23], t.timestamp_subsec_millis());
-    out.extend_from_slice(&buf);
+    put_digits(&mut buf[20..29], nanos);
+    let digits = digits.min(9);
+    if digits == 0 {
+        out.extend_from_slice(&buf[..19]);
+    } else {
+        out.extend_from_slice(&buf[..20 + digits]);
+    }
+    out.push(b'Z');
 }
 
 /// Writes the lowest `field.len()` decimal digits of `value`, zero-padded.
@@ -201,8 +371,39 @@ fn unquote(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Milliseconds since the epoch of a date-time string, naive ones read in `tz`.
-fn datetime_millis(s: &str, tz: &TimeZone) -> Result<i64, Fault> {
+/// A date-time string as written: the local date and time (nanoseconds included), its offset
+/// in seconds east of UTC if it has one, and how many fractional digits it gave (at most 9).
+struct Written {
+    naive: NaiveDateTime,
+    offset: Option<i32>,
+    digits: u8,
+}
+
+impl Written {
+    /// The instant, naive times read in `tz`.
+    fn instant(&self, tz: &TimeZone) -> Result<Instant, Fault> {
+        let as_utc = self.naive.and_utc().timestamp();
+        let secs = match (self.offset, tz) {
+            (Some(secs), _) => as_utc - i64::from(secs),
+            (None, TimeZone::Utc) => as_utc,
+            (None, TimeZone::Fixed(zone)) => as_utc - i64::from(zone.local_minus_utc()),
+            (None, TimeZone::Named(zone)) => zone
+                .from_local_datetime(&self.naive)
+                .earliest()
+                .ok_or(Fault::Nonexistent(*zone))?
+                .timestamp(),
+        };
+        Instant {
+            secs,
+            nanos: self.naive.nanosecond(),
+            digits: self.digits,
+        }
+        .in_range()
+    }
+}
+
+/// Reads `YYYY-MM-DD(T|t| )HH:MM:SS[.f+][offset]`.
+fn parse_datetime(s: &str) -> Result<Written, Fault> {
     let b = s.as_bytes();
     if b.len() < 19
         || b[4] != b'-'
@@ -217,18 +418,19 @@ fn datetime_millis(s: &str, tz: &TimeZone) -> Result<i64, Fault> {
     let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
     let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
     let mut rest = &b[19..];
-    let mut milli = 0;
+    let (mut nanos, mut given) = (0, 0);
     if let Some(fraction) = rest.strip_prefix(b".") {
-        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
-        if !(1..=9).contains(&n) {
+        let n = leading_digits(fraction);
+        if n == 0 {
             return Err(Fault::Unrecognised);
         }
-        // The first three digits, zero-padded; later ones are truncated.
-        milli = fraction[..n]
+        // The first nine digits, zero-padded; later ones are truncated.
+        nanos = fraction[..n]
             .iter()
-            .chain(b"00")
-            .take(3)
+            .chain(b"00000000")
+            .take(9)
             .fold(0, |acc, c| acc * 10 + u32::from(c - b'0'));
+        given = n.min(9) as u8;
         rest = &fraction[n..];
     }
     let offset = match rest {
@@ -238,25 +440,14 @@ fn datetime_millis(s: &str, tz: &TimeZone) -> Result<i64, Fault> {
     };
     let naive = NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day))
         .and_then(|date| {
-            date.and_hms_milli_opt(u32::from(hour), u32::from(minute), u32::from(second), milli)
+            date.and_hms_nano_opt(u32::from(hour), u32::from(minute), u32::from(second), nanos)
         })
         .ok_or(Fault::InvalidDateTime)?;
-    let as_utc = naive.and_utc().timestamp_millis();
-    let ms = match (offset, tz) {
-        (Some(secs), _) => as_utc - i64::from(secs) * 1000,
-        (None, TimeZone::Utc) => as_utc,
-        (None, TimeZone::Fixed(zone)) => as_utc - i64::from(zone.local_minus_utc()) * 1000,
-        (None, TimeZone::Named(zone)) => zone
-            .from_local_datetime(&naive)
-            .earliest()
-            .ok_or(Fault::Nonexistent(*zone))?
-            .timestamp_millis(),
-    };
-    if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
-        Ok(ms)
-    } else {
-        Err(Fault::OutOfRange)
-    }
+    Ok(Written {
+        naive,
+        offset,
+        digits: given,
+    })
 }
 
 /// Seconds east of UTC of `±HH:MM`, `±HHMM` or `±HH` (hours up to 23), or `None`.
@@ -287,9 +478,16 @@ fn digits(b: &[u8]) -> Option<u16> {
     })
 }
 
-/// Milliseconds since the epoch of a JSON number: seconds, or milliseconds when its magnitude
-/// is at least 10^11. Exact decimal arithmetic, rounded toward the earlier instant.
-fn epoch_millis(b: &[u8]) -> Result<i64, Fault> {
+/// Epoch numbers at least this large (in magnitude) are not seconds but milliseconds.
+const MIN_EPOCH_MILLIS: i128 = 100_000_000_000;
+/// The first magnitude past the last millisecond of 9999: from here on, microseconds; a
+/// thousand times it, nanoseconds; a million times it, out of range.
+const PAST_MAX_MILLIS: i128 = 253_402_300_800_000;
+
+/// The instant of a JSON number, in epoch seconds, milliseconds, microseconds or nanoseconds
+/// by its magnitude (see the module docs). Exact decimal arithmetic, rounded toward the
+/// earlier nanosecond.
+fn epoch_instant(b: &[u8]) -> Result<Instant, Fault> {
     let (negative, b) = match b.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, b),
@@ -309,34 +507,63 @@ fn epoch_millis(b: &[u8]) -> Result<i64, Fault> {
         return Err(Fault::NotNumberOrString);
     };
     let all_digits = || int.iter().chain(frac).map(|c| c - b'0');
+    let total = int.len() + frac.len();
     let zeros = all_digits().take_while(|&d| d == 0).count();
-    if zeros == int.len() + frac.len() {
-        return Ok(0);
+    if zeros == total {
+        return Ok(Instant {
+            secs: 0,
+            nanos: 0,
+            digits: 0,
+        });
     }
     // The value is 0.d1d2d3... * 10^point with d1 != 0: 10^(point-1) <= |value| < 10^point.
     let point = int.len() as i64 - zeros as i64 + exp;
-    if point > 15 {
-        // At least 10^15 in either unit: after the year 9999.
+    if point > 21 {
+        // At least 10^21 in any unit: after the year 9999.
         return Err(Fault::OutOfRange);
     }
-    // |value| >= 10^11 means milliseconds; seconds are scaled by 10^3.
-    let ms_digits = if point >= 12 { point } else { point + 3 };
+    // |value| * 10^9, truncated: at most 30 digits.
     let mut significant = all_digits().skip(zeros);
-    let mut ms = 0i64;
-    for _ in 0..ms_digits {
-        ms = ms * 10 + i64::from(significant.next().unwrap_or(0));
+    let mut scaled = 0i128;
+    for _ in 0..(point + 9).max(0) {
+        scaled = scaled * 10 + i128::from(significant.next().unwrap_or(0));
     }
-    let inexact = significant.any(|d| d != 0);
-    let ms = if negative {
-        -ms - i64::from(inexact)
+    let mut inexact = significant.any(|d| d != 0);
+    // Decimal places of the value's exact value: up to its last non-zero digit.
+    let trailing = int
+        .iter()
+        .chain(frac)
+        .rev()
+        .take_while(|&&c| c == b'0')
+        .count();
+    let last = (total - zeros - trailing) as i64;
+    let places = (last - point).max(0);
+    let whole = scaled / 1_000_000_000;
+    let unit_digits: u32 = if whole < MIN_EPOCH_MILLIS {
+        0
+    } else if whole < PAST_MAX_MILLIS {
+        3
+    } else if whole < PAST_MAX_MILLIS * 1000 {
+        6
+    } else if whole < PAST_MAX_MILLIS * 1_000_000 {
+        9
     } else {
-        ms
+        return Err(Fault::OutOfRange);
     };
-    if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
-        Ok(ms)
+    let unit = 10i128.pow(unit_digits);
+    inexact |= scaled % unit != 0;
+    let nanos = scaled / unit;
+    let nanos = if negative {
+        -nanos - i128::from(inexact)
     } else {
-        Err(Fault::OutOfRange)
+        nanos
+    };
+    Instant {
+        secs: nanos.div_euclid(1_000_000_000) as i64,
+        nanos: nanos.rem_euclid(1_000_000_000) as u32,
+        digits: (places + i64::from(unit_digits)).min(9) as u8,
     }
+    .in_range()
 }
 
 fn leading_digits(b: &[u8]) -> usize {
@@ -382,7 +609,7 @@ mod tests {
     fn run(tz: &str, raw: &str) -> Result<String, TimestampError> {
         let mut out = b"prefix:".to_vec();
         let tz: TimeZone = tz.parse().unwrap();
-        let result = normalise(raw, &tz, &mut out);
+        let result = normalise(raw, &tz, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         match result {
             Ok(()) => Ok(text.strip_prefix("prefix:").unwrap().to_owned()),
@@ -406,15 +633,15 @@ mod tests {
             ("UTC", "-0", "1970-01-01T00:00:00.000Z"),
             ("UTC", "-1", "1969-12-31T23:59:59.000Z"),
             ("UTC", "-1.5", "1969-12-31T23:59:58.500Z"),
-            ("UTC", "-0.0001", "1969-12-31T23:59:59.999Z"),
+            ("UTC", "-0.0001", "1969-12-31T23:59:59.999900Z"),
             ("UTC", "-100000000000", "1966-10-31T14:13:20.000Z"),
             ("UTC", "1.7e9", "2023-11-14T22:13:20.000Z"),
             ("UTC", "1.7E+9", "2023-11-14T22:13:20.000Z"),
             ("UTC", "17000000001230e-1", "2023-11-14T22:13:20.123Z"),
             ("UTC", "1700000000.5", "2023-11-14T22:13:20.500Z"),
-            ("UTC", "1700000000.1239", "2023-11-14T22:13:20.123Z"),
-            ("UTC", "1700000000123.9", "2023-11-14T22:13:20.123Z"),
-            ("UTC", "0.0000000000000000000000001", "1970-01-01T00:00:00.000Z"),
+            ("UTC", "1700000000.1239", "2023-11-14T22:13:20.123900Z"),
+            ("UTC", "1700000000123.9", "2023-11-14T22:13:20.123900Z"),
+            ("UTC", "0.0000000000000000000000001", "1970-01-01T00:00:00.000000000Z"),
             ("UTC", "-62167219200", "0000-01-01T00:00:00.000Z"),
             ("UTC", "253402300799999", "9999-12-31T23:59:59.999Z"),
             ("Europe/Berlin", "1700000000", "2023-11-14T22:13:20.000Z"),
@@ -422,7 +649,8 @@ mod tests {
             ("UTC", r#""2024-02-13T14:04:10.045Z""#, "2024-02-13T14:04:10.045Z"),
             ("UTC", r#""2024-02-13T14:04:10Z""#, "2024-02-13T14:04:10.000Z"),
             ("UTC", r#""2024-02-13T16:04:10.045+02:00""#, "2024-02-13T14:04:10.045Z"),
-            ("UTC", r#""2024-02-13T14:04:10.045123456Z""#, "2024-02-13T14:04:10.045Z"),
+            ("UTC", r#""2024-02-13T14:04:10.045123456Z""#, "2024-02-13T14:04:10.045123456Z"),
+            ("UTC", r#""2024-02-13T14:04:10.0451234567Z""#, "2024-02-13T14:04:10.045123456Z"),
             ("UTC", r#""2024-02-13t14:04:10.4z""#, "2024-02-13T14:04:10.400Z"),
             ("UTC", r#""2024-02-13 14:04:10.04Z""#, "2024-02-13T14:04:10.040Z"),
             ("UTC", r#""2024-02-13T09:34:10-0430""#, "2024-02-13T14:04:10.000Z"),
@@ -431,7 +659,7 @@ mod tests {
             ("UTC", r#""2024-02-29T00:00:00-00:00""#, "2024-02-29T00:00:00.000Z"),
             ("Europe/Berlin", r#""2024-07-01T12:00:00Z""#, "2024-07-01T12:00:00.000Z"),
             ("UTC", r#""0000-01-01T00:00:00Z""#, "0000-01-01T00:00:00.000Z"),
-            ("UTC", r#""9999-12-31T23:59:59.999999Z""#, "9999-12-31T23:59:59.999Z"),
+            ("UTC", r#""9999-12-31T23:59:59.999999Z""#, "9999-12-31T23:59:59.999999Z"),
             // Naive strings, read in the configured zone.
             ("UTC", r#""2023-11-18 23:49:19""#, "2023-11-18T23:49:19.000Z"),
             ("UTC", r#""2023-11-18T23:49:19.5""#, "2023-11-18T23:49:19.500Z"),
@@ -486,8 +714,8 @@ mod tests {
             ("UTC", "0x10", TYPE),
             ("UTC", "1 2", TYPE),
             ("UTC", "1e300", RANGE),
-            ("UTC", "-1e16", RANGE),
-            ("UTC", "253402300800000", RANGE),
+            ("UTC", "-1e21", RANGE),
+            ("UTC", "253402300800000000000", RANGE),
             ("UTC", "-62167219201", RANGE),
             ("UTC", "1e999999999999999999", RANGE),
             ("UTC", r#""""#, SHAPE),
@@ -495,7 +723,6 @@ mod tests {
             ("UTC", r#""24:00""#, SHAPE),
             ("UTC", r#""1700000000""#, SHAPE),
             ("UTC", r#""2024-02-13T14:04:10.Z""#, SHAPE),
-            ("UTC", r#""2024-02-13T14:04:10.0451234567Z""#, SHAPE),
             ("UTC", r#""2024-02-13T14:04:10+2:00""#, SHAPE),
             ("UTC", r#""2024-02-13T14:04:10+24:00""#, SHAPE),
             ("UTC", r#""2024-02-13T14:04:10+02:60""#, SHAPE),
@@ -543,12 +770,15 @@ mod tests {
             assert_eq!(value.chars().count(), EXCERPT_CHARS, "{message}");
             assert!(value.ends_with('…'), "{message}");
         }
-        // Long but tiny numbers are exact: the sign decides which millisecond they fall in.
+        // Long but tiny numbers are exact: the sign decides which nanosecond they fall in.
         let tiny = format!("0.{}1", "0".repeat(10_000));
-        assert_eq!(run("UTC", &tiny).unwrap(), r#""1970-01-01T00:00:00.000Z""#);
+        assert_eq!(
+            run("UTC", &tiny).unwrap(),
+            r#""1970-01-01T00:00:00.000000000Z""#
+        );
         assert_eq!(
             run("UTC", &format!("-{tiny}")).unwrap(),
-            r#""1969-12-31T23:59:59.999Z""#
+            r#""1969-12-31T23:59:59.999999999Z""#
         );
     }
 
@@ -598,8 +828,8 @@ mod tests {
             (0, "1970-01-01T00:00:00.000Z"),
             (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
             (-1, "1969-12-31T23:59:59.999Z"),
-            (MIN_MILLIS, "0000-01-01T00:00:00.000Z"),
-            (MAX_MILLIS, "9999-12-31T23:59:59.999Z"),
+            (MIN_SECS * 1000, "0000-01-01T00:00:00.000Z"),
+            (MAX_SECS * 1000 + 999, "9999-12-31T23:59:59.999Z"),
             (i64::MIN, "0000-01-01T00:00:00.000Z"),
             (i64::MAX, "9999-12-31T23:59:59.999Z"),
         ];
@@ -623,7 +853,7 @@ mod tests {
             formatted.push(b'"');
             let text = std::str::from_utf8(&formatted).unwrap();
             normalised.clear();
-            normalise(text, &TimeZone::Utc, &mut normalised).unwrap();
+            normalise(text, &TimeZone::Utc, None, &mut normalised).unwrap();
             assert_eq!(normalised, formatted, "{ms}");
             // The same instant as epoch seconds with a fraction, and as epoch milliseconds.
             let mut epochs = vec![format!("{}.{:03}", ms / 1000, ms % 1000)];
@@ -632,9 +862,177 @@ mod tests {
             }
             for epoch in epochs {
                 normalised.clear();
-                normalise(&epoch, &TimeZone::Utc, &mut normalised).unwrap();
+                normalise(&epoch, &TimeZone::Utc, None, &mut normalised).unwrap();
                 assert_eq!(normalised, formatted, "{epoch}");
             }
         }
+    }
+
+    fn with_precision(raw: &str, tz: &str, precision: Option<TimestampPrecision>) -> String {
+        let mut out = Vec::new();
+        let tz: TimeZone = tz.parse().unwrap();
+        normalise(raw, &tz, precision, &mut out).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn precision_of_each_form_and_setting() {
+        use TimestampPrecision::{Ms, Ns, Us};
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, [&str; 4])] = &[
+            // Strings: the digits given, in groups of three, at least three; >9 truncated.
+            ("UTC", r#""2024-02-13T14:04:05Z""#, ["05.000", "05.000", "05.000000", "05.000000000"]),
+            ("UTC", r#""2024-02-13T14:04:05.5Z""#, ["05.500", "05.500", "05.500000", "05.500000000"]),
+            ("UTC", r#""2024-02-13T14:04:05.1234Z""#, ["05.123400", "05.123", "05.123400", "05.123400000"]),
+            ("UTC", r#""2024-02-13T14:04:05.123456Z""#, ["05.123456", "05.123", "05.123456", "05.123456000"]),
+            ("UTC", r#""2024-02-13T14:04:05.500000Z""#, ["05.500000", "05.500", "05.500000", "05.500000000"]),
+            ("UTC", r#""2024-02-13T14:04:05.1234567Z""#, ["05.123456700", "05.123", "05.123456", "05.123456700"]),
+            ("UTC", r#""2024-02-13T14:04:05.123456789Z""#, ["05.123456789", "05.123", "05.123456", "05.123456789"]),
+            ("UTC", r#""2024-02-13T14:04:05.123456789987Z""#, ["05.123456789", "05.123", "05.123456", "05.123456789"]),
+            ("UTC", r#""2024-02-13 14:04:05.999999""#, ["05.999999", "05.999", "05.999999", "05.999999000"]),
+            // Offsets and zones move the seconds, never the fraction.
+            ("UTC", r#""2024-02-13T16:04:05.000001+02:00""#, ["05.000001", "05.000", "05.000001", "05.000001000"]),
+            ("Europe/Berlin", r#""2024-02-13 15:04:05.123456789""#, ["05.123456789", "05.123", "05.123456", "05.123456789"]),
+            // Epoch numbers: the unit's digits plus the exact value's decimal places.
+            ("UTC", "1707833045", ["05.000", "05.000", "05.000000", "05.000000000"]),
+            ("UTC", "1707833045.5", ["05.500", "05.500", "05.500000", "05.500000000"]),
+            ("UTC", "1707833045.500", ["05.500", "05.500", "05.500000", "05.500000000"]),
+            ("UTC", "1707833045.123456", ["05.123456", "05.123", "05.123456", "05.123456000"]),
+            ("UTC", "1.7078330451234567e9", ["05.123456700", "05.123", "05.123456", "05.123456700"]),
+            ("UTC", "1707833045123", ["05.123", "05.123", "05.123000", "05.123000000"]),
+            ("UTC", "1707833045123.25", ["05.123250", "05.123", "05.123250", "05.123250000"]),
+            ("UTC", "1707833045123456", ["05.123456", "05.123", "05.123456", "05.123456000"]),
+            ("UTC", "1707833045123000", ["05.123000", "05.123", "05.123000", "05.123000000"]),
+            ("UTC", "1707833045123456789", ["05.123456789", "05.123", "05.123456", "05.123456789"]),
+            ("UTC", "1707833045123456789.9", ["05.123456789", "05.123", "05.123456", "05.123456789"]),
+        ];
+        for &(tz, raw, want) in cases {
+            for (precision, want) in [None, Some(Ms), Some(Us), Some(Ns)].into_iter().zip(want) {
+                assert_eq!(
+                    with_precision(raw, tz, precision),
+                    format!("\"2024-02-13T14:04:{want}Z\""),
+                    "{raw} in {tz} at {precision:?}"
+                );
+            }
+        }
+        // Truncation never carries into the next second (or year).
+        let last = r#""2024-12-31T23:59:59.9999999999Z""#;
+        assert_eq!(
+            with_precision(last, "UTC", Some(Ms)),
+            r#""2024-12-31T23:59:59.999Z""#
+        );
+        assert_eq!(
+            with_precision(last, "UTC", None),
+            r#""2024-12-31T23:59:59.999999999Z""#
+        );
+        // Negative epochs round toward the earlier nanosecond.
+        assert_eq!(
+            with_precision("-1.0000005", "UTC", None),
+            r#""1969-12-31T23:59:58.999999500Z""#
+        );
+        assert_eq!(
+            with_precision("-1.0000005", "UTC", Some(Ms)),
+            r#""1969-12-31T23:59:58.999Z""#
+        );
+        assert_eq!(TimestampPrecision::Us.digits(), 6);
+    }
+
+    #[test]
+    fn epoch_units_follow_the_magnitude() {
+        #[rustfmt::skip]
+        let cases = [
+            ("99999999999", "5138-11-16T09:46:39.000"),
+            ("100000000000", "1973-03-03T09:46:40.000"),
+            ("253402300799999", "9999-12-31T23:59:59.999"),
+            ("253402300800000", "1978-01-11T21:31:40.800000"),
+            ("253402300799999999", "9999-12-31T23:59:59.999999"),
+            ("253402300800000000", "1978-01-11T21:31:40.800000000"),
+            ("253402300799999999999", "9999-12-31T23:59:59.999999999"),
+            ("-1e16", "1653-02-10T06:13:20.000000"),
+            ("1.7e18", "2023-11-14T22:13:20.000000000"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(run("UTC", raw).unwrap(), format!("\"{want}Z\""), "{raw}");
+        }
+    }
+
+    fn date(tz: &str, raw: &str) -> Result<String, TimestampError> {
+        let mut out = b"prefix:".to_vec();
+        let result = normalise_date(raw, &tz.parse().unwrap(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        match result {
+            Ok(()) => Ok(text.strip_prefix("prefix:").unwrap().to_owned()),
+            Err(e) => {
+                assert_eq!(text, "prefix:", "out changed on error for {raw:?}");
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn normalises_dates() {
+        #[rustfmt::skip]
+        let cases = [
+            ("UTC", r#""2024-02-29""#, r#""2024-02-29""#),
+            ("Europe/Berlin", r#""2024-02-29""#, r#""2024-02-29""#),
+            ("UTC", r#""0000-01-01""#, r#""0000-01-01""#),
+            // Naive date-times: the date written (it is in the zone already), gaps included.
+            ("UTC", r#""2024-02-13 23:30:00""#, r#""2024-02-13""#),
+            ("Asia/Tokyo", r#""2024-02-13T23:30:00.5""#, r#""2024-02-13""#),
+            ("Europe/Berlin", r#""2024-03-31 02:30:00""#, r#""2024-03-31""#),
+            // Instants: their date in the zone.
+            ("UTC", r#""2024-02-13T23:30:00-05:00""#, r#""2024-02-14""#),
+            ("-08:00", r#""2024-02-13T23:30:00-05:00""#, r#""2024-02-13""#),
+            ("UTC", "1700000000", r#""2023-11-14""#),
+            ("Europe/Berlin", "1700000000", r#""2023-11-14""#),
+            ("Asia/Tokyo", "1700000000", r#""2023-11-15""#),
+            ("UTC", "1700000000123", r#""2023-11-14""#),
+            ("UTC", " null ", "null"),
+        ];
+        for (tz, raw, want) in cases {
+            assert_eq!(date(tz, raw).unwrap(), want, "{raw} in {tz}");
+        }
+        for (tz, raw, want) in [
+            ("UTC", r#""2023-02-29""#, "invalid date or time"),
+            ("UTC", r#""2024-2-29""#, "not a recognised timestamp"),
+            ("UTC", r#""2024/02/29""#, "not a recognised timestamp"),
+            ("UTC", r#""yesterday""#, "not a recognised timestamp"),
+            ("UTC", "true", "not a number or a string"),
+            (
+                "-01:00",
+                r#""0000-01-01T00:00:00Z""#,
+                "timestamp out of range (years 0000 to 9999)",
+            ),
+            (
+                "+01:00",
+                r#""9999-12-31T23:30:00Z""#,
+                "timestamp out of range (years 0000 to 9999)",
+            ),
+        ] {
+            let err = date(tz, raw).unwrap_err().to_string();
+            assert_eq!(err, format!("{want}: {raw}"), "{raw} in {tz}");
+        }
+    }
+
+    #[test]
+    fn formats_each_precision() {
+        let mut out = Vec::new();
+        for (digits, want) in [
+            (0, "2023-11-14T22:13:20Z"),
+            (3, "2023-11-14T22:13:20.123Z"),
+            (6, "2023-11-14T22:13:20.123456Z"),
+            (9, "2023-11-14T22:13:20.123456789Z"),
+            (12, "2023-11-14T22:13:20.123456789Z"),
+        ] {
+            out.clear();
+            format_utc(1_700_000_000, 123_456_789, digits, &mut out);
+            assert_eq!(String::from_utf8_lossy(&out), want, "{digits}");
+        }
+        out.clear();
+        format_utc(i64::MAX, 0, 9, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "9999-12-31T23:59:59.999999999Z"
+        );
     }
 }

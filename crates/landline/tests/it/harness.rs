@@ -159,7 +159,7 @@ pub(crate) fn verify(jsonl: &[u8], data: &DataConfig, report: &RunReport, full_e
             landline_mockapi::ID_BASE + i,
             "line {i} out of order"
         );
-        if i % full_every == 0 || i + 1 == data.total {
+        if i.is_multiple_of(full_every) || i + 1 == data.total {
             assert_eq!(got, expected_line(i, data, &report.ingest_ts), "record {i}");
         } else {
             let times = record_times(i, data);

@@ -4,6 +4,7 @@
 //! addresses; a test that needs a server and finds none fails, it never skips.
 
 mod api_faults;
+mod auth;
 mod checkpoints;
 mod e2e;
 mod failures;

@@ -404,14 +404,15 @@ fn with_added(entries: &[(String, Json)], config: &Config) -> Vec<(String, Json)
 
 /// `YYYY-MM-DDTHH:MM:SS.sssZ`.
 fn is_normalised(s: &str) -> bool {
+    // `YYYY-MM-DDTHH:MM:SS.` then 3, 6 or 9 fractional digits and `Z`.
     let b = s.as_bytes();
-    b.len() == 24
+    matches!(b.len(), 24 | 27 | 30)
         && b.iter().enumerate().all(|(i, &c)| match i {
             4 | 7 => c == b'-',
             10 => c == b'T',
             13 | 16 => c == b':',
             19 => c == b'.',
-            23 => c == b'Z',
+            _ if i == b.len() - 1 => c == b'Z',
             _ => c.is_ascii_digit(),
         })
 }
