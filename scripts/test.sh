@@ -216,11 +216,37 @@ iam.put_user_policy(
     PolicyDocument=json.dumps(
         {
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:*", "sts:AssumeRole", "iam:*"], "Resource": "*"}
+            ],
         }
     ),
 )
 ak, sk = key["AccessKeyId"], key["SecretAccessKey"]
+
+# A role the user may assume (the tests of role_arn + source_profile, through moto's STS).
+iam = client("iam", env["MOTO_ENDPOINT"], ak, sk)
+role_arn = iam.create_role(
+    RoleName="landline-test-role",
+    AssumeRolePolicyDocument=json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    ),
+)["Role"]["Arn"]
+iam.put_role_policy(
+    RoleName="landline-test-role",
+    PolicyName="s3-all",
+    PolicyDocument=json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+    ),
+)
 
 
 def expect_rejected(name, s3, codes):
@@ -245,7 +271,7 @@ wait_for("s3s-fs", env["S3S_PID"], s3s.list_buckets)
 expect_rejected("s3s-fs", client("s3", env["S3S_ENDPOINT"], env["S3S_AK"], "wrong"), {"SignatureDoesNotMatch"})
 s3s.create_bucket(Bucket=env["BUCKET"])
 
-print(ak, sk)
+print(ak, sk, role_arn)
 EOF
 }
 
@@ -266,12 +292,13 @@ for attempt in 1 2 3; do
     done
     die "S3 test servers failed to start"
 done
-read -r MOTO_ACCESS_KEY_ID MOTO_SECRET_ACCESS_KEY <<<"$keys"
+read -r MOTO_ACCESS_KEY_ID MOTO_SECRET_ACCESS_KEY MOTO_ROLE_ARN <<<"$keys"
 log "servers ready in $((SECONDS - start)) s (moto enforces SigV4 with key $MOTO_ACCESS_KEY_ID)"
 
 export LANDLINE_TEST_MOTO_ENDPOINT=$MOTO_ENDPOINT
 export LANDLINE_TEST_MOTO_ACCESS_KEY_ID=$MOTO_ACCESS_KEY_ID
 export LANDLINE_TEST_MOTO_SECRET_ACCESS_KEY=$MOTO_SECRET_ACCESS_KEY
+export LANDLINE_TEST_MOTO_ROLE_ARN=$MOTO_ROLE_ARN
 export LANDLINE_TEST_S3S_ENDPOINT=$S3S_ENDPOINT
 export LANDLINE_TEST_S3S_ACCESS_KEY_ID=$S3S_ACCESS_KEY_ID
 export LANDLINE_TEST_S3S_SECRET_ACCESS_KEY=$S3S_SECRET_ACCESS_KEY

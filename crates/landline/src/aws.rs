@@ -43,6 +43,39 @@ use aws_types::os_shim_internal::{Env, Fs};
 use aws_types::region::Region;
 use object_store::aws::AwsCredential;
 
+/// The environment variables the AWS CLI's credential chain reads: what a SigV4-signed source
+/// ([`crate::source::Auth::AwsSigV4`]) takes from the environment its pipeline was validated
+/// with. (An S3 destination's chain reads every variable of the store's environment.)
+pub const CHAIN_ENV_VARS: &[&str] = &[
+    "HOME",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_ENDPOINT_URL_SSO_OIDC",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+];
+
 /// How long before its expiry a credential is refreshed (at most; see [`refresh_time`]).
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 
@@ -128,16 +161,31 @@ impl std::fmt::Debug for AwsCredentials {
 
 impl AwsCredentials {
     /// The default chain for `profile` (else `AWS_PROFILE` of `env`, else `default`), reading
-    /// its variables from `env` only. Nothing is read or fetched until
+    /// its variables from `env` only. A profile named here wins over keys in `env`, as the
+    /// AWS CLI's `--profile` does; `AWS_PROFILE` does not (the environment's keys come first
+    /// in the chain). Nothing is read or fetched until
     /// [`AwsCredentials::credentials`] is first called.
     pub fn new(
         profile: Option<&str>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> AwsCredentials {
+        let profile = profile.filter(|p| !p.is_empty()).map(str::to_owned);
+        let mut env: HashMap<String, String> = env.into_iter().collect();
+        if profile.is_some() {
+            // As the AWS CLI's --profile: a profile named explicitly wins over keys in the
+            // environment (AWS_PROFILE does not).
+            for name in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+            ] {
+                env.remove(name);
+            }
+        }
         AwsCredentials {
             inner: Arc::new(Inner {
-                profile: profile.filter(|p| !p.is_empty()).map(str::to_owned),
-                env: env.into_iter().collect(),
+                profile,
+                env,
                 region: None,
                 ca_pem: None,
                 chain: tokio::sync::OnceCell::new(),

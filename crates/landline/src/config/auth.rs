@@ -26,6 +26,25 @@ pub enum AuthSection {
     Oauth2ClientCredentials(OAuth2Section),
     /// OAuth2 with a refresh token (RFC 6749 §6).
     Oauth2RefreshToken(OAuth2Section),
+    /// AWS Signature Version 4 (API Gateway with IAM auth, Lambda function URLs, …).
+    #[serde(rename = "aws_sigv4")]
+    AwsSigv4(AwsSigV4Section),
+}
+
+/// `type = "aws_sigv4"`: requests signed with the AWS CLI's credentials (see [`crate::aws`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSigV4Section {
+    /// The service of the signature's scope: `execute-api` (API Gateway, the default),
+    /// `lambda` (function URLs), `es` (OpenSearch)…
+    pub service: Option<String>,
+    /// The region of the signature's scope; by default `AWS_REGION`, `AWS_DEFAULT_REGION`,
+    /// else the profile's `region`.
+    pub region: Option<String>,
+    /// The AWS profile whose credentials sign (as the AWS CLI's `--profile`); by default
+    /// `AWS_PROFILE`, else the environment's keys, else the `default` profile and the rest of
+    /// the chain.
+    pub profile: Option<String>,
 }
 
 /// `type = "bearer"`.
@@ -168,6 +187,7 @@ impl AuthSection {
                 let grant = Grant::RefreshToken(secret("refresh_token", token)?);
                 Auth::OAuth2(o.validate(check, grant)?)
             }
+            AuthSection::AwsSigv4(a) => a.validate(check)?,
         })
     }
 }
@@ -232,6 +252,66 @@ impl OAuth2Section {
             scopes: self.scopes.clone(),
             extra,
             refresh_before,
+        })
+    }
+}
+
+impl AwsSigV4Section {
+    fn validate(&self, check: &Checker<'_>) -> Result<Auth, ConfigError> {
+        let key = |name: &str| format!("source.auth.{name}");
+        let word = |name: &str, value: &str| -> Result<String, ConfigError> {
+            let value = check.expand(&key(name), value)?;
+            let plain = !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if plain {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    key(name),
+                    format!("{value:?} is not a {name} name"),
+                ))
+            }
+        };
+        let service = word("service", self.service.as_deref().unwrap_or("execute-api"))?;
+        let profile = self
+            .profile
+            .as_deref()
+            .map(|p| word("profile", p))
+            .transpose()?;
+        // The variables the AWS CLI's chain reads, from the environment validation reads.
+        let env: Vec<(String, String)> = crate::aws::CHAIN_ENV_VARS
+            .iter()
+            .filter_map(|name| check.env_var(name).map(|v| ((*name).to_owned(), v)))
+            .collect();
+        let region = match &self.region {
+            Some(region) => word("region", region)?,
+            None => {
+                let from_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                    .iter()
+                    .find_map(|name| env.iter().find(|(n, v)| n == name && !v.is_empty()))
+                    .map(|(_, v)| v.clone());
+                let from_profile = || {
+                    crate::aws::profile_region(profile.as_deref(), &env)
+                        .map_err(|e| invalid(key("profile"), e))
+                };
+                match from_env {
+                    Some(region) => region,
+                    None => from_profile()?.ok_or_else(|| {
+                        invalid(
+                            key("region"),
+                            "required: AWS_REGION, AWS_DEFAULT_REGION and the profile name none",
+                        )
+                    })?,
+                }
+            }
+        };
+        Ok(Auth::AwsSigV4 {
+            credentials: crate::aws::AwsCredentials::new(profile.as_deref(), env)
+                .with_region(region.clone()),
+            region,
+            service,
         })
     }
 }

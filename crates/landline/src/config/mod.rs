@@ -23,7 +23,9 @@ mod sink;
 mod source;
 mod transform;
 
-pub use auth::{ApiKeySection, AuthSection, BasicSection, BearerSection, OAuth2Section};
+pub use auth::{
+    ApiKeySection, AuthSection, AwsSigV4Section, BasicSection, BearerSection, OAuth2Section,
+};
 pub use sink::{
     MAX_COMPRESSION_LEVEL, MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec,
 };
@@ -323,6 +325,11 @@ impl<'a> Checker<'a> {
                 vars: vars.clone(),
             },
         }
+    }
+
+    /// The value of environment variable `name`, if it is set.
+    pub(crate) fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
     }
 
     /// `text` with its `${VAR}` references expanded.

@@ -6,7 +6,9 @@
 //! (RFC 6749) fetches an access token before the first page, shares it between the pages in
 //! flight, fetches the next one `refresh_before` ahead of its expiry, and once more when the
 //! API answers 401 with it; a refresh token the server rotates is kept for the rest of the
-//! run (in memory only: never in a log, an error, a checkpoint or a manifest).
+//! run (in memory only: never in a log, an error, a checkpoint or a manifest). `aws_sigv4`
+//! signs each request (each attempt, so a retry has a fresh `X-Amz-Date`) with credentials
+//! from [`crate::aws::AwsCredentials`].
 //!
 //! Every secret is a [`Secret`] (its `Debug` masks it) and every header carrying one is marked
 //! sensitive; the token endpoint's errors are reported with its `error` and
@@ -63,6 +65,16 @@ pub enum Auth {
     },
     /// An OAuth2 access token, fetched and refreshed at a token endpoint.
     OAuth2(OAuth2),
+    /// AWS Signature Version 4 in header form, with credentials from the AWS CLI's chain
+    /// (cached, refreshed before they expire).
+    AwsSigV4 {
+        /// The credentials that sign.
+        credentials: crate::aws::AwsCredentials,
+        /// The region of the signature's scope.
+        region: String,
+        /// The service of the signature's scope (`execute-api`).
+        service: String,
+    },
 }
 
 /// OAuth2 settings (RFC 6749).
@@ -135,6 +147,9 @@ pub enum AuthError {
         /// What went wrong.
         cause: String,
     },
+    /// AWS credentials could not be had, or the request could not be signed.
+    #[error("AWS SigV4: {0}")]
+    Aws(#[from] crate::aws::AwsError),
     /// The token endpoint's answer is not a usable token.
     #[error("OAuth2 token endpoint {url}: {reason}")]
     BadToken {
@@ -271,6 +286,25 @@ impl Authenticator {
             ),
             Auth::ApiKeyHeader { name, key } => {
                 (sensitive(request, name.clone(), key.expose()), None)
+            }
+            Auth::AwsSigV4 {
+                credentials,
+                region,
+                service,
+            } => {
+                let credentials = credentials.credentials().await?;
+                let (client, built) = request.build_split();
+                let mut built = built.map_err(|e| {
+                    crate::aws::AwsError::Sign(crate::errors::one_line(&e.without_url()))
+                })?;
+                crate::aws::sign(
+                    &mut built,
+                    &credentials,
+                    region,
+                    service,
+                    std::time::SystemTime::now(),
+                )?;
+                (RequestBuilder::from_parts(client, built), None)
             }
             Auth::OAuth2(oauth) => {
                 let Some(cache) = &self.tokens else {

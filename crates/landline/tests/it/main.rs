@@ -5,6 +5,7 @@
 
 mod api_faults;
 mod auth;
+mod aws_credentials;
 mod checkpoints;
 mod e2e;
 mod failures;
