@@ -4,7 +4,9 @@
 
 use landline::pointer::JsonPointer;
 use landline::source::page::{PageError, scan_page};
-use landline::transform::{OnInvalidTimestamp, RecordWriter, TimeZone, Transform};
+use landline::transform::{
+    OnInvalidTimestamp, RecordWriter, TimeZone, TimestampPrecision, Transform, TransformRules,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -525,5 +527,177 @@ proptest! {
         let (out, result) = land(body.as_bytes(), "/v", None, &Transform::identity());
         prop_assert_eq!(result.expect("accepted"), 1);
         prop_assert_eq!(out, format!("{{\"n\":{number},\"a\":[{number}]}}\n"));
+    }
+}
+
+/// What a rule of [`rule_sets_change_exactly_their_fields`] does to its field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Act {
+    Keep,
+    Drop,
+    Rename,
+    Add,
+    Timestamp,
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        Just(Act::Keep),
+        Just(Act::Drop),
+        Just(Act::Rename),
+        Just(Act::Add),
+        Just(Act::Timestamp),
+    ]
+}
+
+/// The fields the rules name: path, then the new name a rename gives, as the rule writes
+/// it and as the key it becomes. Upper case: the generated records' own keys never clash.
+const RULE_FIELDS: [(&str, &str, &str); 4] = [
+    ("A1", "A1r", "A1r"),
+    ("B1", "/B1r", "B1r"),
+    ("/M1/X1", "/M1/X1r", "X1r"),
+    ("/M1/Y1", "Y1r", "Y1r"),
+];
+
+/// A timestamp's text, its instant (seconds, nanoseconds) and its fractional digits.
+type Stamp = (String, i64, u32, usize);
+
+/// A timestamp string with `digits` fractional digits, and its instant.
+fn stamp() -> impl Strategy<Value = Stamp> {
+    (0i64..4_102_444_800, 0u32..1_000_000_000, 0usize..=9).prop_map(|(secs, nanos, digits)| {
+        let kept = nanos / 10u32.pow(9 - digits as u32) * 10u32.pow(9 - digits as u32);
+        let time = chrono::DateTime::from_timestamp(secs, kept).expect("in range");
+        let fraction = format!("{kept:09}");
+        let text = if digits == 0 {
+            time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else {
+            format!(
+                "{}.{}Z",
+                time.format("%Y-%m-%dT%H:%M:%S"),
+                &fraction[..digits]
+            )
+        };
+        (text, secs, kept, digits)
+    })
+}
+
+/// The record with `rules` applied, as the field rules say (landline's `transform::fields`).
+fn apply_rules(
+    mut record: Map<String, Value>,
+    rules: &[(Act, Option<Stamp>)],
+    precision: Option<usize>,
+) -> Value {
+    for ((path, _, new_key), (act, stamp)) in RULE_FIELDS.iter().zip(rules) {
+        let (parent, key) = match path.strip_prefix("/M1/") {
+            Some(key) => {
+                if *act == Act::Add && !record.contains_key("M1") {
+                    record.insert("M1".into(), Value::Object(Map::new()));
+                }
+                match record.get_mut("M1") {
+                    Some(Value::Object(m1)) => (m1, key),
+                    _ => continue,
+                }
+            }
+            None => (&mut record, *path),
+        };
+        match act {
+            Act::Keep => {}
+            Act::Drop => {
+                parent.remove(key);
+            }
+            Act::Rename => {
+                if let Some(value) = parent.remove(key) {
+                    parent.insert((*new_key).to_owned(), value);
+                }
+            }
+            Act::Add => {
+                parent.insert(key.to_owned(), Value::from("added"));
+            }
+            Act::Timestamp => {
+                if let (Some(slot), Some((_, secs, nanos, digits))) = (parent.get_mut(key), stamp) {
+                    let digits = precision.unwrap_or(((*digits).max(3)).div_ceil(3) * 3);
+                    let time = chrono::DateTime::from_timestamp(*secs, *nanos).expect("in range");
+                    let fraction = format!("{nanos:09}");
+                    *slot = Value::from(format!(
+                        "{}.{}Z",
+                        time.format("%Y-%m-%dT%H:%M:%S"),
+                        &fraction[..digits]
+                    ));
+                }
+            }
+        }
+    }
+    Value::Object(record)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any record and any set of field rules (drop, rename, add, timestamps, at top-level keys
+    /// and at pointers into a nested object that may be missing or not an object), with any
+    /// timestamp precision: the line reads back as the record with exactly those changes.
+    #[test]
+    fn rule_sets_change_exactly_their_fields(
+        base in record(),
+        acts in prop::collection::vec(act(), 4),
+        values in prop::collection::vec((value(), any::<bool>(), stamp()), 4),
+        m1 in prop_oneof![Just(0u8), Just(1), Just(2)],
+        precision in prop_oneof![Just(None), Just(Some(3usize)), Just(Some(6)), Just(Some(9))],
+        pretty in any::<bool>(),
+    ) {
+        let mut record = base;
+        // M1: absent (0), an object (1), or not an object (2).
+        match m1 {
+            1 => { record.insert("M1".into(), Value::Object(Map::new())); }
+            2 => { record.insert("M1".into(), Value::from(5)); }
+            _ => {}
+        }
+        let mut rules = Vec::new();
+        for (((path, _, _), act), (value, present, stamp)) in
+            RULE_FIELDS.iter().zip(&acts).zip(values)
+        {
+            let given = if *act == Act::Timestamp { Value::from(stamp.0.clone()) } else { value };
+            if present {
+                match path.strip_prefix("/M1/") {
+                    Some(key) => {
+                        if let Some(Value::Object(m)) = record.get_mut("M1") {
+                            m.insert(key.to_owned(), given);
+                        }
+                    }
+                    None => { record.insert((*path).to_owned(), given); }
+                }
+            }
+            rules.push((*act, (*act == Act::Timestamp).then_some(stamp)));
+        }
+        let pick = |wanted: Act| -> Vec<String> {
+            RULE_FIELDS.iter().zip(&acts)
+                .filter(|(_, a)| **a == wanted)
+                .map(|((p, _, _), _)| (*p).to_owned())
+                .collect()
+        };
+        let t = Transform::from_rules(TransformRules {
+            add: pick(Act::Add).into_iter().map(|p| (p, "\"added\"".to_owned())).collect(),
+            timestamps: pick(Act::Timestamp),
+            drop: pick(Act::Drop),
+            rename: RULE_FIELDS.iter().zip(&acts)
+                .filter(|(_, a)| **a == Act::Rename)
+                .map(|((p, n, _), _)| ((*p).to_owned(), (*n).to_owned()))
+                .collect(),
+            timestamp_precision: precision.map(|d| match d {
+                3 => TimestampPrecision::Ms,
+                6 => TimestampPrecision::Us,
+                _ => TimestampPrecision::Ns,
+            }),
+            ..TransformRules::default()
+        }).expect("a valid rule set");
+        let (body, ptr, next) = page(Shape::Token, &[Value::Object(record)], pretty);
+        let (out, result) = land(&body, ptr, next, &t);
+        prop_assert_eq!(result.expect("accepted"), 1);
+        let lines = lines_of(&out, 1);
+        let Value::Object(read) = records_in(&body, ptr).remove(0) else {
+            unreachable!("an object")
+        };
+        let written: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        prop_assert_eq!(written, apply_rules(read, &rules, precision));
     }
 }
