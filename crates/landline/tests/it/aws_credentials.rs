@@ -318,3 +318,66 @@ async fn without_any_credentials_the_error_lists_the_places_tried() {
         assert!(text.contains(part), "{part:?} not in {text}");
     }
 }
+
+/// Serves the ECS/EKS container credentials endpoint on loopback: every request gets the
+/// credentials as JSON (session credentials expiring in an hour); returns its URL and the
+/// count of requests.
+async fn container_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/v2/credentials/test",
+        listener.local_addr().expect("addr")
+    );
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&served);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = vec![0u8; 8192];
+            let _ = socket.read(&mut request).await;
+            count.fetch_add(1, Ordering::Relaxed);
+            let expiration =
+                (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+            let body = format!(
+                "{{\"AccessKeyId\":\"{SIGV4_KEY_ID}\",\"SecretAccessKey\":\"{SIGV4_SECRET}\",\
+                 \"Token\":\"session-from-container\",\"Expiration\":\"{expiration}\"}}"
+            );
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, served)
+}
+
+/// No keys and no profile: the chain reaches the container endpoint (served on loopback), and
+/// its session credentials sign every request, fetched once for the run.
+#[tokio::test]
+async fn container_credentials_sign_a_sigv4_source() {
+    let server = mock(data(RECORDS), |c| {
+        c.auth = sigv4_api(Some("session-from-container"))
+    })
+    .await;
+    let (endpoint, served) = container_endpoint().await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(home.path());
+    env.push(("AWS_CONTAINER_CREDENTIALS_FULL_URI".into(), endpoint));
+    env.push(("AWS_REGION".into(), REGION.into()));
+    let out = tempfile::tempdir().expect("tempdir");
+    let pipeline = sigv4_pipeline(&server, "type = \"aws_sigv4\"\n", out.path(), &env)
+        .expect("a valid pipeline");
+    let report = run(&pipeline, Vec::new()).await.expect("the run lands");
+    verify(&landed(out.path()), &data(RECORDS), &report, 7);
+    assert_eq!(server.stats().unauthorized, 0);
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "fetched once, then cached"
+    );
+}
