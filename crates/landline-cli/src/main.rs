@@ -143,6 +143,11 @@ enum Command {
         #[arg(long, value_name = "PATH.svg", value_parser = parse_svg_path)]
         memory_plot: Option<PathBuf>,
     },
+    /// Inspect or change an incremental pipeline's cursor (`[source.incremental]`).
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Abort the incomplete multipart uploads under an S3 prefix that a killed run left behind.
     ///
     /// A run that fails or is interrupted aborts its own upload; one killed outright (SIGKILL,
@@ -182,6 +187,39 @@ enum Command {
         /// Print what was found as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateAction {
+    /// Print the stored cursor (the next run asks from it) and the lock, if a run holds one.
+    Show {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// A value of one of the pipeline's `[vars]`; repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the cursor: the next run asks for the records from VALUE on.
+    Set {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// The cursor: a timestamp, a number or text, of the kind `start` has.
+        value: String,
+        /// A value of one of the pipeline's `[vars]`; repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Forget the cursor: the next run asks from `start` again.
+    Reset {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// A value of one of the pipeline's `[vars]`; repeat for several.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
     },
 }
 
@@ -404,6 +442,7 @@ async fn dispatch(command: Command, show_progress: bool) -> anyhow::Result<()> {
             older_than,
             dry_run,
         } => cleanup(&location, older_than, dry_run).await,
+        Command::State { action } => state(action).await,
         Command::Verify {
             url,
             manifest,
@@ -464,6 +503,106 @@ async fn plan(
 
 /// `landline cleanup`: lists the incomplete uploads older than `older_than`, aborts them
 /// unless `dry_run`, and fails if any abort failed.
+/// `landline state show|set|reset`.
+async fn state(action: StateAction) -> anyhow::Result<()> {
+    use landline::incremental::{self, IncrementalState, STATE_FORMAT};
+    let (file, vars) = match &action {
+        StateAction::Show { pipeline, vars, .. }
+        | StateAction::Set { pipeline, vars, .. }
+        | StateAction::Reset { pipeline, vars } => (pipeline, vars),
+    };
+    let loaded = Pipeline::load(file)?;
+    let Some(spec) = loaded.source.as_ref().and_then(|s| s.incremental.clone()) else {
+        return Err(RunError::Config(landline::config::ConfigError::Invalid {
+            key: "source.incremental".into(),
+            message: "this pipeline is not incremental: it has no cursor".into(),
+        })
+        .into());
+    };
+    let vars: BTreeMap<String, String> = vars.iter().cloned().collect();
+    let (at, lock_at) = landline::pipeline::incremental_locations(&loaded, &vars)?;
+    let store = &loaded.sink.store;
+    let env = || std::env::vars().collect::<Vec<_>>();
+    let lock = incremental::read_lock(&lock_at, store, env()).await?;
+    let held = lock.filter(|l| l.expires_at > chrono::Utc::now());
+    match action {
+        StateAction::Show { json, .. } => {
+            let stored = incremental::read_state(&at, store, env()).await?;
+            if json {
+                let shown = serde_json::json!({
+                    "state": at,
+                    "stored": stored,
+                    "start": spec.start,
+                    "lock": held,
+                });
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+                return Ok(());
+            }
+            match &stored {
+                Some(s) => {
+                    println!("cursor   {} ({:?}, field {})", s.cursor, s.kind, s.field);
+                    println!("set      {} by {}", s.updated_at.to_rfc3339(), s.set_by);
+                    if let Some(run) = &s.run {
+                        println!(
+                            "run      {} ({} records, asked from {})",
+                            run.ingest_date, run.records, run.since
+                        );
+                    }
+                }
+                None => println!(
+                    "cursor   none: the next run asks from start = {}",
+                    spec.start
+                ),
+            }
+            println!("state    {at}");
+            if let Some(lock) = held {
+                println!(
+                    "lock     held by {} since {} (expires {})",
+                    lock.owner, lock.acquired_at, lock.expires_at
+                );
+            }
+            Ok(())
+        }
+        StateAction::Set { .. } | StateAction::Reset { .. } if held.is_some() => {
+            anyhow::bail!(
+                "a run of this pipeline holds the lock {lock_at}: change the cursor when it has ended"
+            )
+        }
+        StateAction::Set { value, .. } => {
+            let cursor = spec
+                .parse_cursor(&value)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let state = IncrementalState {
+                format: STATE_FORMAT.to_owned(),
+                pipeline: loaded.name.clone(),
+                field: spec.field.clone(),
+                kind: spec.kind,
+                cursor,
+                updated_at: chrono::Utc::now(),
+                set_by: "landline state set".into(),
+                run: None,
+            };
+            incremental::write_state(&at, &state, store, env()).await?;
+            println!("cursor {} set at {at}", state.cursor);
+            Ok(())
+        }
+        StateAction::Reset { .. } => {
+            if incremental::delete_state(&at, store, env()).await? {
+                println!(
+                    "cursor deleted at {at}: the next run asks from start = {}",
+                    spec.start
+                );
+            } else {
+                println!(
+                    "no cursor at {at}: the next run asks from start = {}",
+                    spec.start
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn cleanup(location: &str, older_than: Duration, dry_run: bool) -> anyhow::Result<()> {
     let uploads = IncompleteUploads::open(location, &StoreOptions::default(), std::env::vars())?;
     let now = chrono::Utc::now();

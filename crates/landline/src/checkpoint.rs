@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::compress::{MemberState, PartEnd};
+use crate::incremental::{IncrementalMark, IncrementalRun};
 use crate::sink::{Destination, SinkError, UploadState};
 use crate::source::paginate::PagingState;
 use crate::transform::FieldInventory;
@@ -79,6 +80,13 @@ pub struct Checkpoint {
     /// manifest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldInventory>,
+    /// An incremental run's query (`[source.incremental]`): the same in every process of
+    /// the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalRun>,
+    /// An incremental run's high-water mark up to that page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_water: Option<IncrementalMark>,
     /// When this checkpoint was written.
     pub written_at: chrono::DateTime<chrono::Utc>,
 }
@@ -147,6 +155,7 @@ pub struct Ledger {
 struct Entry {
     counters: Option<Counters>,
     fields: Option<FieldInventory>,
+    high_water: Option<IncrementalMark>,
     position: Option<SourcePosition>,
     url_hash: Option<u64>,
 }
@@ -160,6 +169,11 @@ impl Ledger {
     /// Records the fields counted up to `page` (given before its counters).
     pub fn fields(&self, page: u64, fields: FieldInventory) {
         self.update(page, |e| e.fields = Some(fields));
+    }
+
+    /// Records the incremental high-water mark up to `page` (given before its counters).
+    pub fn high_water(&self, page: u64, mark: IncrementalMark) {
+        self.update(page, |e| e.high_water = Some(mark));
     }
 
     /// Starts from a resumed run's loop-guard hashes.
@@ -194,7 +208,7 @@ impl Ledger {
     }
 
     /// Waits for both halves of `page`'s state, then forgets it and every page before it.
-    pub async fn take(&self, page: u64) -> (Counters, SourcePosition, Option<FieldInventory>) {
+    pub async fn take(&self, page: u64) -> PageState {
         loop {
             let changed = self.changed.notified();
             if let Some(whole) = self.try_take(page) {
@@ -204,13 +218,14 @@ impl Ledger {
         }
     }
 
-    fn try_take(&self, page: u64) -> Option<(Counters, SourcePosition, Option<FieldInventory>)> {
+    fn try_take(&self, page: u64) -> Option<PageState> {
         let mut pages = self.pages.lock().ok()?;
         let entry = pages.get_mut(&page)?;
         let (Some(counters), Some(mut position)) = (entry.counters, entry.position.clone()) else {
             return None;
         };
         let fields = entry.fields.take();
+        let high_water = entry.high_water.take();
         let rest = pages.split_off(&(page + 1));
         let taken = std::mem::replace(&mut *pages, rest);
         if let SourcePosition::Http(paging) = &mut position {
@@ -220,8 +235,26 @@ impl Ledger {
             seen.dedup();
             paging.seen = seen.clone();
         }
-        Some((counters, position, fields))
+        Some(PageState {
+            counters,
+            position,
+            fields,
+            high_water,
+        })
     }
+}
+
+/// The state after a page, as the ledger hands it to a checkpoint.
+#[derive(Debug)]
+pub struct PageState {
+    /// The counters after the page.
+    pub counters: Counters,
+    /// The source's position after it.
+    pub position: SourcePosition,
+    /// The fields counted up to it, if they are counted.
+    pub fields: Option<FieldInventory>,
+    /// The incremental high-water mark up to it, if the source is incremental.
+    pub high_water: Option<IncrementalMark>,
 }
 
 /// The run-constant part of a checkpoint, and where checkpoints go.
@@ -384,13 +417,19 @@ impl Checkpoints {
         upload: UploadState,
         end: &PartEnd,
     ) -> Result<Counters, SinkError> {
-        let (counters, position, fields) = self.ledger.take(end.mark).await;
+        let PageState {
+            counters,
+            position,
+            fields,
+            high_water,
+        } = self.ledger.take(end.mark).await;
         let checkpoint = Checkpoint {
             upload,
             member: end.member.clone(),
             position,
             counters,
             fields,
+            high_water,
             written_at: chrono::Utc::now(),
             ..self.template.clone()
         };
@@ -608,14 +647,22 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         ledger.paging(2, paging(2), 7);
-        let (counters, state, _) = waiter.await.unwrap();
+        let PageState {
+            counters,
+            position: state,
+            ..
+        } = waiter.await.unwrap();
         let state = state.paging().unwrap();
         assert_eq!((counters.records, state.pages), (20, 2));
         assert_eq!(state.seen, [7, 11]);
         // Pages 1 and 2 are forgotten; 3 is kept.
         assert!(ledger.try_take(1).is_none());
         ledger.paging(3, paging(3), 5);
-        let (counters, state, _) = ledger.try_take(3).unwrap();
+        let PageState {
+            counters,
+            position: state,
+            ..
+        } = ledger.try_take(3).unwrap();
         let state = state.paging().unwrap();
         assert_eq!((counters.records, &state.seen), (30, &vec![5, 7, 11]));
     }
@@ -630,7 +677,9 @@ mod tests {
             ..Counters::default()
         });
         ledger.position(1, serde_json::json!({"next_id": 42}));
-        let (counters, position, _) = ledger.try_take(1).unwrap();
+        let PageState {
+            counters, position, ..
+        } = ledger.try_take(1).unwrap();
         assert_eq!(counters.records, 5);
         assert_eq!(
             serde_json::to_string(&position).unwrap(),

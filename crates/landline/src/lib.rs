@@ -78,6 +78,7 @@ pub mod config;
 pub mod drift;
 pub mod encode;
 mod errors;
+pub mod incremental;
 pub mod manifest;
 mod pages;
 pub mod pipeline;

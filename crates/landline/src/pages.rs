@@ -40,6 +40,7 @@ use url::Url;
 use crate::checkpoint::{Counters, Ledger};
 use crate::compress::CompressError;
 use crate::encode::{LineEncoder, LineOutput};
+use crate::incremental::HighWater;
 use crate::pipeline::RunError;
 use crate::report::Progress;
 use crate::source::decode::{self, BodyEnd, BodyReader, Encoding};
@@ -124,12 +125,18 @@ pub(crate) struct Processed {
     pub(crate) largest_record: u64,
     /// The records' fields, when they are counted (for the manifest).
     pub(crate) fields: Option<FieldInventory>,
+    /// The incremental cursor field's highest value, when the source is incremental.
+    pub(crate) high_water: Option<HighWater>,
 }
 
 impl Processed {
     /// Where a run starts: after `counters`, with the fields counted so far (`None`: the
     /// fields are not counted).
-    pub(crate) fn after(c: Counters, fields: Option<FieldInventory>) -> Self {
+    pub(crate) fn after(
+        c: Counters,
+        fields: Option<FieldInventory>,
+        high_water: Option<HighWater>,
+    ) -> Self {
         Processed {
             records: c.records,
             pages: c.pages,
@@ -137,6 +144,7 @@ impl Processed {
             largest_page: c.largest_page,
             largest_record: c.largest_record,
             fields,
+            high_water,
         }
     }
 
@@ -144,6 +152,9 @@ impl Processed {
     fn record_in(&self, ledger: &Ledger, page: u64) {
         if let Some(fields) = &self.fields {
             ledger.fields(page, fields.snapshot());
+        }
+        if let Some(high_water) = &self.high_water {
+            ledger.high_water(page, high_water.mark());
         }
         ledger.counters(Counters {
             page,
@@ -176,8 +187,10 @@ pub(crate) fn write_pages(
 ) -> Result<(LineEncoder, Processed), RunError> {
     let mut done = before;
     let mut fields = done.fields.take();
-    let mut writer =
-        RecordWriter::new(&w.transform, &mut w.encoder).with_inventory(fields.as_mut());
+    let mut high_water = done.high_water.take();
+    let mut writer = RecordWriter::new(&w.transform, &mut w.encoder)
+        .with_inventory(fields.as_mut())
+        .with_high_water(high_water.as_mut());
     while let Some((number, mut page)) = pages.blocking_recv() {
         for (index, record) in page.records().enumerate() {
             write_record(&mut writer, index as u64, record).map_err(|source| match source {
@@ -199,6 +212,9 @@ pub(crate) fn write_pages(
             if let Some(fields) = writer.inventory() {
                 ledger.fields(number, fields.snapshot());
             }
+            if let Some(high_water) = writer.high_water() {
+                ledger.high_water(number, high_water.mark());
+            }
             done.record_in(ledger, number);
         }
         let out = writer.output();
@@ -210,6 +226,7 @@ pub(crate) fn write_pages(
     }
     drop(writer);
     done.fields = fields;
+    done.high_water = high_water;
     Ok((w.encoder, done))
 }
 
@@ -284,8 +301,9 @@ fn page<O: PageOutput>(
                 link_next: link_next.clone(),
             });
         }
-        let mut writer =
-            RecordWriter::new(&p.transform, &mut p.encoder).with_inventory(done.fields.as_mut());
+        let mut writer = RecordWriter::new(&p.transform, &mut p.encoder)
+            .with_inventory(done.fields.as_mut())
+            .with_high_water(done.high_water.as_mut());
         let read = attempt(
             &mut feed,
             encoding,

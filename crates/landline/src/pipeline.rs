@@ -34,6 +34,9 @@ use crate::checkpoint::{
 use crate::compress::{CompressError, CompressorConfig, MemberState};
 use crate::config::{ConfigError, Pipeline};
 use crate::encode::LineEncoder;
+use crate::incremental::{
+    self, HighWater, IncrementalError, IncrementalReport, IncrementalRun, IncrementalSpec, RunLock,
+};
 use crate::manifest;
 use crate::pages::{self, Processed, Processor};
 use crate::report::{
@@ -127,6 +130,9 @@ pub enum RunError {
         /// How the abort failed.
         abort: SinkError,
     },
+    /// Incremental state could not be read or written, or another run holds the lock.
+    #[error(transparent)]
+    Incremental(#[from] IncrementalError),
     /// A thread of the run could not be started or died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -146,8 +152,32 @@ pub async fn run(
             message: "this pipeline has no [source]: a library source runs it (landline::pipeline::run_source)".into(),
         }));
     };
-    let prepared = prepare(pipeline, options)?;
-    let source = HttpSource::new(spec.config(&prepared.vars)?)?;
+    let mut prepared = prepare(pipeline, options, true).await?;
+    let incremental = prepared.incremental.take();
+    let ran = run_http(pipeline, spec, prepared, incremental.as_ref(), cancel).await;
+    match incremental {
+        Some(incremental) => incremental.end(pipeline, ran).await,
+        None => ran,
+    }
+}
+
+/// [`run`] once its values are known and, for an incremental source, its lock taken.
+async fn run_http(
+    pipeline: &Pipeline,
+    spec: &crate::config::SourceSpec,
+    mut prepared: Prepared,
+    incremental: Option<&Incremental>,
+    cancel: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
+    let mut config = spec.config(&prepared.vars)?;
+    if let Some(incremental) = incremental {
+        config
+            .url
+            .query_pairs_mut()
+            .append_pair(&incremental.spec.param, &incremental.run.since);
+        prepared.report_incremental = Some(incremental.report_template());
+    }
+    let source = HttpSource::new(config)?;
     let resume = prepared.resume.as_ref();
     let (mut paginator, before) = match resume {
         Some(cp) => {
@@ -188,11 +218,13 @@ pub async fn run(
         events: events_tx,
         ledger: ledger.clone(),
     };
-    let (feeds_tx, processed) =
-        match spawn_processor(processor, before_run(pipeline, resume, before)) {
-            Ok(spawned) => spawned,
-            Err(e) => return Err(upload.abort(e).await),
-        };
+    let (feeds_tx, processed) = match spawn_processor(
+        processor,
+        before_run(pipeline, resume, before, incremental.map(|i| &i.spec)),
+    ) {
+        Ok(spawned) => spawned,
+        Err(e) => return Err(upload.abort(e).await),
+    };
 
     let drive = pages::drive(
         &source,
@@ -233,7 +265,7 @@ pub async fn run_source<S: Source>(
     options: RunOptions,
     cancel: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    let prepared = prepare(pipeline, options)?;
+    let prepared = prepare(pipeline, options, false).await?;
     let before = match prepared.resume.as_ref() {
         Some(cp) => {
             let SourcePosition::Library(value) = &cp.position else {
@@ -266,7 +298,7 @@ pub async fn run_source<S: Source>(
     };
     let (pages_tx, recycled, processed) = match spawn_page_writer(
         writer,
-        before_run(pipeline, prepared.resume.as_ref(), before),
+        before_run(pipeline, prepared.resume.as_ref(), before, None),
     ) {
         Ok(spawned) => spawned,
         Err(e) => return Err(upload.abort(e).await),
@@ -322,6 +354,158 @@ struct Prepared {
     checkpoints: Option<Arc<Checkpoints>>,
     resume: Option<Checkpoint>,
     limit: Option<TimeLimit>,
+    /// An incremental run's lock and query, until [`run`] takes them.
+    incremental: Option<Incremental>,
+    /// The incremental part of the report, but for the high-water mark and the cursor.
+    report_incremental: Option<IncrementalReport>,
+}
+
+/// An incremental run: what it asks for, its lock, and where its cursor is stored.
+struct Incremental {
+    spec: IncrementalSpec,
+    run: IncrementalRun,
+    lock: RunLock,
+    state: String,
+    env: EnvVars,
+}
+
+impl Incremental {
+    /// Takes the lock, then reads the cursor (a continued run keeps its checkpoint's query).
+    async fn begin(
+        pipeline: &Pipeline,
+        spec: &IncrementalSpec,
+        vars: &RunVars,
+        object_url: &str,
+        env: &EnvVars,
+        resume: Option<&Checkpoint>,
+    ) -> Result<Incremental, RunError> {
+        let prefix = state_prefix(pipeline, object_url);
+        let store = &pipeline.sink.store;
+        let state = incremental::state_location(&prefix, &pipeline.name, &vars.vars);
+        let lock_at = incremental::lock_location(&prefix, &pipeline.name, &vars.vars);
+        let lock = RunLock::acquire(
+            &lock_at,
+            &pipeline.name,
+            &vars.ingest_ts,
+            store,
+            env.clone(),
+        )
+        .await?;
+        let run = match resume.and_then(|cp| cp.incremental.clone()) {
+            Some(run) => Ok(run),
+            None => Self::query(spec, &state, store, env).await,
+        };
+        match run {
+            Ok(run) => {
+                tracing::info!(since = %run.since, state, "incremental run");
+                Ok(Incremental {
+                    spec: spec.clone(),
+                    run,
+                    lock,
+                    state,
+                    env: env.clone(),
+                })
+            }
+            Err(e) => {
+                lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The stored cursor (or `start`) and the value sent.
+    async fn query(
+        spec: &IncrementalSpec,
+        state: &str,
+        store: &crate::sink::StoreOptions,
+        env: &EnvVars,
+    ) -> Result<IncrementalRun, RunError> {
+        let stored = incremental::read_state(state, store, env.clone()).await?;
+        let previous = match stored {
+            Some(stored) if stored.kind != spec.kind => {
+                return Err(IncrementalError::State {
+                    location: state.to_owned(),
+                    reason: format!(
+                        "the stored cursor {} is {:?}, but this pipeline's start makes its cursor {:?}: \
+                         `landline state set` or `landline state reset` it",
+                        stored.cursor, stored.kind, spec.kind
+                    ),
+                }
+                .into());
+            }
+            Some(stored) => Some(stored.cursor),
+            None => None,
+        };
+        let cursor = previous.clone().unwrap_or_else(|| spec.start.clone());
+        let since = spec.since(&cursor).map_err(|e| match e {
+            IncrementalError::State { reason, .. } => IncrementalError::State {
+                location: state.to_owned(),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(IncrementalRun { previous, since })
+    }
+
+    /// The report's incremental part before the run has written anything.
+    fn report_template(&self) -> IncrementalReport {
+        IncrementalReport {
+            field: self.spec.field.clone(),
+            param: self.spec.param.clone(),
+            since: self.run.since.clone(),
+            previous: self.run.previous.clone(),
+            high_water: None,
+            cursor: self.run.previous.clone(),
+            records_without_value: 0,
+            state: self.state.clone(),
+            kind: self.spec.kind,
+        }
+    }
+
+    /// After the run: a complete run stores its cursor; every run releases the lock.
+    async fn end(
+        self,
+        pipeline: &Pipeline,
+        ran: Result<RunReport, RunError>,
+    ) -> Result<RunReport, RunError> {
+        let stored = match &ran {
+            Ok(report) if report.status == RunStatus::Complete => {
+                self.store(pipeline, report).await
+            }
+            _ => Ok(()),
+        };
+        self.lock.release().await;
+        stored?;
+        ran
+    }
+
+    async fn store(&self, pipeline: &Pipeline, report: &RunReport) -> Result<(), RunError> {
+        let Some(cursor) = report.incremental.as_ref().and_then(|i| i.cursor.clone()) else {
+            // Nothing written with a value, and no cursor before: `start` stays the cursor.
+            return Ok(());
+        };
+        let state = incremental::IncrementalState {
+            format: incremental::STATE_FORMAT.to_owned(),
+            pipeline: pipeline.name.clone(),
+            field: self.spec.field.clone(),
+            kind: self.spec.kind,
+            cursor,
+            updated_at: Utc::now(),
+            set_by: "run".into(),
+            run: Some(incremental::StateRun {
+                ingest_date: report.ingest_date.clone(),
+                ingest_ts: report.ingest_ts.clone(),
+                since: self.run.since.clone(),
+                records: report.records,
+                object: report.objects.first().cloned(),
+            }),
+        };
+        incremental::write_state(&self.state, &state, &pipeline.sink.store, self.env.clone())
+            .await
+            .map_err(|e| RunError::Incremental(IncrementalError::NotAdvanced(Box::new(e))))?;
+        tracing::info!(cursor = %state.cursor, location = %self.state, "incremental cursor advanced");
+        Ok(())
+    }
 }
 
 impl Prepared {
@@ -339,7 +523,11 @@ impl Prepared {
 
 /// The run's values (a resumed run's from its checkpoint), transform, destination and
 /// checkpoints; a checkpoint that does not fit is refused here, before anything is written.
-fn prepare(pipeline: &Pipeline, options: RunOptions) -> Result<Prepared, RunError> {
+async fn prepare(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    http: bool,
+) -> Result<Prepared, RunError> {
     let started = Instant::now();
     let resume = options.resume;
     let vars = match &resume {
@@ -351,6 +539,24 @@ fn prepare(pipeline: &Pipeline, options: RunOptions) -> Result<Prepared, RunErro
     let object_url = pipeline.sink.url.render(&vars);
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
+    let incremental = match pipeline
+        .source
+        .as_ref()
+        .and_then(|s| s.incremental.as_ref())
+    {
+        Some(spec) if http => Some(
+            Incremental::begin(
+                pipeline,
+                spec,
+                &vars,
+                &object_url,
+                &options.store_env,
+                resume.as_ref(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let checkpoints = checkpoints(
         pipeline,
         &vars,
@@ -358,7 +564,17 @@ fn prepare(pipeline: &Pipeline, options: RunOptions) -> Result<Prepared, RunErro
         &options.store_env,
         options.pipeline_file,
         resume.as_ref(),
-    )?;
+        incremental.as_ref().map(|i| i.run.clone()),
+    );
+    let checkpoints = match checkpoints {
+        Ok(checkpoints) => checkpoints,
+        Err(e) => {
+            if let Some(incremental) = incremental {
+                incremental.lock.release().await;
+            }
+            return Err(e);
+        }
+    };
     if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
         check_resumable(pipeline, cp, &object_url, at.location())?;
     }
@@ -378,6 +594,8 @@ fn prepare(pipeline: &Pipeline, options: RunOptions) -> Result<Prepared, RunErro
         checkpoints,
         resume,
         limit: options.max_duration.map(|max| TimeLimit { started, max }),
+        incremental,
+        report_incremental: None,
     })
 }
 
@@ -452,6 +670,7 @@ async fn conclude(
         destination,
         checkpoints,
         store_env,
+        report_incremental,
         ..
     } = prepared;
     let (encoder, done) = match (driven, processed) {
@@ -482,6 +701,28 @@ async fn conclude(
         started,
         vars,
     );
+    if let Some(mut incremental) = report_incremental {
+        let mark = done
+            .high_water
+            .as_ref()
+            .map(HighWater::mark)
+            .unwrap_or_default();
+        incremental.cursor = incremental::later(
+            incremental.kind,
+            incremental.previous.clone(),
+            mark.high_water.clone(),
+        );
+        incremental.high_water = mark.high_water;
+        incremental.records_without_value = mark.records_without_value;
+        if incremental.records_without_value > 0 {
+            tracing::warn!(
+                records = incremental.records_without_value,
+                field = %incremental.field,
+                "records without a value of the cursor's kind: they do not move the cursor"
+            );
+        }
+        report.incremental = Some(incremental);
+    }
     if pipeline.state.manifests {
         let object_url = destination.location.as_str();
         let url = manifest::manifest_url(
@@ -642,6 +883,20 @@ fn state_location(
         &pipeline.name,
         &vars.ingest_date,
         &vars.vars,
+    ))
+}
+
+/// Where `pipeline`'s incremental cursor and lock are for template variables `vars` (over
+/// the pipeline's defaults): `(cursor, lock)`.
+pub fn incremental_locations(
+    pipeline: &Pipeline,
+    vars: &BTreeMap<String, String>,
+) -> Result<(String, String), ConfigError> {
+    let vars = run_vars(pipeline, None, vars)?;
+    let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
+    Ok((
+        incremental::state_location(&prefix, &pipeline.name, &vars.vars),
+        incremental::lock_location(&prefix, &pipeline.name, &vars.vars),
     ))
 }
 
@@ -889,6 +1144,7 @@ fn checkpoints(
     env: &EnvVars,
     pipeline_file: Option<String>,
     resume: Option<&Checkpoint>,
+    incremental: Option<IncrementalRun>,
 ) -> Result<Option<Arc<Checkpoints>>, RunError> {
     if !pipeline.state.checkpoints {
         return Ok(None);
@@ -921,6 +1177,8 @@ fn checkpoints(
         position: SourcePosition::Library(serde_json::Value::Null),
         counters: Counters::default(),
         fields: None,
+        incremental,
+        high_water: None,
         written_at: Utc::now(),
     };
     let seen = resume
@@ -936,13 +1194,24 @@ fn checkpoints(
 
 /// What the pages of this process start from: the checkpoint's counters (`before`) and
 /// fields (counted when the run writes a manifest).
-fn before_run(pipeline: &Pipeline, resume: Option<&Checkpoint>, before: Counters) -> Processed {
+fn before_run(
+    pipeline: &Pipeline,
+    resume: Option<&Checkpoint>,
+    before: Counters,
+    incremental: Option<&IncrementalSpec>,
+) -> Processed {
     let fields = match resume {
         _ if !pipeline.state.manifests => None,
         Some(cp) if cp.counters.records > 0 => cp.fields.clone(),
         _ => Some(Default::default()),
     };
-    Processed::after(before, fields)
+    let high_water = incremental.map(|spec| {
+        let mark = resume
+            .filter(|cp| cp.counters.records > 0)
+            .and_then(|cp| cp.high_water.as_ref());
+        HighWater::new(spec, mark)
+    });
+    Processed::after(before, fields, high_water)
 }
 
 /// Starts the page processor thread; returns its feed and its outcome.
@@ -1119,6 +1388,7 @@ fn base_report(
         sha256: None,
         manifest: None,
         drift: None,
+        incremental: None,
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: started.elapsed().as_secs_f64(),
         largest_record_bytes: 0,

@@ -213,6 +213,10 @@ pub struct RunReport {
     pub manifest: Option<String>,
     /// This run against the previous one's manifest, when there was one to compare with.
     pub drift: Option<crate::drift::DriftReport>,
+    /// An incremental run's boundary: the value asked from, the highest value written, the
+    /// next run's cursor (`[source.incremental]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::incremental::IncrementalReport>,
     /// Peak resident memory of the process, in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Wall-clock time of the run (this process's part of it).
@@ -347,6 +351,24 @@ impl fmt::Display for RunReport {
         if let Some(manifest) = &self.manifest {
             write!(f, "\n  manifest {manifest}")?;
         }
+        if let Some(inc) = &self.incremental {
+            let shown = |v: &Option<crate::incremental::CursorValue>| {
+                v.as_ref()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string)
+            };
+            write!(
+                f,
+                "\n  incremental: asked from {}={}, highest {} {}, next cursor {}",
+                inc.param,
+                inc.since,
+                inc.field,
+                shown(&inc.high_water),
+                shown(&inc.cursor),
+            )?;
+            if inc.records_without_value > 0 {
+                write!(f, " ({} records without one)", inc.records_without_value)?;
+            }
+        }
         match &self.drift {
             Some(drift) if drift.drifted() => {
                 write!(
@@ -415,6 +437,7 @@ mod tests {
             sha256: None,
             manifest: None,
             drift: None,
+            incremental: None,
             peak_rss_bytes: None,
             wall_seconds: 0.0,
             largest_record_bytes: 0,

@@ -30,8 +30,8 @@ pub use sink::{
     MAX_COMPRESSION_LEVEL, MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec,
 };
 pub use source::{
-    MAX_REQUESTS_PER_SECOND, MIN_PAGE_BUFFER_BYTES, PaginationKind, PaginationSection,
-    RateLimitSection, RetrySection, SourceSection, SourceSpec,
+    IncrementalSection, MAX_REQUESTS_PER_SECOND, MIN_PAGE_BUFFER_BYTES, PaginationKind,
+    PaginationSection, RateLimitSection, RetrySection, SourceSection, SourceSpec,
 };
 pub use transform::{TransformSection, TransformSpec};
 

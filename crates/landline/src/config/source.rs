@@ -11,6 +11,7 @@ use super::{
     Checker, ConfigError, DEFAULT_MAX_PAGES, DEFAULT_MAX_RECORD_BYTES, MAX_CONCURRENCY,
     MIN_MAX_PAGE_BYTES, Scalar, invalid, secs,
 };
+use crate::incremental::IncrementalSpec;
 use crate::pointer::JsonPointer;
 use crate::secret::Secret;
 use crate::source::{Auth, Pagination, Redactor, RetryPolicy, SourceConfig, Total};
@@ -67,6 +68,8 @@ pub struct SourceSection {
     pub rate_limit: Option<RateLimitSection>,
     /// `[source.auth]`: how requests are authenticated (none by default).
     pub auth: Option<AuthSection>,
+    /// `[source.incremental]`: ask only for the records changed since the previous run.
+    pub incremental: Option<IncrementalSection>,
     /// `[source.pagination]`.
     #[serde(default)]
     pub pagination: PaginationSection,
@@ -209,6 +212,62 @@ pub struct SourceSpec {
     headers: Vec<(String, Template)>,
     /// Where the records are in each page.
     pub records: JsonPointer,
+    /// `[source.incremental]`, if the source is read incrementally.
+    pub incremental: Option<IncrementalSpec>,
+}
+
+/// `[source.incremental]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSection {
+    /// The field whose highest value is the cursor (a top-level key, or a JSON pointer), as
+    /// the record is written (after the transform).
+    pub field: String,
+    /// The query parameter the cursor is sent in (`updated_since`).
+    pub param: String,
+    /// The cursor of the first run: a timestamp, a number or text; it sets how values compare.
+    pub start: Scalar,
+    /// How far before the cursor each run asks from (`"1h"`, `"90s"`; timestamps only).
+    pub lookback: Option<String>,
+}
+
+impl IncrementalSection {
+    fn validate(&self, query: &[(String, QueryValue)]) -> Result<IncrementalSpec, ConfigError> {
+        let key = |name: &str| format!("source.incremental.{name}");
+        if query.iter().any(|(name, _)| *name == self.param) {
+            return Err(invalid(
+                key("param"),
+                format!(
+                    "{:?} is also in [source] query: the cursor sets it",
+                    self.param
+                ),
+            ));
+        }
+        let start = match &self.start {
+            Scalar::String(s) => serde_json::Value::from(s.clone()),
+            Scalar::Integer(i) => serde_json::Value::from(*i),
+            Scalar::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| invalid(key("start"), "is not a finite number"))?,
+            Scalar::Bool(_) => {
+                return Err(invalid(
+                    key("start"),
+                    "must be a timestamp, a number or text",
+                ));
+            }
+        };
+        let lookback = self
+            .lookback
+            .as_deref()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    invalid(key("lookback"), format!("{text:?} is not a duration: {e}"))
+                })
+            })
+            .transpose()?;
+        IncrementalSpec::new(&self.field, &self.param, start, lookback)
+            .map_err(|e| invalid(key(e.key), e.message))
+    }
 }
 
 #[derive(Clone)]
@@ -493,12 +552,19 @@ impl SourceSection {
                 .map(RateLimitSection::validate)
                 .transpose()?,
         };
+        let query = self.query_templates(check)?;
+        let incremental = self
+            .incremental
+            .as_ref()
+            .map(|section| section.validate(&query))
+            .transpose()?;
         let mut source = SourceSpec {
             settings,
             url: check.template("source.url", &self.url, true)?,
-            query: self.query_templates(check)?,
+            query,
             headers: self.header_templates(check)?,
             records,
+            incremental,
         };
         source.settings = source.config(&check.example)?;
         Ok(source)

@@ -356,7 +356,7 @@ impl Source for HttpPages {
                 std::mem::swap(page, &mut fetched);
                 fetched.clear();
                 let _ = running.recycle.send(fetched);
-                let (_, position, _) = running.ledger.take(number).await;
+                let position = running.ledger.take(number).await.position;
                 if let Some(paging) = position.paging() {
                     self.position = paging.clone();
                 }

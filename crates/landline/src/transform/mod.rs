@@ -44,7 +44,7 @@ pub use crate::source::page::MAX_DEPTH;
 use crate::source::page::{KeyCow, PageError, RecordSink, deeper_at, shape};
 pub use fields::{MAX_PATH_TOKENS, MAX_RENAMES, RuleError};
 pub use inventory::{FieldInventory, FieldStats};
-pub use timestamp::{TimeZone, TimestampError, TimestampPrecision};
+pub use timestamp::{TimeZone, TimestampError, TimestampPrecision, instant};
 
 use fields::{Action, Node};
 
@@ -301,6 +301,8 @@ pub struct RecordWriter<'a, O> {
     largest: usize,
     /// Where the records' fields are counted, if anywhere.
     inventory: Option<&'a mut FieldInventory>,
+    /// The incremental cursor field's highest value, if it is tracked.
+    high_water: Option<&'a mut crate::incremental::HighWater>,
 }
 
 impl<'a, O: LineOutput> RecordWriter<'a, O> {
@@ -314,7 +316,18 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
             nested: Vec::new(),
             largest: 0,
             inventory: None,
+            high_water: None,
         }
+    }
+
+    /// Tracks the highest value of the incremental cursor field in `high_water` (`None`: not
+    /// at all).
+    pub fn with_high_water(
+        mut self,
+        high_water: Option<&'a mut crate::incremental::HighWater>,
+    ) -> Self {
+        self.high_water = high_water;
+        self
     }
 
     /// Counts the fields of every record written in `inventory` (`None`: not at all).
@@ -331,6 +344,11 @@ impl<'a, O: LineOutput> RecordWriter<'a, O> {
     /// The fields counted so far, if they are counted.
     pub fn inventory(&self) -> Option<&FieldInventory> {
         self.inventory.as_deref()
+    }
+
+    /// The cursor field's highest value so far, if it is tracked.
+    pub fn high_water(&self) -> Option<&crate::incremental::HighWater> {
+        self.high_water.as_deref()
     }
 
     /// The output the lines go to.
@@ -388,6 +406,9 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
                     &buf[key_end + 1..value_end],
                 );
             }
+        }
+        if let Some(high_water) = self.high_water.as_deref_mut() {
+            high_water.observe(buf, &self.keys.spans);
         }
         if let Err(e) = self.out.end_line() {
             self.error = Some(PageError::Output(e));

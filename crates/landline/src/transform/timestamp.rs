@@ -244,6 +244,26 @@ pub fn normalise(
     Ok(())
 }
 
+/// The instant of `raw`, a field's value as raw JSON text (a string or a number, read as
+/// [`normalise`] reads them; naive strings in `tz`): whole seconds since the Unix epoch and the
+/// nanoseconds after them. `null` is an error here.
+///
+/// # Errors
+///
+/// [`TimestampError`] when `raw` is not one of the accepted forms.
+pub fn instant(raw: &str, tz: &TimeZone) -> Result<(i64, u32), TimestampError> {
+    let text = raw.trim_matches([' ', '\t', '\n', '\r']);
+    let instant = match text.as_bytes().first() {
+        Some(b'"') => unquote(text)
+            .ok_or(Fault::Unrecognised)
+            .and_then(|s| parse_datetime(&s)?.instant(tz)),
+        Some(b'-' | b'0'..=b'9') => epoch_instant(text.as_bytes()),
+        _ => Err(Fault::NotNumberOrString),
+    }
+    .map_err(|fault| fault.into_error(text))?;
+    Ok((instant.secs, instant.nanos))
+}
+
 /// Appends to `out` the JSON string `"YYYY-MM-DD"` of `raw`'s calendar day, or `null` for
 /// `null`.
 ///

@@ -11,6 +11,7 @@ mod e2e;
 mod failures;
 mod harness;
 mod idempotence;
+mod incremental;
 mod library;
 mod manifests;
 mod network;
