@@ -634,6 +634,15 @@ fn state_shows_sets_and_resets_the_incremental_cursor() {
         log.last()
     );
 
+    // check asks the first page the way a run would.
+    let check = landline(dir.path(), &["check", "p.toml"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let checked = text(&check.stdout);
+    assert!(
+        checked.contains("cursor  asks updated_since=2030-01-01T00:00:00Z: the cursor"),
+        "{checked}"
+    );
+
     let reset = landline(dir.path(), &["state", "reset", "p.toml"]);
     assert!(reset.status.success(), "{}", text(&reset.stderr));
     assert!(show(false).contains("cursor   none"));

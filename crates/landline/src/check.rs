@@ -48,6 +48,21 @@ pub struct CheckReport {
     pub first_page: Option<FirstPage>,
     /// What the settings allow the process to hold.
     pub memory: MemorySettings,
+    /// An incremental source's query: the stored cursor and the value a run would send.
+    pub incremental: Option<CheckedCursor>,
+}
+
+/// What an incremental run would ask for now.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedCursor {
+    /// Where the cursor is stored.
+    pub state: String,
+    /// The stored cursor (`None`: no run has stored one, so `start` is used).
+    pub cursor: Option<crate::incremental::CursorValue>,
+    /// The query parameter and the value a run would send (also on the first page checked).
+    pub param: String,
+    /// The value.
+    pub since: String,
 }
 
 /// The source's first page, as `check` fetched it.
@@ -104,6 +119,13 @@ impl std::fmt::Display for CheckReport {
             (false, false) => "nothing",
         };
         writeln!(f, "  state   {} ({keeps})", self.state)?;
+        if let Some(inc) = &self.incremental {
+            let from = match &inc.cursor {
+                Some(cursor) => format!("the cursor {cursor} stored at {}", inc.state),
+                None => format!("start (no cursor stored at {} yet)", inc.state),
+            };
+            writeln!(f, "  cursor  asks {}={}: {from}", inc.param, inc.since)?;
+        }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let m = &self.memory;
         write!(
@@ -131,11 +153,35 @@ pub async fn check(pipeline: &Pipeline, options: RunOptions) -> Result<CheckRepo
     let upload_checked = writer.state().upload_id;
     writer.abort().await?;
     let state = crate::pipeline::state_prefix(pipeline, &object);
+    let mut incremental = None;
     let first_page = match &pipeline.source {
         None => None,
         Some(spec) => {
-            let source = HttpSource::new(spec.config(&vars)?)?;
-            Some(first_page(source, spec.records.clone(), &transform).await?)
+            let mut config = spec.config(&vars)?;
+            if let Some(inc) = &spec.incremental {
+                let (at, _) = crate::pipeline::incremental_locations(pipeline, &options.vars)?;
+                let run = crate::pipeline::incremental_query(
+                    inc,
+                    &at,
+                    &pipeline.sink.store,
+                    &options.store_env,
+                )
+                .await?;
+                config
+                    .url
+                    .query_pairs_mut()
+                    .append_pair(&inc.param, &run.since);
+                incremental = Some(CheckedCursor {
+                    state: at,
+                    cursor: run.previous,
+                    param: inc.param.clone(),
+                    since: run.since,
+                });
+            }
+            let source = HttpSource::new(config)?;
+            // Nothing changed since the cursor is a normal answer for an incremental source.
+            let empty_ok = spec.incremental.is_some();
+            Some(first_page(source, spec.records.clone(), &transform, empty_ok).await?)
         }
     };
     let mut memory = crate::pipeline::memory_settings(pipeline);
@@ -158,6 +204,7 @@ pub async fn check(pipeline: &Pipeline, options: RunOptions) -> Result<CheckRepo
         upload_checked,
         first_page,
         memory,
+        incremental,
     })
 }
 
@@ -165,6 +212,7 @@ async fn first_page(
     source: HttpSource,
     records: crate::pointer::JsonPointer,
     transform: &crate::transform::Transform,
+    empty_ok: bool,
 ) -> Result<FirstPage, RunError> {
     let started = Instant::now();
     let url = source
@@ -176,7 +224,7 @@ async fn first_page(
     let mut pages = HttpPages::new(source, records);
     let mut page = Page::default();
     pages.fetch_next(&mut page).await?;
-    if page.is_empty() {
+    if page.is_empty() && !empty_ok {
         return Err(RunError::Config(crate::config::ConfigError::Invalid {
             key: "source.records".into(),
             message: format!(

@@ -393,7 +393,7 @@ impl Incremental {
         .await?;
         let run = match resume.and_then(|cp| cp.incremental.clone()) {
             Some(run) => Ok(run),
-            None => Self::query(spec, &state, store, env).await,
+            None => incremental_query(spec, &state, store, env).await,
         };
         match run {
             Ok(run) => {
@@ -411,40 +411,6 @@ impl Incremental {
                 Err(e)
             }
         }
-    }
-
-    /// The stored cursor (or `start`) and the value sent.
-    async fn query(
-        spec: &IncrementalSpec,
-        state: &str,
-        store: &crate::sink::StoreOptions,
-        env: &EnvVars,
-    ) -> Result<IncrementalRun, RunError> {
-        let stored = incremental::read_state(state, store, env.clone()).await?;
-        let previous = match stored {
-            Some(stored) if stored.kind != spec.kind => {
-                return Err(IncrementalError::State {
-                    location: state.to_owned(),
-                    reason: format!(
-                        "the stored cursor {} is {:?}, but this pipeline's start makes its cursor {:?}: \
-                         `landline state set` or `landline state reset` it",
-                        stored.cursor, stored.kind, spec.kind
-                    ),
-                }
-                .into());
-            }
-            Some(stored) => Some(stored.cursor),
-            None => None,
-        };
-        let cursor = previous.clone().unwrap_or_else(|| spec.start.clone());
-        let since = spec.since(&cursor).map_err(|e| match e {
-            IncrementalError::State { reason, .. } => IncrementalError::State {
-                location: state.to_owned(),
-                reason,
-            },
-            other => other,
-        })?;
-        Ok(IncrementalRun { previous, since })
     }
 
     /// The report's incremental part before the run has written anything.
@@ -884,6 +850,40 @@ fn state_location(
         &vars.ingest_date,
         &vars.vars,
     ))
+}
+
+/// An incremental source's stored cursor at `state` (or `start`) and the value a run sends.
+pub(crate) async fn incremental_query(
+    spec: &IncrementalSpec,
+    state: &str,
+    store: &crate::sink::StoreOptions,
+    env: &EnvVars,
+) -> Result<IncrementalRun, RunError> {
+    let stored = incremental::read_state(state, store, env.clone()).await?;
+    let previous = match stored {
+        Some(stored) if stored.kind != spec.kind => {
+            return Err(IncrementalError::State {
+                location: state.to_owned(),
+                reason: format!(
+                    "the stored cursor {} is {:?}, but this pipeline's start makes its cursor {:?}: \
+                     `landline state set` or `landline state reset` it",
+                    stored.cursor, stored.kind, spec.kind
+                ),
+            }
+            .into());
+        }
+        Some(stored) => Some(stored.cursor),
+        None => None,
+    };
+    let cursor = previous.clone().unwrap_or_else(|| spec.start.clone());
+    let since = spec.since(&cursor).map_err(|e| match e {
+        IncrementalError::State { reason, .. } => IncrementalError::State {
+            location: state.to_owned(),
+            reason,
+        },
+        other => other,
+    })?;
+    Ok(IncrementalRun { previous, since })
 }
 
 /// Where `pipeline`'s incremental cursor and lock are for template variables `vars` (over
