@@ -647,3 +647,180 @@ fn state_shows_sets_and_resets_the_incremental_cursor() {
     assert!(reset.status.success(), "{}", text(&reset.stderr));
     assert!(show(false).contains("cursor   none"));
 }
+
+/// Every kind of `[source.auth]`, logging at debug level: a run that stops at a checkpoint
+/// (`--max-duration`), then its `landline resume` to the end. No secret, and no access token
+/// the API issued, is in what landline prints, in the report, or in any state file it wrote
+/// (checkpoint, manifest).
+#[test]
+fn secrets_of_every_auth_kind_stay_out_of_logs_reports_checkpoints_and_manifests() {
+    use landline_mockapi::{Auth, OAuth2Server};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let oauth = |refresh: bool| {
+        let mut server = OAuth2Server::new("landline-client", "client-secret-577");
+        // Not rotated: the resumed process starts again from the configured refresh token
+        // (rotated ones are kept in memory only; tests/it/auth.rs rotates them in one run).
+        if refresh {
+            server.initial_refresh_token = Some("refresh-secret-1414".into());
+        }
+        Auth::OAuth2(server)
+    };
+    let kinds = [
+        (
+            Auth::Basic {
+                user: "ana".into(),
+                password: "pw-secret-2718".into(),
+            },
+            "type = \"basic\"\nuser = \"ana\"\npassword = \"${LANDLINE_TEST_SECRET}\"",
+            "pw-secret-2718",
+        ),
+        (
+            Auth::ApiKeyHeader {
+                name: "X-API-Key".into(),
+                key: "key-secret-1618".into(),
+            },
+            "type = \"api_key\"\nheader = \"X-API-Key\"\nkey = \"${LANDLINE_TEST_SECRET}\"",
+            "key-secret-1618",
+        ),
+        (
+            Auth::ApiKeyQuery {
+                param: "access_key".into(),
+                key: "key-secret-1619".into(),
+            },
+            "type = \"api_key\"\nparam = \"access_key\"\nkey = \"${LANDLINE_TEST_SECRET}\"",
+            "key-secret-1619",
+        ),
+        (
+            oauth(false),
+            "type = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\n\
+             client_id = \"landline-client\"\nclient_secret = \"${LANDLINE_TEST_SECRET}\"",
+            "client-secret-577",
+        ),
+        (
+            oauth(true),
+            "type = \"oauth2_refresh_token\"\ntoken_url = \"{base}/oauth/token\"\n\
+             client_id = \"landline-client\"\nclient_secret = \"client-secret-577\"\n\
+             refresh_token = \"${LANDLINE_TEST_SECRET}\"",
+            "refresh-secret-1414",
+        ),
+        (
+            Auth::SigV4 {
+                access_key_id: "AKIDLANDLINE".into(),
+                secret_access_key: "sigv4-secret-2236".into(),
+                session_token: Some("session-secret-99".into()),
+                region: "eu-west-3".into(),
+                service: "execute-api".into(),
+            },
+            "type = \"aws_sigv4\"",
+            "sigv4-secret-2236",
+        ),
+    ];
+    for (auth, section, secret) in kinds {
+        let server = rt
+            .block_on(landline_mockapi::spawn(landline_mockapi::MockConfig {
+                data: landline_mockapi::DataConfig {
+                    total: 500,
+                    pool: 20,
+                    ..Default::default()
+                },
+                auth,
+                ..Default::default()
+            }))
+            .expect("mock API");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = format!(
+            "[source]\nurl = \"{base}/variants\"\nquery = {{ count = 50 }}\nrecords = \"/variants\"\n\
+             [source.pagination]\ntype = \"token\"\nnext = \"/next_token\"\nparam = \"token\"\n\
+             [source.auth]\n{section}\n\
+             [sink]\nurl = \"out/date={{ingest_date}}/o.jsonl.gz\"\ncompression_level = 0\n",
+            section = section.replace("{base}", &server.base_url()),
+            base = server.base_url(),
+        );
+        std::fs::write(dir.path().join("p.toml"), file).expect("write");
+        let landline = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_landline"))
+                .args(args)
+                .current_dir(dir.path())
+                .env("LANDLINE_LOG", "debug")
+                .env("LANDLINE_TEST_SECRET", secret)
+                .env("HOME", dir.path())
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_ACCESS_KEY_ID", "AKIDLANDLINE")
+                .env("AWS_SECRET_ACCESS_KEY", "sigv4-secret-2236")
+                .env("AWS_SESSION_TOKEN", "session-secret-99")
+                .env("AWS_REGION", "eu-west-3")
+                .output()
+                .expect("landline runs");
+            assert!(out.status.success(), "{section}: {}", text(&out.stderr));
+            format!("{}{}", text(&out.stdout), text(&out.stderr))
+        };
+        let mut printed = landline(&[
+            "run",
+            "p.toml",
+            "--log-format",
+            "json",
+            "--max-duration",
+            "1ms",
+            "--report-json",
+            "r1.json",
+        ]);
+        let first: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("r1.json")).expect("report"))
+                .expect("json");
+        assert_eq!(first["status"], "continue", "{section}: {first}");
+        let checkpoint = first["checkpoint"]
+            .as_str()
+            .expect("a checkpoint")
+            .to_owned();
+        // The checkpoint, read while the run is stopped.
+        let mut written = std::fs::read_to_string(checkpoint.trim_start_matches("file://"))
+            .expect("the checkpoint");
+        printed += &landline(&[
+            "resume",
+            &checkpoint,
+            "--log-format",
+            "text",
+            "--report-json",
+            "r2.json",
+        ]);
+        for entry in walk(dir.path()) {
+            // The object, and the pipeline file (the user's own text), aside.
+            let name = entry.to_string_lossy();
+            if !name.ends_with(".jsonl.gz") && !name.ends_with("p.toml") {
+                written += &String::from_utf8_lossy(&std::fs::read(&entry).expect("read"));
+            }
+        }
+        assert!(
+            written.contains("landline-manifest"),
+            "{section}: a manifest was read"
+        );
+        let mut secrets = vec![
+            secret.to_owned(),
+            "client-secret-577".into(),
+            "sigv4-secret-2236".into(),
+            "session-secret-99".into(),
+        ];
+        secrets.extend(server.issued_tokens().into_iter().map(|t| t.access_token));
+        for s in &secrets {
+            assert!(
+                !printed.contains(s.as_str()),
+                "{section}: {s} printed:\n{printed}"
+            );
+            assert!(!written.contains(s.as_str()), "{section}: {s} written");
+        }
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
