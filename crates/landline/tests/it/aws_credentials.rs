@@ -319,32 +319,27 @@ async fn without_any_credentials_the_error_lists_the_places_tried() {
     }
 }
 
-/// Serves the ECS/EKS container credentials endpoint on loopback: every request gets the
-/// credentials as JSON (session credentials expiring in an hour); returns its URL and the
-/// count of requests.
-async fn container_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+/// Serves HTTP on loopback, answering every request with the JSON `body()` gives; returns
+/// `http://127.0.0.1:PORT`, and the request lines received.
+async fn json_endpoint(
+    body: impl Fn() -> String + Send + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!(
-        "http://{}/v2/credentials/test",
-        listener.local_addr().expect("addr")
-    );
-    let served = std::sync::Arc::new(AtomicU64::new(0));
-    let count = std::sync::Arc::clone(&served);
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&received);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = vec![0u8; 8192];
-            let _ = socket.read(&mut request).await;
-            count.fetch_add(1, Ordering::Relaxed);
-            let expiration =
-                (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
-            let body = format!(
-                "{{\"AccessKeyId\":\"{SIGV4_KEY_ID}\",\"SecretAccessKey\":\"{SIGV4_SECRET}\",\
-                 \"Token\":\"session-from-container\",\"Expiration\":\"{expiration}\"}}"
-            );
+            let mut request = vec![0u8; 16384];
+            let n = socket.read(&mut request).await.unwrap_or(0);
+            let text = String::from_utf8_lossy(&request[..n]).into_owned();
+            if let Ok(mut log) = log.lock() {
+                log.push(text.lines().next().unwrap_or_default().to_owned());
+            }
+            let body = body();
             let answer = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
                  connection: close\r\n\r\n{body}",
@@ -353,7 +348,21 @@ async fn container_endpoint() -> (String, std::sync::Arc<std::sync::atomic::Atom
             let _ = socket.write_all(answer.as_bytes()).await;
         }
     });
-    (url, served)
+    (base, received)
+}
+
+/// The ECS/EKS container credentials endpoint: session credentials expiring in an hour.
+async fn container_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (base, received) = json_endpoint(|| {
+        let expiration =
+            (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+        format!(
+            "{{\"AccessKeyId\":\"{SIGV4_KEY_ID}\",\"SecretAccessKey\":\"{SIGV4_SECRET}\",\
+             \"Token\":\"session-from-container\",\"Expiration\":\"{expiration}\"}}"
+        )
+    })
+    .await;
+    (format!("{base}/v2/credentials/test"), received)
 }
 
 /// No keys and no profile: the chain reaches the container endpoint (served on loopback), and
@@ -376,8 +385,73 @@ async fn container_credentials_sign_a_sigv4_source() {
     verify(&landed(out.path()), &data(RECORDS), &report, 7);
     assert_eq!(server.stats().unauthorized, 0);
     assert_eq!(
-        served.load(std::sync::atomic::Ordering::Relaxed),
+        served.lock().expect("log").len(),
         1,
         "fetched once, then cached"
+    );
+}
+
+/// `aws sso login` done: a profile of an `sso-session`, its token in `~/.aws/sso/cache`, and
+/// the SSO portal (`AWS_ENDPOINT_URL_SSO`, served on loopback) handing out role credentials.
+#[tokio::test]
+async fn an_sso_profile_signs_with_the_portals_role_credentials() {
+    use sha1::Digest as _;
+    let server = mock(data(RECORDS), |c| {
+        c.auth = sigv4_api(Some("session-from-sso"))
+    })
+    .await;
+    let (portal, received) = json_endpoint(|| {
+        let expiration = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_millis();
+        format!(
+            "{{\"roleCredentials\":{{\"accessKeyId\":\"{SIGV4_KEY_ID}\",\
+             \"secretAccessKey\":\"{SIGV4_SECRET}\",\"sessionToken\":\"session-from-sso\",\
+             \"expiration\":{expiration}}}}}"
+        )
+    })
+    .await;
+    let home = tempfile::tempdir().expect("tempdir");
+    aws_files(
+        home.path(),
+        &format!(
+            "[profile reader]\nsso_session = corp\nsso_account_id = 111122223333\n\
+             sso_role_name = Reader\nregion = {REGION}\n\
+             [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\
+             sso_region = {REGION}\n"
+        ),
+        "",
+    );
+    let cache = home.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    let name: String = sha1::Sha1::digest(b"corp")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        cache.join(format!("{name}.json")),
+        format!(
+            "{{\"accessToken\":\"sso-access-token-31\",\"expiresAt\":\"2099-01-01T00:00:00Z\",\
+             \"region\":\"{REGION}\",\"startUrl\":\"https://corp.awsapps.com/start\"}}"
+        ),
+    )
+    .expect("write the token cache");
+    let mut env = base_env(home.path());
+    env.push(("AWS_ENDPOINT_URL_SSO".into(), portal));
+    let out = tempfile::tempdir().expect("tempdir");
+    let pipeline = sigv4_pipeline(
+        &server,
+        "type = \"aws_sigv4\"\nprofile = \"reader\"\n",
+        out.path(),
+        &env,
+    )
+    .expect("the region comes from the profile");
+    let report = run(&pipeline, Vec::new()).await.expect("the run lands");
+    verify(&landed(out.path()), &data(RECORDS), &report, 7);
+    let received = received.lock().expect("log").clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert!(
+        received[0].contains("/federation/credentials")
+            && received[0].contains("account_id=111122223333")
+            && received[0].contains("role_name=Reader"),
+        "{received:?}"
     );
 }
