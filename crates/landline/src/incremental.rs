@@ -516,7 +516,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     path: &Path,
     location: &str,
     format: &str,
-) -> Result<Option<(T, Option<String>)>, IncrementalError> {
+) -> Result<Option<T>, IncrementalError> {
     let got = match store.get(path).await {
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -528,7 +528,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             format!("{} bytes: larger than state can be", got.meta.size),
         ));
     }
-    let e_tag = got.meta.e_tag.clone();
     let bytes = got
         .bytes()
         .await
@@ -545,7 +544,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         }
     }
     serde_json::from_value(value)
-        .map(|v| Some((v, e_tag)))
+        .map(Some)
         .map_err(|e| state_error(location, format!("corrupt: {e}")))
 }
 
@@ -556,9 +555,7 @@ pub async fn read_state(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Option<IncrementalState>, IncrementalError> {
     let at = Destination::open(location, options, env).map_err(|e| state_error(location, e))?;
-    Ok(read_json(&at.store, &at.path, location, STATE_FORMAT)
-        .await?
-        .map(|(state, _)| state))
+    read_json(&at.store, &at.path, location, STATE_FORMAT).await
 }
 
 /// Writes `state` at `location`.
@@ -621,9 +618,7 @@ pub async fn read_lock(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Option<LockFile>, IncrementalError> {
     let at = Destination::open(location, options, env).map_err(|e| state_error(location, e))?;
-    Ok(read_json(&at.store, &at.path, location, LOCK_FORMAT)
-        .await?
-        .map(|(lock, _)| lock))
+    read_json(&at.store, &at.path, location, LOCK_FORMAT).await
 }
 
 /// A lock held by this run: renewed until released. Dropping it stops the renewal but leaves
@@ -640,6 +635,15 @@ pub struct RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         self.renew.abort();
+    }
+}
+
+fn locked(location: &str, held: LockFile) -> IncrementalError {
+    IncrementalError::Locked {
+        location: location.to_owned(),
+        owner: held.owner,
+        acquired_at: held.acquired_at,
+        expires_at: held.expires_at,
     }
 }
 
@@ -690,12 +694,12 @@ impl RunLock {
             match put {
                 Ok(_) => break,
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    let held: Option<(LockFile, _)> =
+                    let held: Option<LockFile> =
                         read_json(&at.store, &at.path, location, LOCK_FORMAT).await?;
                     match held {
                         // Released between the two requests: try again.
                         None => mode = PutMode::Create,
-                        Some((held, _)) if held.expires_at < now || held.run == run => {
+                        Some(held) if held.expires_at < now || held.run == run => {
                             tracing::warn!(
                                 location,
                                 owner = %held.owner,
@@ -705,31 +709,19 @@ impl RunLock {
                             );
                             mode = PutMode::Overwrite;
                         }
-                        Some((held, _)) => {
-                            return Err(IncrementalError::Locked {
-                                location: location.to_owned(),
-                                owner: held.owner,
-                                acquired_at: held.acquired_at,
-                                expires_at: held.expires_at,
-                            });
-                        }
+                        Some(held) => return Err(locked(location, held)),
                     }
                 }
                 // No conditional writes here: a plain write, checked by the read below.
                 Err(object_store::Error::NotImplemented { .. })
                     if matches!(mode, PutMode::Create) =>
                 {
-                    if let Some((held, _)) =
+                    if let Some(held) =
                         read_json::<LockFile>(&at.store, &at.path, location, LOCK_FORMAT).await?
                         && held.expires_at >= now
                         && held.run != run
                     {
-                        return Err(IncrementalError::Locked {
-                            location: location.to_owned(),
-                            owner: held.owner,
-                            acquired_at: held.acquired_at,
-                            expires_at: held.expires_at,
-                        });
+                        return Err(locked(location, held));
                     }
                     mode = PutMode::Overwrite;
                 }
@@ -738,15 +730,8 @@ impl RunLock {
         }
         // Read back: a store that ignored the condition shows the last writer here.
         match read_json::<LockFile>(&at.store, &at.path, location, LOCK_FORMAT).await? {
-            Some((held, _)) if held.owner == lock.owner => {}
-            Some((held, _)) => {
-                return Err(IncrementalError::Locked {
-                    location: location.to_owned(),
-                    owner: held.owner,
-                    acquired_at: held.acquired_at,
-                    expires_at: held.expires_at,
-                });
-            }
+            Some(held) if held.owner == lock.owner => {}
+            Some(held) => return Err(locked(location, held)),
             None => return Err(state_error(location, "the lock vanished as it was taken")),
         }
         let renew = {
@@ -782,7 +767,7 @@ impl RunLock {
         self.renew.abort();
         let ours = matches!(
             read_json::<LockFile>(&self.store, &self.path, &self.location, LOCK_FORMAT).await,
-            Ok(Some((held, _))) if held.owner == self.owner
+            Ok(Some(held)) if held.owner == self.owner
         );
         if ours && let Err(e) = self.store.delete(&self.path).await {
             tracing::warn!(location = %self.location, error = %e, "could not delete the run's lock; it expires by itself");
