@@ -59,8 +59,8 @@ pub struct CheckedCursor {
     pub state: String,
     /// The stored cursor (`None`: no run has stored one, so `start` is used).
     pub cursor: Option<crate::incremental::CursorValue>,
-    /// The query parameter and the value a run would send (also on the first page checked).
-    pub param: String,
+    /// The query parameter the value is sent in (`None`: through `{incremental_since}`).
+    pub param: Option<String>,
     /// The value.
     pub since: String,
 }
@@ -124,7 +124,8 @@ impl std::fmt::Display for CheckReport {
                 Some(cursor) => format!("the cursor {cursor} stored at {}", inc.state),
                 None => format!("start (no cursor stored at {} yet)", inc.state),
             };
-            writeln!(f, "  cursor  asks {}={}: {from}", inc.param, inc.since)?;
+            let name = inc.param.as_deref().unwrap_or("{incremental_since}");
+            writeln!(f, "  cursor  asks {name}={}: {from}", inc.since)?;
         }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let m = &self.memory;
@@ -167,10 +168,7 @@ pub async fn check(pipeline: &Pipeline, options: RunOptions) -> Result<CheckRepo
                     &options.store_env,
                 )
                 .await?;
-                config
-                    .url
-                    .query_pairs_mut()
-                    .append_pair(&inc.param, &run.since);
+                config = spec.config_since(&vars, &run.since)?;
                 incremental = Some(CheckedCursor {
                     state: at,
                     cursor: run.previous,
@@ -186,7 +184,7 @@ pub async fn check(pipeline: &Pipeline, options: RunOptions) -> Result<CheckRepo
     };
     let mut memory = crate::pipeline::memory_settings(pipeline);
     if let Some(source) = &pipeline.source {
-        let config = source.config(&vars)?;
+        let config = source.settings();
         memory.concurrency = config.concurrency as u64;
         memory.page_buffer_bytes = config.page_buffer_bytes as u64;
         memory.max_page_bytes = u64::try_from(config.max_page_bytes).unwrap_or(u64::MAX);

@@ -50,6 +50,11 @@ use crate::pointer::JsonPointer;
 use crate::sink::{Destination, StoreOptions};
 use crate::transform::{TimeZone, instant};
 
+/// The template variable of an incremental source's URL, query values and headers that holds
+/// the value a run asks from (the cursor less `lookback`), for APIs that take it in another
+/// form than one query parameter: `query = { q = "updated>={incremental_since}" }`.
+pub const SINCE_VAR: &str = "incremental_since";
+
 /// The state format this build writes and reads.
 pub const STATE_FORMAT: &str = "landline-incremental/1";
 /// The lock format this build writes and reads.
@@ -66,8 +71,9 @@ pub struct IncrementalSpec {
     /// The field, as the pipeline names it (a top-level key, or a JSON pointer).
     pub field: String,
     path: FieldPath,
-    /// The query parameter the cursor is sent in.
-    pub param: String,
+    /// The query parameter the cursor is sent in (`None`: the source's templates use
+    /// `{incremental_since}`).
+    pub param: Option<String>,
     /// The cursor of the first run.
     pub start: CursorValue,
     /// How far before the cursor a run asks from (timestamps only).
@@ -97,7 +103,7 @@ impl IncrementalSpec {
     /// `lookback` only with timestamps.
     pub fn new(
         field: &str,
-        param: &str,
+        param: Option<&str>,
         start: serde_json::Value,
         lookback: Option<Duration>,
     ) -> Result<IncrementalSpec, SpecError> {
@@ -113,7 +119,7 @@ impl IncrementalSpec {
         let Some((top, rest)) = tokens.split_first() else {
             return Err(error("field", "names the whole record, not a field".into()));
         };
-        if param.is_empty() {
+        if param.is_some_and(str::is_empty) {
             return Err(error("param", "is empty".into()));
         }
         let start = CursorValue(start);
@@ -135,7 +141,7 @@ impl IncrementalSpec {
                 top: serde_json::to_vec(top).unwrap_or_default(),
                 rest: rest.to_vec(),
             },
-            param: param.to_owned(),
+            param: param.map(str::to_owned),
             start,
             lookback,
             kind,
@@ -388,8 +394,9 @@ pub struct IncrementalRun {
 pub struct IncrementalReport {
     /// The cursor field.
     pub field: String,
-    /// The query parameter.
-    pub param: String,
+    /// The query parameter (`None`: sent through `{incremental_since}` in the source's
+    /// templates).
+    pub param: Option<String>,
     /// The value sent: every record at or after it was asked for.
     pub since: String,
     /// The cursor the run began from (`None`: the first run, which sent `start`).
@@ -780,7 +787,7 @@ mod tests {
     use super::*;
 
     fn spec(field: &str, start: serde_json::Value, lookback: Option<Duration>) -> IncrementalSpec {
-        IncrementalSpec::new(field, "updated_since", start, lookback).expect("valid")
+        IncrementalSpec::new(field, Some("updated_since"), start, lookback).expect("valid")
     }
 
     fn line(json: &str) -> (Vec<u8>, Vec<(usize, usize, usize)>) {
@@ -880,7 +887,7 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let err = |field: &str, start: serde_json::Value, lookback| {
-            IncrementalSpec::new(field, "p", start, lookback).unwrap_err()
+            IncrementalSpec::new(field, Some("p"), start, lookback).unwrap_err()
         };
         assert_eq!(err("", "x".into(), None).key, "field");
         assert_eq!(err("/a~2", "x".into(), None).key, "field");
@@ -889,7 +896,7 @@ mod tests {
         assert_eq!(e.key, "lookback");
         assert!(e.message.contains("needs timestamps"), "{}", e.message);
         assert_eq!(
-            IncrementalSpec::new("a", "", "x".into(), None)
+            IncrementalSpec::new("a", Some(""), "x".into(), None)
                 .unwrap_err()
                 .key,
             "param"

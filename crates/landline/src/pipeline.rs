@@ -169,14 +169,13 @@ async fn run_http(
     incremental: Option<&Incremental>,
     cancel: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    let mut config = spec.config(&prepared.vars)?;
-    if let Some(incremental) = incremental {
-        config
-            .url
-            .query_pairs_mut()
-            .append_pair(&incremental.spec.param, &incremental.run.since);
-        prepared.report_incremental = Some(incremental.report_template());
-    }
+    let config = match incremental {
+        Some(incremental) => {
+            prepared.report_incremental = Some(incremental.report_template());
+            spec.config_since(&prepared.vars, &incremental.run.since)?
+        }
+        None => spec.config(&prepared.vars)?,
+    };
     let source = HttpSource::new(config)?;
     let resume = prepared.resume.as_ref();
     let (mut paginator, before) = match resume {

@@ -359,7 +359,7 @@ impl fmt::Display for RunReport {
             write!(
                 f,
                 "\n  incremental: asked from {}={}, highest {} {}, next cursor {}",
-                inc.param,
+                inc.param.as_deref().unwrap_or("{incremental_since}"),
                 inc.since,
                 inc.field,
                 shown(&inc.high_water),

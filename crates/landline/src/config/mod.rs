@@ -327,6 +327,20 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// The same checker, with `name` a template variable too (`example` its value in the
+    /// example run).
+    pub(crate) fn with_var(&self, name: &str, example: &str) -> Checker<'a> {
+        let mut names = self.names.clone();
+        names.push(name.to_owned());
+        let mut vars = self.example.clone();
+        vars.vars.insert(name.to_owned(), example.to_owned());
+        Checker {
+            env: self.env,
+            names,
+            example: vars,
+        }
+    }
+
     /// The value of environment variable `name`, if it is set.
     pub(crate) fn env_var(&self, name: &str) -> Option<String> {
         (self.env)(name)

@@ -11,7 +11,7 @@ use super::{
     Checker, ConfigError, DEFAULT_MAX_PAGES, DEFAULT_MAX_RECORD_BYTES, MAX_CONCURRENCY,
     MIN_MAX_PAGE_BYTES, Scalar, invalid, secs,
 };
-use crate::incremental::IncrementalSpec;
+use crate::incremental::{IncrementalSpec, SINCE_VAR};
 use crate::pointer::JsonPointer;
 use crate::secret::Secret;
 use crate::source::{Auth, Pagination, Redactor, RetryPolicy, SourceConfig, Total};
@@ -223,8 +223,9 @@ pub struct IncrementalSection {
     /// The field whose highest value is the cursor (a top-level key, or a JSON pointer), as
     /// the record is written (after the transform).
     pub field: String,
-    /// The query parameter the cursor is sent in (`updated_since`).
-    pub param: String,
+    /// The query parameter the cursor is sent in (`updated_since`); or leave it out and write
+    /// `{incremental_since}` where the value goes in the URL, a query value or a header.
+    pub param: Option<String>,
     /// The cursor of the first run: a timestamp, a number or text; it sets how values compare.
     pub start: Scalar,
     /// How far before the cursor each run asks from (`"1h"`, `"90s"`; timestamps only).
@@ -232,16 +233,36 @@ pub struct IncrementalSection {
 }
 
 impl IncrementalSection {
-    fn validate(&self, query: &[(String, QueryValue)]) -> Result<IncrementalSpec, ConfigError> {
+    fn validate(
+        &self,
+        query: &[(String, QueryValue)],
+        templated: bool,
+    ) -> Result<IncrementalSpec, ConfigError> {
         let key = |name: &str| format!("source.incremental.{name}");
-        if query.iter().any(|(name, _)| *name == self.param) {
-            return Err(invalid(
-                key("param"),
-                format!(
-                    "{:?} is also in [source] query: the cursor sets it",
-                    self.param
-                ),
-            ));
+        match (&self.param, templated) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    key("param"),
+                    format!(
+                        "the source also uses {{{SINCE_VAR}}}: send the value one way, not both"
+                    ),
+                ));
+            }
+            (Some(param), _) if query.iter().any(|(name, _)| name == param) => {
+                return Err(invalid(
+                    key("param"),
+                    format!("{param:?} is also in [source] query: the cursor sets it"),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    key("param"),
+                    format!(
+                        "required, unless {{{SINCE_VAR}}} is in the source's URL, a query value or a header"
+                    ),
+                ));
+            }
+            _ => {}
         }
         let start = match &self.start {
             Scalar::String(s) => serde_json::Value::from(s.clone()),
@@ -265,7 +286,7 @@ impl IncrementalSection {
                 })
             })
             .transpose()?;
-        IncrementalSpec::new(&self.field, &self.param, start, lookback)
+        IncrementalSpec::new(&self.field, self.param.as_deref(), start, lookback)
             .map_err(|e| invalid(key(e.key), e.message))
     }
 }
@@ -308,6 +329,21 @@ const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
     .remove(b'~');
 
 impl SourceSpec {
+    /// The configuration of an incremental run that asks from `since`: `{incremental_since}`
+    /// rendered as `since`, or `param = since` added to the query.
+    pub fn config_since(&self, vars: &RunVars, since: &str) -> Result<SourceConfig, ConfigError> {
+        let Some(incremental) = &self.incremental else {
+            return self.config(vars);
+        };
+        let mut vars = vars.clone();
+        vars.vars.insert(SINCE_VAR.to_owned(), since.to_owned());
+        let mut config = self.config(&vars)?;
+        if let Some(param) = &incremental.param {
+            config.url.query_pairs_mut().append_pair(param, since);
+        }
+        Ok(config)
+    }
+
     /// The source's configuration for one run: URL, query and headers rendered with `vars`.
     /// Values put into the URL are percent-encoded; query values are encoded as query values.
     pub fn config(&self, vars: &RunVars) -> Result<SourceConfig, ConfigError> {
@@ -552,20 +588,29 @@ impl SourceSection {
                 .map(RateLimitSection::validate)
                 .transpose()?,
         };
+        // {incremental_since} is a template variable of an incremental source's requests.
+        let with_since;
+        let check = match &self.incremental {
+            Some(_) => {
+                with_since = check.with_var(SINCE_VAR, "2026-01-01T00:00:00Z");
+                &with_since
+            }
+            None => check,
+        };
         let query = self.query_templates(check)?;
-        let incremental = self
-            .incremental
-            .as_ref()
-            .map(|section| section.validate(&query))
-            .transpose()?;
         let mut source = SourceSpec {
             settings,
             url: check.template("source.url", &self.url, true)?,
             query,
             headers: self.header_templates(check)?,
             records,
-            incremental,
+            incremental: None,
         };
+        source.incremental = self
+            .incremental
+            .as_ref()
+            .map(|section| section.validate(&source.query, source.uses(SINCE_VAR)))
+            .transpose()?;
         source.settings = source.config(&check.example)?;
         Ok(source)
     }

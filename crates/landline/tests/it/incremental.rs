@@ -312,6 +312,75 @@ async fn a_continued_run_keeps_its_question_and_its_high_water_mark() {
     );
 }
 
+/// `{incremental_since}` in a query value instead of `param`: the same question; and the two
+/// forms are exclusive.
+#[tokio::test]
+async fn the_value_can_go_through_a_template_instead_of_a_parameter() {
+    let s3 = s3::s3s();
+    let data = data();
+    let (t1, t2) = days(&data);
+    let prefix = s3.unique_prefix("incremental-template");
+    let with_template = |api: &MockServer| {
+        let source = format!(
+            "{}[source.incremental]\nfield = \"updated_at\"\nstart = \"{START}\"\n",
+            Style::Token.source(&api.base_url(), 50).replace(
+                "count = 50",
+                "count = 50, updated_since = \"{incremental_since}\""
+            )
+        );
+        pipeline(&pipeline_text(
+            &format!("name = \"changes\"\n{source}"),
+            &format!(
+                "url = \"s3://{b}/{prefix}/date={{ingest_date}}/changes.jsonl.gz\"\n\
+                 [state]\nurl = \"s3://{b}/{prefix}/_landline/\"",
+                b = s3.bucket
+            ),
+        ))
+    };
+    let api = mock(data.clone(), |c| c.as_of = Some(t1)).await;
+    run_day(&s3, &with_template(&api), "2026-11-24")
+        .await
+        .expect("day 1");
+    let api = mock(data.clone(), |c| c.as_of = Some(t2)).await;
+    let day2 = run_day(&s3, &with_template(&api), "2026-11-25")
+        .await
+        .expect("day 2");
+    let inc = day2.incremental.clone().expect("incremental");
+    assert_eq!((inc.param, inc.since), (None, iso(t1)));
+    let ids = landed(&s3, &prefix, "2026-11-25", &data, &day2).await;
+    assert_eq!(ids, visible_offsets(&data, Some(t1), Some(t2)));
+
+    for (extra, message) in [
+        (
+            "param = \"updated_since\"\n",
+            "source.incremental.param: the source also uses {incremental_since}",
+        ),
+        (
+            "",
+            "source.incremental.param: required, unless {incremental_since}",
+        ),
+    ] {
+        let with = if extra.is_empty() {
+            ""
+        } else {
+            ", updated_since = \"{incremental_since}\""
+        };
+        let text = pipeline_text(
+            &format!(
+                "{}[source.incremental]\nfield = \"updated_at\"\nstart = \"{START}\"\n{extra}",
+                Style::Token
+                    .source(&api.base_url(), 50)
+                    .replace("count = 50", &format!("count = 50{with}"))
+            ),
+            "url = \"out.jsonl.gz\"",
+        );
+        let err = landline::config::PipelineFile::parse(&text, "p.toml")
+            .and_then(|f| f.validate(&|_| None))
+            .expect_err("refused");
+        assert!(err.to_string().starts_with(message), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn lookback_asks_from_before_the_cursor() {
     let s3 = s3::s3s();
