@@ -32,7 +32,8 @@
 //!
 //! Memory and time per record: the field is found among the spans of the line's top-level
 //! keys the writer already keeps; a pointer into a nested object parses that object's keys.
-//! A value is compared without allocating, and copied only when it is a new high.
+//! A timestamp or a number is compared without allocating (a text cursor's value is unescaped
+//! into a string), and its text is copied into a reused buffer when it is a new high.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -307,7 +308,10 @@ impl Key {
 pub struct HighWater {
     path: FieldPath,
     kind: CursorKind,
-    best: Option<(Key, CursorValue)>,
+    /// The highest value's key, and its JSON text in `best_text` (a buffer reused, so that a
+    /// run of ascending values allocates nothing per record).
+    best: Option<Key>,
+    best_text: Vec<u8>,
     /// Records whose field was missing, `null`, or not of the cursor's kind.
     pub records_without_value: u64,
 }
@@ -319,12 +323,14 @@ impl HighWater {
             path: spec.path.clone(),
             kind: spec.kind,
             best: None,
+            best_text: Vec::new(),
             records_without_value: 0,
         };
         if let Some(mark) = before {
             high.records_without_value = mark.records_without_value;
             if let Some(value) = &mark.high_water {
-                high.best = value.key(spec.kind).map(|k| (k, value.clone()));
+                high.best = value.key(spec.kind);
+                high.best_text = value.0.to_string().into_bytes();
             }
         }
         high
@@ -345,17 +351,23 @@ impl HighWater {
         };
         let higher = match &self.best {
             None => true,
-            Some((best, _)) => key.cmp(best) == Ordering::Greater,
+            Some(best) => key.cmp(best) == Ordering::Greater,
         };
-        if higher && let Ok(value) = serde_json::from_slice(raw) {
-            self.best = Some((key, CursorValue(value)));
+        if higher {
+            self.best = Some(key);
+            self.best_text.clear();
+            self.best_text.extend_from_slice(raw);
         }
     }
 
     /// The mark so far, for checkpoints and the report.
     pub fn mark(&self) -> IncrementalMark {
         IncrementalMark {
-            high_water: self.best.as_ref().map(|(_, v)| v.clone()),
+            high_water: self
+                .best
+                .as_ref()
+                .and_then(|_| serde_json::from_slice(&self.best_text).ok())
+                .map(CursorValue),
             records_without_value: self.records_without_value,
         }
     }

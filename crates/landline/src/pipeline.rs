@@ -522,16 +522,29 @@ async fn prepare(
         ),
         _ => None,
     };
-    let checkpoints = checkpoints(
-        pipeline,
-        &vars,
-        &object_url,
-        &options.store_env,
-        options.pipeline_file,
-        resume.as_ref(),
-        incremental.as_ref().map(|i| i.run.clone()),
-    );
-    let checkpoints = match checkpoints {
+    // Everything that can refuse the run after the lock was taken releases it.
+    let checked = (|| {
+        let checkpoints = checkpoints(
+            pipeline,
+            &vars,
+            &object_url,
+            &options.store_env,
+            options.pipeline_file,
+            resume.as_ref(),
+            incremental.as_ref().map(|i| i.run.clone()),
+        )?;
+        if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
+            check_resumable(pipeline, cp, &object_url, at.location())?;
+        }
+        if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
+            return Err(RunError::Checkpoint {
+                location: "[state]".into(),
+                reason: "checkpoints are off for this pipeline, so a run can neither stop at one nor resume from one".into(),
+            });
+        }
+        Ok(checkpoints)
+    })();
+    let checkpoints = match checked {
         Ok(checkpoints) => checkpoints,
         Err(e) => {
             if let Some(incremental) = incremental {
@@ -540,15 +553,6 @@ async fn prepare(
             return Err(e);
         }
     };
-    if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
-        check_resumable(pipeline, cp, &object_url, at.location())?;
-    }
-    if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
-        return Err(RunError::Checkpoint {
-            location: "[state]".into(),
-            reason: "checkpoints are off for this pipeline, so a run can neither stop at one nor resume from one".into(),
-        });
-    }
     Ok(Prepared {
         started,
         vars,

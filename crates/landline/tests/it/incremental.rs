@@ -203,11 +203,41 @@ async fn a_failed_run_leaves_the_cursor_where_it_was_and_releases_the_lock() {
         .await
         .expect_err("the API fails");
     assert!(matches!(err, RunError::Source(_)), "{err}");
-    assert_eq!(stored_cursor(&s3, &prefix).await, Some(before));
+    assert_eq!(stored_cursor(&s3, &prefix).await, Some(before.clone()));
     assert!(
         s3.list_keys(&format!("{prefix}/_landline/locks/"))
             .await
             .is_empty()
+    );
+
+    // Refused after the lock was taken, before any request (a time limit with checkpoints
+    // off): the lock goes too.
+    let text = pipeline_text(
+        &format!(
+            "name = \"changes\"\n{}[source.incremental]\nfield = \"updated_at\"\n\
+             param = \"updated_since\"\nstart = \"{START}\"\n",
+            Style::Token.source(&api.base_url(), 50)
+        ),
+        &format!(
+            "url = \"s3://{b}/{prefix}/date={{ingest_date}}/changes.jsonl.gz\"\n\
+             [state]\nurl = \"s3://{b}/{prefix}/_landline/\"\ncheckpoints = false",
+            b = s3.bucket
+        ),
+    );
+    let options = RunOptions {
+        max_duration: Some(Duration::from_secs(60)),
+        ..options(&s3, "2026-11-25")
+    };
+    let err = landline::run(&pipeline(&text), options, std::future::pending())
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, RunError::Checkpoint { .. }), "{err}");
+    assert_eq!(stored_cursor(&s3, &prefix).await, Some(before));
+    assert!(
+        s3.list_keys(&format!("{prefix}/_landline/locks/"))
+            .await
+            .is_empty(),
+        "the lock is released"
     );
 }
 
