@@ -22,7 +22,7 @@ mod plot;
 
 mod verify;
 
-/// Land paged HTTP APIs in object storage as gzipped JSON Lines, in constant memory.
+/// Land paged HTTP APIs in object storage as compressed JSON Lines, in constant memory.
 #[derive(Debug, Parser)]
 #[command(name = "landline", version, about, long_about = None)]
 struct Cli {
@@ -164,8 +164,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Read an object back and check it: its gzip container (members, trailer CRC and
-    /// length), every line a JSON object, and its manifest's size, SHA-256 and record count.
+    /// Read an object back and check it: its container (gzip members, trailer CRC and length;
+    /// zstd frames and checksums), every line a JSON object, and its manifest's format, size,
+    /// SHA-256 and record count.
     /// Exits 1 on any difference, naming each.
     Verify {
         /// The object: s3://, gs://, az://, file:// or a path.

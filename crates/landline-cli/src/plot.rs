@@ -174,10 +174,14 @@ impl Marks {
             peak_bytes: report.peak_rss_bytes,
             budget_bytes: report.memory.budget_bytes,
             title: format!(
-                "{} records, {:.0} MiB of JSON Lines landed as {:.1} MiB of gzip in {:.1} s",
+                "{} records, {:.0} MiB of JSON Lines landed as {:.1} MiB of {} in {:.1} s",
                 report.records,
                 report.bytes_uncompressed as f64 / MIB,
                 report.bytes_written as f64 / MIB,
+                match report.compression {
+                    landline::compress::Compression::None => "JSON Lines",
+                    c => c.name(),
+                },
                 report.wall_seconds
             ),
         }

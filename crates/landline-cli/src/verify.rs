@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use landline::Pipeline;
+use landline::compress::Compression;
 use landline::verify::{Verified, VerifyError, VerifyOptions};
 
 /// Where the manifest to compare with comes from.
@@ -69,14 +70,26 @@ pub(crate) async fn verify(url: &str, expected: Expected, json: bool) -> anyhow:
 }
 
 fn print_summary(verified: &Verified, manifest: Option<&str>, ok: bool) {
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    let container = match verified.compression {
+        Compression::Gzip => format!(
+            "{} gzip member{}",
+            verified.gzip_members,
+            plural(verified.gzip_members)
+        ),
+        Compression::Zstd => format!(
+            "{} zstd frame{}",
+            verified.zstd_frames,
+            plural(verified.zstd_frames)
+        ),
+        Compression::None => "uncompressed".to_owned(),
+    };
     println!(
-        "{} {}: {} bytes (sha256 {}), {} gzip member{}, {} records, {} bytes of JSON Lines",
+        "{} {}: {} bytes (sha256 {}), {container}, {} records, {} bytes of JSON Lines",
         if ok { "ok" } else { "FAILED" },
         verified.location,
         verified.size,
         verified.sha256,
-        verified.gzip_members,
-        if verified.gzip_members == 1 { "" } else { "s" },
         verified.records,
         verified.bytes_uncompressed
     );

@@ -30,6 +30,7 @@ impl LineOutput for Vec<u8> {
 pub struct LineEncoder {
     chunk: Vec<u8>,
     chunk_bytes: usize,
+    min_boundary_bytes: usize,
     compressor: Compressor,
     bytes: u64,
 }
@@ -40,9 +41,18 @@ impl LineEncoder {
         LineEncoder {
             chunk: Vec::with_capacity(chunk_bytes + chunk_bytes / 4),
             chunk_bytes,
+            min_boundary_bytes: 0,
             compressor,
             bytes: 0,
         }
+    }
+
+    /// Page ends become boundaries only once the chunk holds `bytes` (see
+    /// [`Compression::min_boundary_bytes`](crate::compress::Compression::min_boundary_bytes));
+    /// 0, the default, makes every marked page end one.
+    pub fn with_min_boundary(mut self, bytes: usize) -> Self {
+        self.min_boundary_bytes = bytes;
+        self
     }
 
     /// Uncompressed bytes written so far.
@@ -60,9 +70,11 @@ impl LineEncoder {
     }
 
     /// Marks the end of page `page`: with `mark`, the chunk so far goes to the compressor
-    /// as a boundary a part may end at (see [`Compressor::send_marked`]); otherwise nothing.
+    /// as a boundary a part may end at (see [`Compressor::send_marked`]), unless it holds
+    /// less than the minimum ([`with_min_boundary`](Self::with_min_boundary)); otherwise
+    /// nothing.
     pub fn end_page(&mut self, page: u64, mark: bool) -> Result<(), CompressError> {
-        if !mark {
+        if !mark || self.chunk.len() < self.min_boundary_bytes {
             return Ok(());
         }
         let fresh = self

@@ -79,8 +79,17 @@ pub struct ObjectFacts {
     pub sha256: Option<String>,
     /// Upload parts.
     pub parts: u64,
-    /// gzip members (always 1 today: one member over the whole object).
+    /// The object's format; gzip in manifests written before there was a choice.
+    #[serde(default = "gzip")]
+    pub compression: crate::compress::Compression,
+    /// gzip members: 1 for a gzip object (one member over the whole object), 0 for the
+    /// other formats.
+    #[serde(default)]
     pub gzip_members: u64,
+}
+
+fn gzip() -> crate::compress::Compression {
+    crate::compress::Compression::Gzip
 }
 
 /// A manifest that could not be read or written.

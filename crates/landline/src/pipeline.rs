@@ -25,13 +25,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{NaiveDate, SecondsFormat, Utc};
+use object_store::{Attribute, Attributes, PutMultipartOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::{
     Checkpoint, Checkpoints, Counters, Ledger, SourcePosition, checkpoint_url, default_state_prefix,
 };
-use crate::compress::{CompressError, CompressorConfig, MemberState};
+use crate::compress::{CompressError, Compression, CompressorConfig, MemberState};
 use crate::config::{ConfigError, Pipeline};
 use crate::encode::LineEncoder;
 use crate::incremental::{
@@ -348,6 +349,8 @@ struct Prepared {
     vars: RunVars,
     transform: Arc<crate::transform::Transform>,
     destination: Destination,
+    /// The object's format (`[sink] compression`, else its extension).
+    compression: Compression,
     store_env: EnvVars,
     progress: Arc<Progress>,
     checkpoints: Option<Arc<Checkpoints>>,
@@ -502,6 +505,15 @@ async fn prepare(
     };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
     let object_url = pipeline.sink.url.render(&vars);
+    let compression = pipeline
+        .sink
+        .compression_of(&object_url)
+        .map_err(|message| {
+            RunError::Config(ConfigError::Invalid {
+                key: "sink.url".into(),
+                message,
+            })
+        })?;
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
     let incremental = match pipeline
@@ -558,6 +570,7 @@ async fn prepare(
         vars,
         transform,
         destination,
+        compression,
         store_env: options.store_env,
         progress: options.progress.unwrap_or_default(),
         checkpoints,
@@ -582,6 +595,7 @@ async fn open_upload(
         resume,
         checkpoints,
         &prepared.destination,
+        object_options(pipeline, prepared.compression),
         &prepared.store_env,
         &start,
     )
@@ -600,7 +614,8 @@ async fn open_upload(
             .map(|cp| cp.member.clone()),
         first_part: resume.map_or(1, |cp| cp.upload.parts.len() as u64 + 1),
         ..CompressorConfig::new(
-            pipeline.sink.compression_level,
+            prepared.compression,
+            pipeline.sink.level(prepared.compression),
             pipeline.sink.compression_threads,
             pipeline.sink.parts,
         )
@@ -608,7 +623,7 @@ async fn open_upload(
     CompressedUpload::start(
         writer,
         compressor,
-        CHUNK_BYTES,
+        prepared.compression.chunk_bytes(),
         pipeline.sink.max_parts_in_flight,
         prepared.checkpoints.clone(),
         prepared.limit,
@@ -637,6 +652,7 @@ async fn conclude(
         started,
         vars,
         destination,
+        compression,
         checkpoints,
         store_env,
         report_incremental,
@@ -646,9 +662,9 @@ async fn conclude(
         (Ok(Some(counters)), _) => {
             let suspended = upload.suspend(counters).await?;
             let location = checkpoints.as_ref().map(|c| c.location().to_owned());
-            return Ok(report_continue(
-                pipeline, figures, suspended, location, started, vars,
-            ));
+            let mut report = report_continue(pipeline, figures, suspended, location, started, vars);
+            report.compression = compression;
+            return Ok(report);
         }
         (Ok(None), Ok(finished)) => finished,
         (Err(RunError::Cancelled), _) => return Err(upload.abort(RunError::Cancelled).await),
@@ -670,6 +686,7 @@ async fn conclude(
         started,
         vars,
     );
+    report.compression = compression;
     if let Some(mut incremental) = report_incremental {
         let mark = done
             .high_water
@@ -770,7 +787,8 @@ async fn publish_manifest(
         e_tag: report.e_tag.clone(),
         sha256: report.sha256.clone(),
         parts: report.parts,
-        gzip_members: 1,
+        compression: report.compression,
+        gzip_members: u64::from(report.compression == Compression::Gzip),
     });
     report.manifest = Some(url.to_owned());
     let mut written = manifest::Manifest {
@@ -948,6 +966,25 @@ pub async fn discard_checkpoint(
     Ok(())
 }
 
+/// The attributes of the objects a run creates: their `Content-Type`, and their
+/// `Content-Encoding` with `[sink] content_encoding`.
+fn object_options(pipeline: &Pipeline, compression: Compression) -> PutMultipartOptions {
+    let mut attributes = Attributes::new();
+    match compression.content_encoding() {
+        Some(encoding) if pipeline.sink.content_encoding => {
+            attributes.insert(Attribute::ContentType, "application/x-ndjson".into());
+            attributes.insert(Attribute::ContentEncoding, encoding.into());
+        }
+        _ => {
+            attributes.insert(Attribute::ContentType, compression.content_type().into());
+        }
+    }
+    PutMultipartOptions {
+        attributes,
+        ..PutMultipartOptions::default()
+    }
+}
+
 /// The upload this run writes to: the checkpoint's, continued, or a new one. A resumed
 /// checkpoint whose upload is gone (or was never named) is deleted and the run refused with
 /// [`SinkError::UploadGone`], so that `--resume auto` starts afresh.
@@ -956,6 +993,7 @@ async fn open_writer(
     resume: Option<&Checkpoint>,
     checkpoints: Option<&Checkpoints>,
     destination: &Destination,
+    options: PutMultipartOptions,
     env: &EnvVars,
     start_position: &SourcePosition,
 ) -> Result<ObjectWriter, RunError> {
@@ -974,7 +1012,7 @@ async fn open_writer(
         {
             tracing::warn!(error = %e, "could not write the checkpoint before the upload");
         }
-        let created = ObjectWriter::create(destination, in_flight).await;
+        let created = ObjectWriter::create_with(destination, in_flight, options).await;
         // A lost or cut answer to CreateMultipartUpload can leave an upload of this key that
         // no one will hear of (the client retries the request): it goes now.
         if let Some(before) = &before {
@@ -1385,6 +1423,7 @@ fn base_report(
         bytes_in: 0,
         bytes_uncompressed: 0,
         bytes_written: 0,
+        compression: pipeline.sink.compression,
         parts: 0,
         objects: Vec::new(),
         e_tag: None,
@@ -1423,7 +1462,7 @@ pub(crate) fn memory_settings(pipeline: &Pipeline) -> MemorySettings {
     MemorySettings {
         part_size_bytes: pipeline.sink.part_size_bytes as u64,
         max_parts_in_flight: pipeline.sink.max_parts_in_flight as u64,
-        chunk_bytes: CHUNK_BYTES as u64,
+        chunk_bytes: pipeline.sink.compression.chunk_bytes() as u64,
         chunk_queue: CHUNK_QUEUE as u64,
         compression_threads: pipeline.sink.compression_threads as u64,
         max_page_bytes: u64::MAX,

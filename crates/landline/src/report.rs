@@ -201,6 +201,8 @@ pub struct RunReport {
     pub bytes_uncompressed: u64,
     /// Compressed bytes written to the object.
     pub bytes_written: u64,
+    /// The object's format.
+    pub compression: crate::compress::Compression,
     /// Upload parts.
     pub parts: u64,
     /// Objects written (URLs); empty when the source had no records.
@@ -324,9 +326,13 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "  {:.1} MiB of JSON Lines -> {:.1} MiB gzip (ratio {ratio:.1}) in {} part{}",
+            "  {:.1} MiB of JSON Lines -> {:.1} MiB {} (ratio {ratio:.1}) in {} part{}",
             mib(self.bytes_uncompressed),
             mib(self.bytes_written),
+            match self.compression {
+                crate::compress::Compression::None => "uncompressed",
+                c => c.name(),
+            },
             self.parts,
             if self.parts == 1 { "" } else { "s" }
         )?;
@@ -431,6 +437,7 @@ mod tests {
             bytes_in: 10,
             bytes_uncompressed: 0,
             bytes_written: 0,
+            compression: crate::compress::Compression::Gzip,
             parts: 0,
             objects: Vec::new(),
             e_tag: None,

@@ -160,8 +160,12 @@ impl CompressedUpload {
             checkpoint_writer,
             stop_point,
         };
+        let min_boundary = config.compression.min_boundary_bytes();
         match Compressor::spawn(config, parts_tx) {
-            Ok(compressor) => Ok((upload, LineEncoder::new(compressor, chunk_bytes))),
+            Ok(compressor) => Ok((
+                upload,
+                LineEncoder::new(compressor, chunk_bytes).with_min_boundary(min_boundary),
+            )),
             Err(e) => {
                 let cause = RunError::Internal(format!("starting the compressor: {e}"));
                 Err(upload.abort(cause).await)

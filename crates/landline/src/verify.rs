@@ -1,14 +1,32 @@
 //! `landline verify`: an object read back from its store and checked, in constant memory.
 //!
 //! The object is streamed once. Its bytes are counted and hashed (SHA-256) as they arrive,
-//! and handed over a bounded channel to a blocking thread that walks the gzip container
-//! member by member (header, deflate data, trailer CRC-32 and length, checked here rather
-//! than trusted to a decoder that stops quietly at a truncation) and splits the JSON Lines
-//! it holds: every line must be one JSON object and end with a newline. Only the partial
-//! last line of a chunk is carried over, bounded by [`VerifyOptions::max_line_bytes`].
+//! and handed over a bounded channel to a blocking thread that reads them in the format
+//! their first bytes show ([`Compression`]): gzip (`1f 8b`), zstd (a frame's `28 b5 2f fd`,
+//! or a skippable frame's magic number), anything else uncompressed JSON Lines.
 //!
-//! What was found is then compared with the run's [`Manifest`], when one is given: size,
-//! SHA-256, records, uncompressed bytes and gzip members. Every difference is a
+//! - gzip is walked member by member: header, deflate data, trailer CRC-32 and length,
+//!   checked here rather than trusted to a decoder that stops quietly at a truncation.
+//! - zstd is walked frame by frame, each decoded by libzstd's streaming decoder (which checks
+//!   the frame's content size and XXH64 checksum) and skippable frames skipped, so that a
+//!   truncation, a corrupt frame or garbage after the last one is named by its frame and
+//!   where that starts. The decoder's window is the frame's: a block's worth (about 1 MiB)
+//!   for the frames landline writes.
+//! - Plain JSON Lines go to the line checker as they are.
+//!
+//! Whatever the format, the JSON Lines are checked the same way: every line must be one JSON
+//! object and end with a newline. Only the partial last line of a chunk is carried over,
+//! bounded by [`VerifyOptions::max_line_bytes`]. An empty object is a problem in every
+//! format.
+//!
+//! Bytes with no magic number are read as the format expected of the object (its manifest's,
+//! else the one its URL's extension names) when that is gzip or zstd, so that a damaged
+//! start, or JSON Lines stored as a `.gz`, is reported as "not a gzip member (it starts …)"
+//! rather than as lines that do not parse.
+//!
+//! What was found is then compared with the run's [`Manifest`], when one is given: the
+//! format (when the bytes show one the manifest does not say), size, SHA-256, records,
+//! uncompressed bytes and, for gzip objects, gzip members. Every difference is a
 //! [`Problem`]; any problem makes [`verify`] fail with [`VerifyError::Mismatch`], which
 //! lists them all. Reading the manifest, and finding it, is the caller's job
 //! ([`crate::manifest::read`], [`crate::pipeline::manifest_location`]).
@@ -20,7 +38,9 @@ use flate2::{Decompress, FlushDecompress, Status};
 use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
 use serde::Serialize;
+use zstd::zstd_safe::{self, DCtx, InBuffer, OutBuffer};
 
+use crate::compress::Compression;
 use crate::manifest::Manifest;
 use crate::sink::digest::StreamDigest;
 use crate::sink::{Destination, StoreOptions};
@@ -29,8 +49,17 @@ use crate::sink::{Destination, StoreOptions};
 /// store's chunks, so memory stays bounded however large the object is.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// The decoder's output buffer: the uncompressed bytes looked at in one go.
-const INFLATE_BUFFER_BYTES: usize = 256 * 1024;
+/// The decoders' output buffer: the uncompressed bytes looked at in one go.
+const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The first bytes of a gzip member (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The first bytes of a zstd frame (RFC 8878: 0xFD2FB528, little-endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A skippable zstd frame's magic number, its low 4 bits masked (0x184D2A50 to 0x184D2A5F).
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
 
 /// How to read and check an object.
 #[derive(Debug, Clone)]
@@ -60,8 +89,15 @@ pub struct Verified {
     pub size: u64,
     /// The SHA-256 of its bytes (lowercase hex).
     pub sha256: String,
-    /// gzip members decoded (up to the first broken one, if one is).
+    /// The format it was read as: the one its first bytes show; when they show none, the
+    /// one expected of it (its manifest's, else its URL extension's) if that is gzip or zstd,
+    /// else uncompressed JSON Lines. For an empty object, the one expected, else `none`.
+    pub compression: Compression,
+    /// gzip members decoded (up to the first broken one, if one is); 0 for other formats.
     pub gzip_members: u64,
+    /// zstd frames decoded (up to the first broken one, if one is), skippable frames not
+    /// counted; 0 for other formats.
+    pub zstd_frames: u64,
     /// Uncompressed (JSON Lines) bytes decoded.
     pub bytes_uncompressed: u64,
     /// Lines, the records (a partial last line not counted).
@@ -126,6 +162,18 @@ pub enum Problem {
     /// The manifest says its run wrote no object.
     #[error("the manifest records no object (its run had no records)")]
     NoObjectInManifest,
+    /// The object's first bytes show a format other than the manifest's.
+    #[error("compression {found} (by the object's first bytes) != manifest {manifest}")]
+    Compression {
+        /// The format the bytes show (`none`: no magic number, JSON Lines as they are).
+        found: Compression,
+        /// The manifest's.
+        manifest: Compression,
+    },
+    /// An object expected to be uncompressed JSON Lines (or of no known format) has no
+    /// bytes at all. (An empty gzip or zstd object is that container's fault.)
+    #[error("the object is empty: no JSON Lines")]
+    Empty,
     /// The gzip container is broken; decoding stopped here.
     #[error("gzip member {member} (byte {offset}): {fault}")]
     Gzip {
@@ -135,6 +183,26 @@ pub enum Problem {
         offset: u64,
         /// What is wrong.
         fault: GzipFault,
+    },
+    /// The zstd frames are broken; decoding stopped here.
+    #[error("zstd frame {frame} (byte {offset}): {fault}")]
+    Zstd {
+        /// The frame, from 1, counting the frames that hold data (skippable frames are not
+        /// counted).
+        frame: u64,
+        /// The compressed byte where the frame starts (where garbage starts, for garbage
+        /// after the last frame).
+        offset: u64,
+        /// What is wrong.
+        fault: ZstdFault,
+    },
+    /// The object's bytes could not be read on, whatever their format: decoding stopped.
+    #[error("reading the object stopped at byte {offset}: {reason}")]
+    Unreadable {
+        /// The compressed byte reached.
+        offset: u64,
+        /// Why.
+        reason: String,
     },
     /// A line that is not a record: the first such line.
     #[error("line {line} (byte {offset}) {fault}{}", others(*bad_lines))]
@@ -205,6 +273,44 @@ pub enum GzipFault {
         trailer: u32,
         /// The decoded data's, modulo 2^32.
         data: u32,
+    },
+}
+
+/// What is wrong with a zstd object's frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ZstdFault {
+    /// No bytes at all.
+    #[error("the object is empty: no zstd frame")]
+    Empty,
+    /// The bytes do not start a zstd frame (nor a skippable one).
+    #[error("not a zstd frame (it starts {found})")]
+    NotZstd {
+        /// The first bytes, in hex.
+        found: String,
+    },
+    /// Bytes after the last frame that do not start another.
+    #[error("garbage after the last frame (it starts {found})")]
+    TrailingGarbage {
+        /// The garbage's first bytes, in hex.
+        found: String,
+    },
+    /// The object ends inside a frame.
+    #[error("truncated: the object ends inside the {part}")]
+    Truncated {
+        /// `magic number`, `frame` or `skippable frame`.
+        part: &'static str,
+    },
+    /// The frame's XXH64 content checksum is not that of the data it decodes to.
+    #[error("content checksum mismatch: the data decoded is not what was compressed")]
+    Checksum,
+    /// The decoder refused the frame: corrupt data, a content size that is not the data's,
+    /// a header it does not take.
+    #[error("corrupt frame: {reason}")]
+    Corrupt {
+        /// The decoder's message.
+        reason: String,
     },
 }
 
@@ -301,12 +407,17 @@ pub async fn verify(
         .into_stream();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let max_line_bytes = options.max_line_bytes;
+    // The format expected, for bytes that show none: the manifest's, else the URL's.
+    let expected_format = expected
+        .and_then(|m| m.object.as_ref())
+        .map(|facts| facts.compression)
+        .or_else(|| Compression::from_key(url));
     let decoding = tokio::task::spawn_blocking(move || {
         let mut reader = ChannelReader {
             rx,
             chunk: Bytes::new(),
         };
-        decode(&mut reader, max_line_bytes)
+        decode_object(&mut reader, max_line_bytes, expected_format)
     });
     let mut size = 0u64;
     let mut digest = StreamDigest::default();
@@ -331,7 +442,9 @@ pub async fn verify(
         location: url.to_owned(),
         size,
         sha256: digest.hex(),
+        compression: decoded.compression,
         gzip_members: decoded.members,
+        zstd_frames: decoded.frames,
         bytes_uncompressed: decoded.lines.offset,
         records: decoded.lines.records,
         largest_record_bytes: decoded.lines.largest,
@@ -350,7 +463,9 @@ pub async fn verify(
 }
 
 /// Everything wrong: the container, the lines, then the manifest's figures. Counts are not
-/// compared when the container is broken (decoding stopped early; the fault says so).
+/// compared when the container is broken (decoding stopped early; the fault says so). gzip
+/// members are compared for gzip objects only: with the manifest's count when it says gzip,
+/// else with 1.
 fn problems(verified: &Verified, decoded: &Decoded, expected: Option<&Manifest>) -> Vec<Problem> {
     let mut problems = Vec::new();
     problems.extend(decoded.fault.clone());
@@ -377,13 +492,26 @@ fn problems(verified: &Verified, decoded: &Decoded, expected: Option<&Manifest>)
         },
         None => None,
     };
-    let (members, from_manifest) = facts.map_or((1, false), |(_, f)| (f.gzip_members, true));
-    if !broken && verified.gzip_members != members {
-        problems.push(Problem::GzipMembers {
-            found: verified.gzip_members,
-            expected: members,
-            from_manifest,
+    if let Some((_, facts)) = facts
+        && facts.compression != verified.compression
+    {
+        problems.push(Problem::Compression {
+            found: verified.compression,
+            manifest: facts.compression,
         });
+    }
+    if verified.compression == Compression::Gzip {
+        let (members, from_manifest) = match facts {
+            Some((_, f)) if f.compression == Compression::Gzip => (f.gzip_members, true),
+            _ => (1, false),
+        };
+        if !broken && verified.gzip_members != members {
+            problems.push(Problem::GzipMembers {
+                found: verified.gzip_members,
+                expected: members,
+                from_manifest,
+            });
+        }
     }
     let Some((manifest, facts)) = facts else {
         return problems;
@@ -458,8 +586,12 @@ impl BufRead for ChannelReader {
 /// What decoding found.
 #[derive(Debug)]
 struct Decoded {
-    /// Members decoded whole.
+    /// The format the object was read as.
+    compression: Compression,
+    /// gzip members decoded whole.
     members: u64,
+    /// zstd frames (with data) decoded whole.
+    frames: u64,
     /// The first fault of the container; decoding stopped there.
     fault: Option<Problem>,
     lines: Lines,
@@ -472,8 +604,12 @@ struct Counted<'a, R> {
 }
 
 impl<R: BufRead> Counted<'_, R> {
+    fn fill_raw(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
     fn fill(&mut self) -> Result<&[u8], GzipFault> {
-        self.inner.fill_buf().map_err(|e| GzipFault::Deflate {
+        self.fill_raw().map_err(|e| GzipFault::Deflate {
             reason: format!("reading: {e}"),
         })
     }
@@ -493,10 +629,17 @@ impl<R: BufRead> Counted<'_, R> {
 
     /// Up to `N` bytes (fewer at the end), and how many.
     fn take_up_to<const N: usize>(&mut self) -> Result<([u8; N], usize), GzipFault> {
+        self.take_up_to_raw().map_err(|e| GzipFault::Deflate {
+            reason: format!("reading: {e}"),
+        })
+    }
+
+    /// Up to `N` bytes (fewer at the end), and how many; a reading error as it is.
+    fn take_up_to_raw<const N: usize>(&mut self) -> std::io::Result<([u8; N], usize)> {
         let mut out = [0u8; N];
         let mut got = 0;
         while got < N {
-            let available = self.fill()?;
+            let available = self.fill_raw()?;
             if available.is_empty() {
                 break;
             }
@@ -529,6 +672,337 @@ impl<R: BufRead> Counted<'_, R> {
     }
 }
 
+/// Up to the first 4 of `bytes` in hex, spaced: `7b 22 69 64`.
+fn hex_start(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The format an object's `first` bytes show (up to 4; fewer only when the object is that
+/// short, and then a start of a magic number counts as it, so that a truncated object is
+/// read as its container): gzip, zstd, else uncompressed JSON Lines.
+fn detect(first: &[u8]) -> Compression {
+    let starts = |magic: &[u8]| {
+        !first.is_empty()
+            && if first.len() >= magic.len() {
+                first.starts_with(magic)
+            } else {
+                magic.starts_with(first)
+            }
+    };
+    let skippable = <[u8; 4]>::try_from(first)
+        .is_ok_and(|word| u32::from_le_bytes(word) & !0xf == SKIPPABLE_MAGIC);
+    if starts(&GZIP_MAGIC) {
+        Compression::Gzip
+    } else if starts(&ZSTD_MAGIC) || skippable {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Reads `reader` in the format its first bytes show ([`detect`]), or in `expected` when
+/// they show none and that is gzip or zstd, and checks the lines it holds. An empty object
+/// is a fault of the `expected` format's (gzip's, zstd's, else [`Problem::Empty`]).
+fn decode_object(
+    reader: &mut impl BufRead,
+    max_line_bytes: usize,
+    expected: Option<Compression>,
+) -> Decoded {
+    let taken = Counted {
+        inner: reader,
+        consumed: 0,
+    }
+    .take_up_to_raw::<4>();
+    let (first, got) = match taken {
+        Ok(taken) => taken,
+        Err(e) => {
+            return Decoded::stopped(
+                expected.unwrap_or(Compression::None),
+                Problem::Unreadable {
+                    offset: 0,
+                    reason: e.to_string(),
+                },
+                max_line_bytes,
+            );
+        }
+    };
+    if got == 0 {
+        let compression = expected.unwrap_or(Compression::None);
+        let fault = match compression {
+            Compression::Gzip => Problem::Gzip {
+                member: 1,
+                offset: 0,
+                fault: GzipFault::Empty,
+            },
+            Compression::Zstd => Problem::Zstd {
+                frame: 1,
+                offset: 0,
+                fault: ZstdFault::Empty,
+            },
+            Compression::None => Problem::Empty,
+        };
+        return Decoded::stopped(compression, fault, max_line_bytes);
+    }
+    // The bytes looked at go first again.
+    let mut reader = std::io::Read::chain(&first[..got], reader);
+    let format = match (detect(&first[..got]), expected) {
+        (Compression::None, Some(container @ (Compression::Gzip | Compression::Zstd))) => container,
+        (found, _) => found,
+    };
+    match format {
+        Compression::Gzip => decode(&mut reader, max_line_bytes),
+        Compression::Zstd => decode_zstd(&mut reader, max_line_bytes),
+        Compression::None => decode_plain(&mut reader, max_line_bytes),
+    }
+}
+
+impl Decoded {
+    /// Decoding in `compression` that stopped before it began.
+    fn stopped(compression: Compression, fault: Problem, max_line_bytes: usize) -> Self {
+        Decoded {
+            compression,
+            members: 0,
+            frames: 0,
+            fault: Some(fault),
+            lines: Lines::new(max_line_bytes),
+        }
+    }
+}
+
+/// Checks the lines of uncompressed JSON Lines.
+fn decode_plain(reader: &mut impl BufRead, max_line_bytes: usize) -> Decoded {
+    let mut input = Counted {
+        inner: reader,
+        consumed: 0,
+    };
+    let mut lines = Lines::new(max_line_bytes);
+    let fault = loop {
+        match input.fill_raw() {
+            Ok([]) => break None,
+            Ok(available) => {
+                lines.feed(available);
+                let n = available.len();
+                input.consume(n);
+            }
+            Err(e) => {
+                break Some(Problem::Unreadable {
+                    offset: input.consumed,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    };
+    if fault.is_none() {
+        lines.finish();
+    }
+    Decoded {
+        compression: Compression::None,
+        members: 0,
+        frames: 0,
+        fault,
+        lines,
+    }
+}
+
+/// Why reading a zstd frame stopped.
+enum ZstdStop {
+    /// The frames are broken.
+    Fault(ZstdFault),
+    /// The bytes could not be read.
+    Read(std::io::Error),
+}
+
+impl From<ZstdFault> for ZstdStop {
+    fn from(fault: ZstdFault) -> Self {
+        ZstdStop::Fault(fault)
+    }
+}
+
+impl From<std::io::Error> for ZstdStop {
+    fn from(e: std::io::Error) -> Self {
+        ZstdStop::Read(e)
+    }
+}
+
+/// What was read of a zstd object at a frame boundary.
+enum ZstdFrame {
+    /// A frame with data, decoded whole.
+    Data,
+    /// A skippable frame, skipped.
+    Skippable,
+    /// The end of the object.
+    End,
+}
+
+/// Walks the zstd frames of `reader` and checks the lines they hold.
+fn decode_zstd(reader: &mut impl BufRead, max_line_bytes: usize) -> Decoded {
+    let mut input = Counted {
+        inner: reader,
+        consumed: 0,
+    };
+    let mut lines = Lines::new(max_line_bytes);
+    let mut frames = 0u64;
+    let mut out = vec![0u8; OUTPUT_BUFFER_BYTES];
+    let fault = match DCtx::try_create() {
+        None => Some(Problem::Unreadable {
+            offset: 0,
+            reason: "no memory for a zstd decoder".to_owned(),
+        }),
+        Some(mut dctx) => loop {
+            let start = input.consumed;
+            match zstd_frame(&mut dctx, &mut input, &mut lines, &mut out) {
+                Ok(ZstdFrame::Data) => frames += 1,
+                Ok(ZstdFrame::Skippable) => {}
+                Ok(ZstdFrame::End) if start == 0 => {
+                    break Some(Problem::Zstd {
+                        frame: 1,
+                        offset: 0,
+                        fault: ZstdFault::Empty,
+                    });
+                }
+                Ok(ZstdFrame::End) => break None,
+                Err(ZstdStop::Fault(fault)) => {
+                    break Some(Problem::Zstd {
+                        frame: frames + 1,
+                        offset: start,
+                        fault,
+                    });
+                }
+                Err(ZstdStop::Read(e)) => {
+                    break Some(Problem::Unreadable {
+                        offset: input.consumed,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        },
+    };
+    if fault.is_none() {
+        lines.finish();
+    }
+    Decoded {
+        compression: Compression::Zstd,
+        members: 0,
+        frames,
+        fault,
+        lines,
+    }
+}
+
+/// Reads one frame at `input`: decodes a zstd frame (its output into `lines`), skips a
+/// skippable one, or finds the end of the object.
+fn zstd_frame<R: BufRead>(
+    dctx: &mut DCtx<'_>,
+    input: &mut Counted<'_, R>,
+    lines: &mut Lines,
+    out: &mut [u8],
+) -> Result<ZstdFrame, ZstdStop> {
+    let start = input.consumed;
+    let (magic, got) = input.take_up_to_raw::<4>()?;
+    let found = &magic[..got];
+    if got == 0 {
+        return Ok(ZstdFrame::End);
+    }
+    if found == ZSTD_MAGIC {
+        return zstd_data_frame(dctx, input, found, lines, out).map(|()| ZstdFrame::Data);
+    }
+    if detect(found) == Compression::Zstd {
+        // A skippable frame, or the start of a magic number the object ends in.
+        if got < 4 {
+            return Err(ZstdFault::Truncated {
+                part: "magic number",
+            }
+            .into());
+        }
+        let truncated = ZstdFault::Truncated {
+            part: "skippable frame",
+        };
+        let (size, got) = input.take_up_to_raw::<4>()?;
+        if got < 4 {
+            return Err(truncated.into());
+        }
+        let mut left = u64::from(u32::from_le_bytes(size));
+        while left > 0 {
+            let available = input.fill_raw()?.len();
+            if available == 0 {
+                return Err(truncated.into());
+            }
+            let n = usize::try_from(left).map_or(available, |left| left.min(available));
+            input.consume(n);
+            left -= n as u64;
+        }
+        return Ok(ZstdFrame::Skippable);
+    }
+    let found = hex_start(found);
+    Err(if start == 0 {
+        ZstdFault::NotZstd { found }
+    } else {
+        ZstdFault::TrailingGarbage { found }
+    }
+    .into())
+}
+
+/// Decodes the zstd frame at `input`, its magic number (`magic`) already read, into `lines`.
+fn zstd_data_frame<R: BufRead>(
+    dctx: &mut DCtx<'_>,
+    input: &mut Counted<'_, R>,
+    magic: &[u8],
+    lines: &mut Lines,
+    out: &mut [u8],
+) -> Result<(), ZstdStop> {
+    // The magic number goes to the decoder first, then the object's bytes.
+    let mut ahead = magic;
+    loop {
+        let from_ahead = !ahead.is_empty();
+        let available = if from_ahead { ahead } else { input.fill_raw()? };
+        let at_end = available.is_empty();
+        let mut src = InBuffer::around(available);
+        let mut dst = OutBuffer::around(&mut *out);
+        let left = dctx
+            .decompress_stream(&mut dst, &mut src)
+            .map_err(zstd_fault)?;
+        let (consumed, produced) = (src.pos(), dst.pos());
+        if from_ahead {
+            ahead = &ahead[consumed..];
+        } else {
+            input.consume(consumed);
+        }
+        lines.feed(&out[..produced]);
+        // 0: the frame is decoded, checked and flushed; the decoder stops at its end.
+        if left == 0 {
+            return Ok(());
+        }
+        if at_end && produced == 0 {
+            return Err(ZstdFault::Truncated { part: "frame" }.into());
+        }
+        if consumed == 0 && produced == 0 {
+            return Err(ZstdFault::Corrupt {
+                reason: "the decoder is stuck".to_owned(),
+            }
+            .into());
+        }
+    }
+}
+
+/// The fault a zstd error code names.
+fn zstd_fault(code: zstd_safe::ErrorCode) -> ZstdFault {
+    if zstd_safe::is_error_kind(
+        code,
+        zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_checksum_wrong,
+    ) {
+        ZstdFault::Checksum
+    } else {
+        ZstdFault::Corrupt {
+            reason: zstd_safe::get_error_name(code).to_owned(),
+        }
+    }
+}
+
 /// Walks the gzip members of `reader` and checks the lines they hold.
 fn decode(reader: &mut impl BufRead, max_line_bytes: usize) -> Decoded {
     let mut input = Counted {
@@ -537,7 +1011,7 @@ fn decode(reader: &mut impl BufRead, max_line_bytes: usize) -> Decoded {
     };
     let mut lines = Lines::new(max_line_bytes);
     let mut members = 0u64;
-    let mut out = vec![0u8; INFLATE_BUFFER_BYTES];
+    let mut out = vec![0u8; OUTPUT_BUFFER_BYTES];
     let fault = loop {
         let start = input.consumed;
         match input.fill() {
@@ -569,7 +1043,9 @@ fn decode(reader: &mut impl BufRead, max_line_bytes: usize) -> Decoded {
         }
     };
     Decoded {
+        compression: Compression::Gzip,
         members,
+        frames: 0,
         fault,
         lines,
     }
@@ -640,13 +1116,10 @@ fn header<R: BufRead>(input: &mut Counted<'_, R>) -> Result<(), GzipFault> {
     const FNAME: u8 = 0x08;
     const FCOMMENT: u8 = 0x10;
     let (fixed, got) = input.take_up_to::<10>()?;
-    if got >= 1 && fixed[0] != 0x1f || got >= 2 && fixed[1] != 0x8b {
-        let found = fixed[..got.min(4)]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return Err(GzipFault::NotGzip { found });
+    if got >= 1 && fixed[0] != GZIP_MAGIC[0] || got >= 2 && fixed[1] != GZIP_MAGIC[1] {
+        return Err(GzipFault::NotGzip {
+            found: hex_start(&fixed[..got]),
+        });
     }
     if got < 10 {
         return Err(GzipFault::Truncated { part: "header" });
@@ -814,7 +1287,32 @@ mod tests {
             .collect()
     }
 
+    /// `data` as zstd frames of `block` bytes each (with their content size and checksum, as
+    /// landline writes them), and where each frame starts.
+    fn zstd_frames(data: &[u8], block: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut zstd = zstd::bulk::Compressor::new(3).unwrap();
+        zstd.include_checksum(true).unwrap();
+        zstd.include_contentsize(true).unwrap();
+        let (mut object, mut starts) = (Vec::new(), Vec::new());
+        for piece in data.chunks(block) {
+            starts.push(object.len());
+            object.extend(zstd.compress(piece).unwrap());
+        }
+        (object, starts)
+    }
+
+    /// A skippable zstd frame holding `payload`.
+    fn skippable(payload: &[u8]) -> Vec<u8> {
+        let size = u32::try_from(payload.len()).unwrap().to_le_bytes();
+        [&[0x53, 0x2a, 0x4d, 0x18][..], &size, payload].concat()
+    }
+
     fn manifest_of(object: &[u8], jsonl: &[u8]) -> Manifest {
+        manifest_in(Compression::Gzip, object, jsonl)
+    }
+
+    /// The manifest of `object`, in `compression`, holding `jsonl`.
+    fn manifest_in(compression: Compression, object: &[u8], jsonl: &[u8]) -> Manifest {
         let records = jsonl.iter().filter(|&&b| b == b'\n').count() as u64;
         Manifest {
             format: crate::manifest::FORMAT.into(),
@@ -829,7 +1327,8 @@ mod tests {
                 e_tag: None,
                 sha256: Some(crate::sink::digest::hex(&Sha256::digest(object))),
                 parts: 1,
-                gzip_members: 1,
+                compression,
+                gzip_members: u64::from(compression == Compression::Gzip),
             }),
             records,
             bytes_uncompressed: jsonl.len() as u64,
@@ -842,13 +1341,22 @@ mod tests {
         }
     }
 
-    /// `object` written to a temporary file and verified against `manifest`.
+    /// `object` written to a temporary file (a `.jsonl.gz`) and verified against `manifest`.
     async fn verify_bytes(
         object: &[u8],
         manifest: Option<&Manifest>,
     ) -> Result<Verified, VerifyError> {
+        verify_named("o.jsonl.gz", object, manifest).await
+    }
+
+    /// `object` written to a temporary file called `name` and verified against `manifest`.
+    async fn verify_named(
+        name: &str,
+        object: &[u8],
+        manifest: Option<&Manifest>,
+    ) -> Result<Verified, VerifyError> {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.jsonl.gz");
+        let path = dir.path().join(name);
         std::fs::write(&path, object).unwrap();
         verify(
             &path.to_string_lossy(),
@@ -1157,5 +1665,383 @@ mod tests {
         let decoded = decode(&mut &object[..], 1 << 20);
         assert!(decoded.fault.is_none(), "{:?}", decoded.fault);
         assert_eq!((decoded.members, decoded.lines.records), (1, 3));
+    }
+
+    #[test]
+    fn formats_are_told_by_their_first_bytes() {
+        let cases: [(&[u8], Compression); 11] = [
+            (&[0x1f, 0x8b, 0x08, 0x00], Compression::Gzip),
+            (&[0x1f, 0x8b], Compression::Gzip),
+            // A whole object that short: the start of a magic number, a truncated container.
+            (&[0x1f], Compression::Gzip),
+            (&ZSTD_MAGIC, Compression::Zstd),
+            (&[0x28, 0xb5], Compression::Zstd),
+            (b"(", Compression::Zstd),
+            (&[0x5f, 0x2a, 0x4d, 0x18], Compression::Zstd),
+            (b"{\"a\"", Compression::None),
+            (b"{", Compression::None),
+            (&[0x1f, 0x00], Compression::None),
+            (&[0x28, 0xb5, 0x2f, 0x00], Compression::None),
+        ];
+        for (first, format) in cases {
+            assert_eq!(detect(first), format, "{first:02x?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_zstd_object_of_several_frames_matches_its_manifest() {
+        let lines = jsonl(5_000);
+        let (object, starts) = zstd_frames(&lines, 64 * 1024);
+        assert!(starts.len() > 3, "{}", starts.len());
+        let manifest = manifest_in(Compression::Zstd, &object, &lines);
+        for name in ["o.jsonl.zst", "o.jsonl.gz", "o"] {
+            let verified = verify_named(name, &object, Some(&manifest)).await.unwrap();
+            assert_eq!(verified.compression, Compression::Zstd);
+            assert_eq!(verified.zstd_frames, starts.len() as u64);
+            assert_eq!(verified.gzip_members, 0);
+            assert_eq!(verified.records, 5_000);
+            assert_eq!(verified.bytes_uncompressed, lines.len() as u64);
+            assert_eq!(verified.size, object.len() as u64);
+            let widest = lines.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap();
+            assert_eq!(verified.largest_record_bytes, widest as u64);
+        }
+        let alone = verify_bytes(&object, None).await.unwrap();
+        assert_eq!(
+            (alone.compression, alone.zstd_frames),
+            (Compression::Zstd, starts.len() as u64)
+        );
+        // Skippable frames, first and between, are skipped and not counted.
+        let at = starts[2];
+        let with_skippable = [
+            &skippable(b"first")[..],
+            &object[..at],
+            &skippable(&[7; 100_000]),
+            &object[at..],
+        ]
+        .concat();
+        let verified = verify_bytes(&with_skippable, None).await.unwrap();
+        assert_eq!(verified.zstd_frames, starts.len() as u64);
+        assert_eq!(verified.records, 5_000);
+        // Read in pieces of a few bytes: magic numbers split across reads.
+        for capacity in [1, 3, 4096] {
+            let mut reader = std::io::BufReader::with_capacity(capacity, &with_skippable[..]);
+            let decoded = decode_object(&mut reader, 1 << 20, None);
+            assert!(decoded.fault.is_none(), "{capacity}: {:?}", decoded.fault);
+            assert_eq!(
+                (decoded.frames, decoded.lines.records),
+                (starts.len() as u64, 5_000)
+            );
+        }
+        // The lines the frames hold are checked as gzip's are.
+        let first_line = lines.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let bad = [&lines[..first_line], b"[1]\n", &lines[first_line..]].concat();
+        let (object, _) = zstd_frames(&bad, 64 * 1024);
+        let (_, problems, text) = problems_of(verify_bytes(&object, None).await);
+        assert_eq!(problems.len(), 1, "{text}");
+        assert!(
+            text.contains(&format!("line 2 (byte {first_line}) is not a JSON object")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_zstd_object_names_the_frame() {
+        let lines = jsonl(3_000);
+        let (object, starts) = zstd_frames(&lines, 64 * 1024);
+        let manifest = manifest_in(Compression::Zstd, &object, &lines);
+        for (cut, frame, part) in [
+            ((starts[1] + starts[2]) / 2, 2, "frame"),
+            (starts[2] - 1, 2, "frame"),
+            (starts[2] + 2, 3, "magic number"),
+            (object.len() - 2, starts.len(), "frame"),
+            (2, 1, "magic number"),
+        ] {
+            let (found, problems, text) =
+                problems_of(verify_bytes(&object[..cut], Some(&manifest)).await);
+            let start = starts[frame - 1] as u64;
+            assert!(
+                matches!(
+                    &problems[0],
+                    Problem::Zstd { frame: f, offset, fault: ZstdFault::Truncated { part: p } }
+                        if *f == frame as u64 && *offset == start && *p == part
+                ),
+                "{cut}: {problems:?}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "zstd frame {frame} (byte {start}): truncated: the object ends inside the {part}"
+                )),
+                "{text}"
+            );
+            assert_eq!(found.zstd_frames, frame as u64 - 1);
+            assert!(
+                text.contains(&format!("size {cut} != manifest {}", object.len())),
+                "{text}"
+            );
+            assert!(!text.contains("records (lines)"), "{text}");
+            assert!(!text.contains("compression"), "{text}");
+        }
+        // Cut at a frame's end, the object is whole but short: the manifest says so.
+        let (found, problems, text) =
+            problems_of(verify_bytes(&object[..starts[2]], Some(&manifest)).await);
+        assert_eq!(found.zstd_frames, 2);
+        assert!(
+            problems.iter().all(|p| !matches!(p, Problem::Zstd { .. })),
+            "{text}"
+        );
+        assert!(text.contains("records (lines) != manifest 3000"), "{text}");
+        // A truncated skippable frame.
+        let cut = [&object[..], &skippable(&[0; 100])[..50]].concat();
+        let (_, problems, text) = problems_of(verify_bytes(&cut, None).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Zstd { fault: ZstdFault::Truncated { part: "skippable frame" }, offset, .. }]
+                    if *offset == object.len() as u64
+            ),
+            "{text}"
+        );
+        // Empty, where a zstd object is expected.
+        let (found, problems, text) = problems_of(verify_named("o.zst", &[], None).await);
+        assert_eq!(found.compression, Compression::Zstd);
+        assert_eq!(
+            problems,
+            [Problem::Zstd {
+                frame: 1,
+                offset: 0,
+                fault: ZstdFault::Empty
+            }],
+            "{text}"
+        );
+        assert!(
+            text.contains("the object is empty: no zstd frame"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_zstd_is_a_checksum_or_corruption_error_in_its_frame() {
+        let lines = jsonl(3_000);
+        let (object, starts) = zstd_frames(&lines, 64 * 1024);
+        let mut flipped = object.clone();
+        flipped[(starts[1] + starts[2]) / 2] ^= 0x5a;
+        let (found, problems, text) = problems_of(verify_bytes(&flipped, None).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Zstd {
+                    frame: 2,
+                    fault: ZstdFault::Checksum | ZstdFault::Corrupt { .. },
+                    offset,
+                }] if *offset == starts[1] as u64
+            ),
+            "{text}"
+        );
+        assert_eq!(found.zstd_frames, 1);
+        // The checksum itself, the last 4 bytes of frame 2.
+        let mut bad_checksum = object.clone();
+        bad_checksum[starts[2] - 1] ^= 1;
+        let (_, problems, text) = problems_of(verify_bytes(&bad_checksum, None).await);
+        assert_eq!(
+            problems,
+            [Problem::Zstd {
+                frame: 2,
+                offset: starts[1] as u64,
+                fault: ZstdFault::Checksum
+            }],
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "zstd frame 2 (byte {}): content checksum mismatch",
+                starts[1]
+            )),
+            "{text}"
+        );
+        // The frame header's content size, one too many: the decoder refuses the frame.
+        let (object, _) = zstd_frames(&lines[..1000], 64 * 1024);
+        let mut bad_size = object.clone();
+        // Magic, descriptor (single segment, 2-byte size, checksum), then the size.
+        assert_eq!(bad_size[4], 0x64, "{:02x}", bad_size[4]);
+        bad_size[5] = bad_size[5].wrapping_add(1);
+        let (_, problems, text) = problems_of(verify_bytes(&bad_size, None).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Zstd {
+                    frame: 1,
+                    offset: 0,
+                    fault: ZstdFault::Corrupt { .. }
+                }]
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("zstd frame 1 (byte 0): corrupt frame: "),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_after_the_last_zstd_frame_is_named() {
+        let lines = jsonl(1_000);
+        let (mut object, starts) = zstd_frames(&lines, 16 * 1024);
+        let whole = object.len();
+        let mut manifest = manifest_in(Compression::Zstd, &object, &lines);
+        object.extend_from_slice(b"junk");
+        manifest.object.as_mut().unwrap().size = object.len() as u64;
+        let (found, problems, text) = problems_of(verify_bytes(&object, Some(&manifest)).await);
+        let frame = starts.len() as u64 + 1;
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Zstd { frame: f, offset, fault: ZstdFault::TrailingGarbage { found } }, Problem::Sha256 { .. }]
+                    if *f == frame && *offset == whole as u64 && found == "6a 75 6e 6b"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "zstd frame {frame} (byte {whole}): garbage after the last frame (it starts 6a 75 6e 6b)"
+            )),
+            "{text}"
+        );
+        assert_eq!(found.zstd_frames, starts.len() as u64);
+        // A lone byte that is not a magic number's start.
+        object.truncate(whole);
+        object.push(b'\n');
+        let (_, problems, _) = problems_of(verify_bytes(&object, None).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Zstd { fault: ZstdFault::TrailingGarbage { found }, .. }] if found == "0a"
+            ),
+            "{problems:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_good_plain_object_matches_its_manifest() {
+        let lines = jsonl(2_000);
+        let manifest = manifest_in(Compression::None, &lines, &lines);
+        for name in ["o.jsonl", "o.ndjson", "o"] {
+            let verified = verify_named(name, &lines, Some(&manifest)).await.unwrap();
+            assert_eq!(verified.compression, Compression::None);
+            assert_eq!((verified.gzip_members, verified.zstd_frames), (0, 0));
+            assert_eq!(verified.records, 2_000);
+            assert_eq!(verified.size, lines.len() as u64);
+            assert_eq!(verified.bytes_uncompressed, lines.len() as u64);
+            let alone = verify_named(name, &lines, None).await.unwrap();
+            assert_eq!(alone.records, 2_000);
+        }
+        // Empty.
+        for (name, manifest) in [("o.jsonl", None), ("o", None), ("o.gz", Some(&manifest))] {
+            let (found, problems, text) = problems_of(verify_named(name, &[], manifest).await);
+            assert_eq!(found.compression, Compression::None, "{name}");
+            assert_eq!(problems[0], Problem::Empty, "{name}: {text}");
+            assert!(
+                text.contains("the object is empty: no JSON Lines"),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_object_with_a_bad_line_names_it() {
+        let good = jsonl(10);
+        let first_line = good.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let lines = [&good[..first_line], b"{\"a\":1,}\n", &good[first_line..]].concat();
+        let manifest = manifest_in(Compression::None, &lines, &lines);
+        let (found, problems, text) =
+            problems_of(verify_named("o.jsonl", &lines, Some(&manifest)).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Line { line: 2, offset, fault: LineFault::NotJson { .. }, bad_lines: 1 }]
+                    if *offset == first_line as u64
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("line 2 (byte {first_line}) is not JSON")),
+            "{text}"
+        );
+        assert_eq!(found.records, 11);
+        // Unterminated.
+        let (_, problems, text) =
+            problems_of(verify_named("o.jsonl", &good[..good.len() - 1], None).await);
+        assert!(
+            matches!(
+                &problems[..],
+                [Problem::Line {
+                    line: 10,
+                    fault: LineFault::Unterminated,
+                    ..
+                }]
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_format_other_than_the_manifests_is_named() {
+        let lines = jsonl(500);
+        let gz = gzip(&lines);
+        let (zst, _) = zstd_frames(&lines, 16 * 1024);
+        for (object, found, manifest) in [
+            (&zst, Compression::Zstd, Compression::Gzip),
+            (&zst, Compression::Zstd, Compression::None),
+            (&gz, Compression::Gzip, Compression::Zstd),
+            (&gz, Compression::Gzip, Compression::None),
+            (&lines, Compression::None, Compression::Zstd),
+        ] {
+            let facts = manifest_in(manifest, object, &lines);
+            // Whatever the name: the manifest is what is compared with.
+            let (verified, problems, text) =
+                problems_of(verify_named("o.jsonl.gz", object, Some(&facts)).await);
+            let mismatch = Problem::Compression { found, manifest };
+            if found == Compression::None {
+                // Bytes with no magic number, where zstd is expected: read as zstd.
+                assert_eq!(verified.compression, manifest);
+                assert!(
+                    matches!(
+                        &problems[..],
+                        [Problem::Zstd { frame: 1, offset: 0, fault: ZstdFault::NotZstd { found } }]
+                            if found == "7b 22 69 64"
+                    ),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("not a zstd frame (it starts 7b 22 69 64)"),
+                    "{text}"
+                );
+                continue;
+            }
+            // Only the format: the object is read in its own, and matches otherwise.
+            assert_eq!(verified.compression, found);
+            assert_eq!(problems, [mismatch], "{found} vs {manifest}: {text}");
+            assert!(
+                text.contains(&format!(
+                    "compression {found} (by the object's first bytes) != manifest {manifest}"
+                )),
+                "{text}"
+            );
+            assert_eq!(verified.records, 500);
+        }
+        // A manifest from before the choice (no `compression`) says gzip.
+        let mut json = serde_json::to_value(manifest_in(Compression::Gzip, &zst, &lines)).unwrap();
+        json["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("compression");
+        let old: Manifest = serde_json::from_value(json).unwrap();
+        let (_, problems, _) = problems_of(verify_bytes(&zst, Some(&old)).await);
+        assert_eq!(
+            problems,
+            [Problem::Compression {
+                found: Compression::Zstd,
+                manifest: Compression::Gzip
+            }]
+        );
     }
 }

@@ -14,7 +14,46 @@
 
 use flate2::{Compress, Compression, FlushCompress};
 
-use super::CompressError;
+use super::{BlockFormat, CompressError};
+
+/// The gzip format: one member of sync-flushed deflate blocks, each primed with the 32 KiB
+/// before it.
+pub(crate) struct Gzip;
+
+impl BlockFormat for Gzip {
+    type Worker = BlockDeflater;
+
+    fn worker(&self, level: i32) -> Result<BlockDeflater, CompressError> {
+        Ok(BlockDeflater::new(level.clamp(0, 9) as u32))
+    }
+
+    fn header(&self) -> &'static [u8] {
+        &GZIP_HEADER
+    }
+
+    fn needs_window(&self) -> bool {
+        true
+    }
+
+    fn crc32(&self) -> bool {
+        true
+    }
+
+    fn compress(
+        worker: &mut BlockDeflater,
+        window: &[u8],
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
+        worker.deflate(window, input, out)
+    }
+
+    fn trailer(&self, crc: &crc32fast::Hasher, bytes_in: u64) -> Vec<u8> {
+        let mut end = FINAL_BLOCK.to_vec();
+        end.extend_from_slice(&trailer(crc, bytes_in));
+        end
+    }
+}
 
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
 pub(crate) const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];

@@ -1,15 +1,18 @@
-//! The compressor stage: JSON Lines chunks in, one gzip member out, cut into upload parts.
+//! The compressor stage: JSON Lines chunks in, one compressed stream out, cut into upload
+//! parts.
 //!
 //! Chunks arrive from the encoder through a bounded queue. A coordinator thread hands each
-//! chunk, with the last 32 KiB of the chunk before it, to a pool of deflate workers (one per
-//! core by default) and collects their outputs strictly in order, so the member is the same
-//! whatever finishes first (the format is in the crate-private `block` module). Outputs are
-//! appended to the part being filled; a full part goes to the upload stage, whose bounded
-//! channel makes the coordinator wait, which in turn makes the encoder wait. Emptied chunk
-//! buffers go back to the encoder.
+//! chunk (with the last 32 KiB of the chunk before it, for formats that need a window) to a
+//! pool of workers (one per core by default) and collects their outputs strictly in order,
+//! so the stream is the same whatever finishes first. What the bytes are is the format's
+//! business ([`BlockFormat`]): gzip ([`block`], one member of primed deflate blocks), zstd
+//! ([`zstd`], a frame per block) or plain JSON Lines; see [`Compression`]. Outputs are
+//! appended to the part being filled, so parts are sized on compressed bytes; a full part
+//! goes to the upload stage, whose bounded channel makes the coordinator wait, which in turn
+//! makes the encoder wait. Emptied chunk buffers go back to the encoder.
 //!
-//! Memory: `queue_depth` chunks waiting, `workers + 1` chunks being deflated or waiting to be
-//! collected, and the parts alive. A part is started only with a slot from
+//! Memory: `queue_depth` chunks waiting, `workers + 1` chunks being compressed or waiting to
+//! be collected, and the parts alive. A part is started only with a slot from
 //! [`CompressorConfig::part_slots`], and the slot travels with the part until its upload ends,
 //! so the parts alive at once (filling, queued and uploading) never exceed the slots. Every
 //! part but the last holds exactly its part size, unless parts are cut at boundaries (below).
@@ -19,16 +22,21 @@
 //! Boundaries, for checkpoints: a chunk may be marked as the end of a unit of the caller's
 //! (a page), see [`Compressor::send_marked`]. With [`CompressorConfig::cut_at_boundaries`], a
 //! part is shipped at the first boundary after it reaches its part size, carrying the
-//! [`MemberState`] there, so that a later process can continue the same gzip member from
-//! that part's end ([`CompressorConfig::resume`]). A part that reaches twice its size
-//! without a boundary (a page larger than a part) is shipped without one. Parts then hold
-//! between one and two part sizes; the memory maps are reserved at twice the size, and only
-//! what is written is resident.
+//! [`MemberState`] there, so that a later process can continue the same stream from that
+//! part's end ([`CompressorConfig::resume`]): the same gzip member, or the next zstd frame.
+//! A part that reaches twice its size without a boundary (a page larger than a part) is
+//! shipped without one. Parts then hold between one and two part sizes; the memory maps are
+//! reserved at twice the size, and only what is written is resident.
 
 // Crate-private; its `pub` items are for `crate::__internals` (feature `internals`), which
 // would otherwise be unreachable.
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
 pub(crate) mod block;
+mod format;
+pub(crate) mod zstd;
+
+pub use format::Compression;
+pub(crate) use format::{BlockFormat, Plain};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,19 +48,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::sink::PartSizer;
 use crate::sink::multipart::MAX_PART_SIZE;
-use block::{BlockDeflater, DICTIONARY_BYTES, FINAL_BLOCK, GZIP_HEADER};
+use block::DICTIONARY_BYTES;
 
-/// Where a gzip member stands at a block boundary: what a later process needs to continue
-/// the same member, so that a resumed object is still one member.
+/// Where a compressed stream stands at a block boundary: what a later process needs to
+/// continue it, so that a resumed gzip object is still one member (zstd and plain JSON Lines
+/// need only the byte count: every block end is a frame end).
 ///
 /// Serialised into checkpoints; the dictionary is base64 in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberState {
-    /// CRC-32 of the uncompressed bytes so far.
+    /// CRC-32 of the uncompressed bytes so far (gzip; 0 for the other formats).
     pub crc32: u32,
     /// Uncompressed bytes so far.
     pub bytes_in: u64,
-    /// The last (up to) 32 KiB of those bytes: the next block's preset dictionary.
+    /// The last (up to) 32 KiB of those bytes: the next block's preset dictionary (gzip;
+    /// empty for the other formats).
     #[serde(with = "base64_bytes")]
     pub dictionary: Vec<u8>,
 }
@@ -101,6 +111,9 @@ pub enum CompressError {
     /// zlib reported an error (not expected for valid input).
     #[error("deflate failed: {0}")]
     Deflate(#[from] flate2::CompressError),
+    /// libzstd reported an error (not expected for valid input and levels).
+    #[error("zstd failed: {0}")]
+    Zstd(#[source] std::io::Error),
     /// The upload stage stopped taking parts (it failed; its error is the cause).
     #[error("the upload stage stopped taking parts")]
     OutputClosed,
@@ -117,7 +130,7 @@ pub enum CompressError {
 pub struct CompressStats {
     /// Uncompressed bytes in the member (a resumed member's earlier bytes included).
     pub bytes_in: u64,
-    /// Compressed bytes out, gzip header and trailer included.
+    /// Compressed bytes out, the format's header and trailer included.
     pub bytes_out: u64,
     /// Parts emitted.
     pub parts: u64,
@@ -177,9 +190,11 @@ impl AsRef<[u8]> for PartBuffer {
 /// Settings of the compressor stage.
 #[derive(Debug, Clone)]
 pub struct CompressorConfig {
-    /// zlib level, 0–9.
-    pub level: u32,
-    /// Deflate worker threads.
+    /// The format written.
+    pub compression: Compression,
+    /// The format's level (gzip 0–9, zstd 1–19; see [`Compression::levels`]).
+    pub level: i32,
+    /// Worker threads (plain JSON Lines uses one: it only copies).
     pub workers: usize,
     /// Chunks waiting for the coordinator before the encoder has to wait.
     pub queue_depth: usize,
@@ -189,18 +204,19 @@ pub struct CompressorConfig {
     pub part_slots: Option<Arc<Semaphore>>,
     /// Cut parts at marked boundaries (see the module doc), for checkpoints.
     pub cut_at_boundaries: bool,
-    /// Continue a member from this state (no header is written), its next part being
-    /// `first_part`; `None` starts a new member.
+    /// Continue a stream from this state (no header is written), its next part being
+    /// `first_part`; `None` starts a new stream.
     pub resume: Option<MemberState>,
     /// The number of the first part this compressor emits (1 unless resuming).
     pub first_part: u64,
 }
 
 impl CompressorConfig {
-    /// A new member at `level` on `workers` threads, `parts` sized by `parts`, at most
-    /// `part_slots` parts alive, parts cut at exact sizes.
-    pub fn new(level: u32, workers: usize, parts: PartSizer) -> Self {
+    /// A new `compression` stream at `level` on `workers` threads, parts sized by `parts`,
+    /// no limit on parts alive, parts cut at exact sizes.
+    pub fn new(compression: Compression, level: i32, workers: usize, parts: PartSizer) -> Self {
         CompressorConfig {
+            compression,
             level,
             workers,
             queue_depth: 1,
@@ -224,7 +240,7 @@ pub struct Part {
     pub number: u64,
     /// Set when the part ends at a marked boundary.
     pub end: Option<PartEnd>,
-    /// Whether this is the member's last part.
+    /// Whether this is the stream's last part.
     pub last: bool,
 }
 
@@ -243,9 +259,16 @@ impl Compressor {
     ) -> std::io::Result<Self> {
         let (chunks, chunk_rx) = mpsc::sync_channel::<Chunk>(config.queue_depth.max(1));
         let (recycle_tx, recycled) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("landline-gzip".into())
-            .spawn(move || coordinate(config, chunk_rx, recycle_tx, parts_out))?;
+        let builder = std::thread::Builder::new().name(format!("landline-{}", config.compression));
+        let thread = match config.compression {
+            Compression::Gzip => builder
+                .spawn(move || coordinate(block::Gzip, config, chunk_rx, recycle_tx, parts_out))?,
+            Compression::Zstd => builder
+                .spawn(move || coordinate(zstd::Zstd, config, chunk_rx, recycle_tx, parts_out))?,
+            Compression::None => {
+                builder.spawn(move || coordinate(Plain, config, chunk_rx, recycle_tx, parts_out))?
+            }
+        };
         Ok(Compressor {
             chunks,
             recycled,
@@ -312,8 +335,7 @@ struct Done {
     result: Result<(), CompressError>,
 }
 
-fn work(level: u32, jobs: Receiver<Job>) {
-    let mut deflater = BlockDeflater::new(level);
+fn work<F: BlockFormat>(mut worker: F::Worker, crc32: bool, jobs: Receiver<Job>) {
     // The coordinator closes the channel to end the stream.
     while let Ok(job) = jobs.recv() {
         let Job {
@@ -323,9 +345,11 @@ fn work(level: u32, jobs: Receiver<Job>) {
             done,
         } = job;
         output.clear();
-        let result = deflater.deflate(&dictionary, &input, &mut output);
+        let result = F::compress(&mut worker, &dictionary, &input, &mut output);
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&input);
+        if crc32 {
+            crc.update(&input);
+        }
         // The coordinator may have stopped; then the result is not needed.
         let _ = done.send(Done {
             input,
@@ -470,22 +494,28 @@ struct Member {
     bytes_in: u64,
 }
 
-fn coordinate(
+fn coordinate<F: BlockFormat>(
+    format: F,
     config: CompressorConfig,
     chunks: Receiver<Chunk>,
     recycle: mpsc::Sender<Vec<u8>>,
     parts_out: tokio::sync::mpsc::Sender<Part>,
 ) -> Result<CompressStats, CompressError> {
-    let workers = config.workers.max(1);
+    let workers = match config.compression {
+        Compression::None => 1,
+        _ => config.workers.max(1),
+    };
+    let windowed = format.needs_window();
     // Block n goes to worker n % workers: with a fixed share each, a run's output does not
     // depend on thread scheduling (see `BlockDeflater::deflate`).
     let mut job_txs = Vec::with_capacity(workers);
     for i in 0..workers {
         let (tx, rx) = mpsc::sync_channel::<Job>(1);
-        let level = config.level;
+        let worker = format.worker(config.level)?;
+        let crc32 = format.crc32();
         std::thread::Builder::new()
-            .name(format!("landline-deflate-{i}"))
-            .spawn(move || work(level, rx))
+            .name(format!("landline-{}-{i}", config.compression))
+            .spawn(move || work::<F>(worker, crc32, rx))
             .map_err(CompressError::Memory)?;
         job_txs.push(tx);
     }
@@ -501,13 +531,13 @@ fn coordinate(
             state.dictionary,
         ),
         None => {
-            parts.write(&GZIP_HEADER)?;
+            parts.write(format.header())?;
             (
                 Member {
                     crc: crc32fast::Hasher::new(),
                     bytes_in: 0,
                 },
-                Vec::with_capacity(DICTIONARY_BYTES),
+                Vec::with_capacity(if windowed { DICTIONARY_BYTES } else { 0 }),
             )
         }
     };
@@ -547,8 +577,10 @@ fn coordinate(
     while let Ok(Chunk { data: chunk, mark }) = chunks.recv() {
         let (mut dictionary, output) = spare.pop().unwrap_or_default();
         dictionary.clear();
-        dictionary.extend_from_slice(&tail);
-        roll_dictionary(&mut tail, &chunk);
+        if windowed {
+            dictionary.extend_from_slice(&tail);
+            roll_dictionary(&mut tail, &chunk);
+        }
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         job_txs[next_worker]
             .send(Job {
@@ -575,8 +607,7 @@ fn coordinate(
     while let Some(p) = pending.pop_front() {
         collect(p, &mut parts, &mut member, &mut spare)?;
     }
-    parts.write(&FINAL_BLOCK)?;
-    parts.write(&block::trailer(&member.crc, member.bytes_in))?;
+    parts.write(&format.trailer(&member.crc, member.bytes_in))?;
     parts.ship(None, true)?;
     let mut stats = parts.stats;
     stats.bytes_in = member.bytes_in;
@@ -600,8 +631,19 @@ mod tests {
             .collect()
     }
 
-    /// Runs the compressor over `data` in `chunk`-byte chunks; returns stats and parts.
+    /// Runs the gzip compressor over `data` in `chunk`-byte chunks; returns stats and parts.
     fn compress(
+        data: &[u8],
+        chunk: usize,
+        workers: usize,
+        part: usize,
+    ) -> (CompressStats, Vec<Bytes>) {
+        compress_as(Compression::Gzip, data, chunk, workers, part)
+    }
+
+    /// Runs a `compression` compressor over `data` in `chunk`-byte chunks.
+    fn compress_as(
+        compression: Compression,
         data: &[u8],
         chunk: usize,
         workers: usize,
@@ -615,7 +657,12 @@ mod tests {
         let config = CompressorConfig {
             queue_depth: 2,
             part_slots: Some(Arc::clone(&slots)),
-            ..CompressorConfig::new(6, workers, PartSizer::new(part, false))
+            ..CompressorConfig::new(
+                compression,
+                compression.default_level(),
+                workers,
+                PartSizer::new(part, false),
+            )
         };
         let c = Compressor::spawn(config, tx).unwrap();
         let collector = std::thread::spawn(move || {
@@ -731,7 +778,7 @@ mod tests {
         let part = 64 * 1024;
         let config = || CompressorConfig {
             cut_at_boundaries: true,
-            ..CompressorConfig::new(6, 2, PartSizer::new(part, false))
+            ..CompressorConfig::new(Compression::Gzip, 6, 2, PartSizer::new(part, false))
         };
         let whole = compress_pages(config(), &pages, 1, 16 * 1024);
         let all: Vec<&Part> = whole.iter().collect();
@@ -810,5 +857,92 @@ mod tests {
             .unwrap();
         assert!(back.is_empty());
         assert_eq!(stats.bytes_in, 0);
+    }
+
+    fn decode(compression: Compression, bytes: &[u8]) -> Vec<u8> {
+        match compression {
+            Compression::Gzip => {
+                let mut back = Vec::new();
+                flate2::read::GzDecoder::new(bytes)
+                    .read_to_end(&mut back)
+                    .unwrap();
+                back
+            }
+            Compression::Zstd => ::zstd::stream::decode_all(bytes).unwrap(),
+            Compression::None => bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn zstd_and_plain_streams_are_exact_parts_of_the_same_bytes_on_any_number_of_workers() {
+        let data = noise(3_000_000);
+        for compression in [Compression::Zstd, Compression::None] {
+            let (stats, reference) = compress_as(compression, &data, 100_000, 1, 256 * 1024);
+            for workers in [1, 2, 3] {
+                let (stats, parts) = compress_as(compression, &data, 100_000, workers, 256 * 1024);
+                for p in &parts[..parts.len() - 1] {
+                    assert_eq!(p.len(), 256 * 1024, "{compression}");
+                }
+                let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+                assert_eq!(joined.len() as u64, stats.bytes_out);
+                assert!(
+                    decode(compression, &joined) == data,
+                    "{compression}, {workers}"
+                );
+                // Blocks are independent: the bytes do not depend on the workers.
+                assert!(
+                    parts == reference,
+                    "{compression}: {workers} workers differ"
+                );
+            }
+            assert_eq!(stats.bytes_in, data.len() as u64);
+        }
+        let (_, plain) = compress_as(Compression::None, b"", 1000, 2, 64 * 1024);
+        assert_eq!(plain.len(), 1);
+        assert!(plain[0].is_empty());
+        let (_, zstd) = compress_as(Compression::Zstd, b"", 1000, 2, 64 * 1024);
+        assert_eq!(decode(Compression::Zstd, &zstd[0]), b"");
+    }
+
+    #[test]
+    fn zstd_and_plain_streams_continue_in_another_compressor_from_a_part_end() {
+        let sizes = [70_000, 90_000, 30_000, 400_000, 50_000, 120_000, 80_000];
+        let pages: Vec<Vec<u8>> = sizes.iter().map(|&n| noise(n)).collect();
+        let data: Vec<u8> = pages.concat();
+        let part = 64 * 1024;
+        for compression in [Compression::Zstd, Compression::None] {
+            let config = || CompressorConfig {
+                cut_at_boundaries: true,
+                ..CompressorConfig::new(compression, 1, 2, PartSizer::new(part, false))
+            };
+            let whole = compress_pages(config(), &pages, 1, 16 * 1024);
+            let cut = whole
+                .iter()
+                .filter(|p| p.end.is_some())
+                .nth(1)
+                .expect("two parts end at a page");
+            let end = cut.end.clone().unwrap();
+            assert_eq!(end.member.crc32, 0);
+            assert!(end.member.dictionary.is_empty());
+            let resumed = compress_pages(
+                CompressorConfig {
+                    resume: Some(end.member.clone()),
+                    first_part: cut.number + 1,
+                    ..config()
+                },
+                &pages[end.mark as usize..],
+                end.mark + 1,
+                16 * 1024,
+            );
+            let joined: Vec<u8> = whole[..cut.number as usize]
+                .iter()
+                .chain(resumed.iter())
+                .flat_map(|p| p.data.iter().copied())
+                .collect();
+            assert!(
+                decode(compression, &joined) == data,
+                "{compression}: resumed differs"
+            );
+        }
     }
 }

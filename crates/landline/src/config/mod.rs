@@ -26,9 +26,7 @@ mod transform;
 pub use auth::{
     ApiKeySection, AuthSection, AwsSigV4Section, BasicSection, BearerSection, OAuth2Section,
 };
-pub use sink::{
-    MAX_COMPRESSION_LEVEL, MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec,
-};
+pub use sink::{MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec};
 pub use source::{
     IncrementalSection, MAX_REQUESTS_PER_SECOND, MIN_PAGE_BUFFER_BYTES, PaginationKind,
     PaginationSection, RateLimitSection, RetrySection, SourceSection, SourceSpec,
@@ -52,8 +50,6 @@ pub const DEFAULT_PART_SIZE: usize = 5 * MIB;
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 /// Most `[sink] compression_threads`.
 pub const MAX_COMPRESSION_THREADS: usize = 64;
-/// Default `[sink] compression_level` (gzip's own default).
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 
 /// Why a pipeline file was rejected.
 #[derive(Debug, thiserror::Error)]

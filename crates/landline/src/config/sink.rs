@@ -6,9 +6,10 @@ use serde::Deserialize;
 
 use super::source::default_connect_timeout_secs;
 use super::{
-    Checker, ConfigError, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT,
-    MAX_COMPRESSION_THREADS, invalid, secs,
+    Checker, ConfigError, DEFAULT_PART_SIZE, DEFAULT_PARTS_IN_FLIGHT, MAX_COMPRESSION_THREADS,
+    invalid, secs,
 };
+use crate::compress::Compression;
 use crate::sink::{Destination, MIN_PART_SIZE, PartSizer, StoreOptions, StoreRetry};
 use crate::template::Template;
 
@@ -32,10 +33,21 @@ pub struct SinkSection {
     /// Parts uploading at once.
     #[serde(default = "default_in_flight")]
     pub max_parts_in_flight: usize,
-    /// gzip level, 0–9.
-    #[serde(default = "default_level")]
-    pub compression_level: u32,
-    /// Deflate threads; 0 (the default) means one per core.
+    /// The objects' format: `gzip`, `zstd` or `none`; unset, the destination's extension
+    /// says (`.gz`, `.zst`, `.jsonl`/`.ndjson`/`.json`).
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// The format's level: gzip 0–9 (default 6), zstd 1–19 (default 3).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// Store objects as encoded JSON Lines (`Content-Type: application/x-ndjson` with
+    /// `Content-Encoding: gzip` or `zstd`) rather than as compressed files
+    /// (`application/gzip`, `application/zstd`), the default. HTTP clients then decompress
+    /// them on download, and GCS serves them decompressed to clients that do not ask for the
+    /// encoding.
+    #[serde(default)]
+    pub content_encoding: bool,
+    /// Compression threads; 0 (the default) means one per core.
     #[serde(default)]
     pub compression_threads: usize,
     /// Limit for one request to the store (a part upload included), in seconds.
@@ -109,9 +121,6 @@ fn default_part_size() -> usize {
 fn default_in_flight() -> usize {
     DEFAULT_PARTS_IN_FLIGHT
 }
-fn default_level() -> u32 {
-    DEFAULT_COMPRESSION_LEVEL
-}
 
 /// `[sink]`, validated.
 #[derive(Debug, Clone)]
@@ -124,9 +133,17 @@ pub struct SinkSpec {
     pub part_size_bytes: usize,
     /// Parts uploading at once.
     pub max_parts_in_flight: usize,
-    /// gzip level.
-    pub compression_level: u32,
-    /// Deflate threads (resolved: at least 1).
+    /// The format: `[sink] compression`, else the one the destination's extension names
+    /// (with the example run's values; each run's own destination decides,
+    /// [`SinkSpec::compression_of`]).
+    pub compression: Compression,
+    /// Whether `[sink] compression` was set (rather than the extension saying).
+    pub compression_set: bool,
+    /// The format's level, when set; otherwise the format's default.
+    pub compression_level: Option<i32>,
+    /// Objects stored as encoded JSON Lines (`[sink] content_encoding`).
+    pub content_encoding: bool,
+    /// Compression threads (resolved: at least 1).
     pub compression_threads: usize,
     /// Timeouts, retries and CAs of the store's client.
     pub store: StoreOptions,
@@ -134,8 +151,28 @@ pub struct SinkSpec {
 
 /// Most `[sink] max_parts_in_flight`.
 pub const MAX_PARTS_IN_FLIGHT: usize = 64;
-/// The highest `[sink] compression_level` (gzip's levels are 0–9).
-pub const MAX_COMPRESSION_LEVEL: u32 = 9;
+impl SinkSpec {
+    /// The format of the object at `url`: `[sink] compression`, else the one its extension
+    /// names; an error message when neither says.
+    pub fn compression_of(&self, url: &str) -> Result<Compression, String> {
+        if self.compression_set {
+            return Ok(self.compression);
+        }
+        let key = url.split(['?', '#']).next().unwrap_or(url);
+        Compression::from_key(key).ok_or_else(|| {
+            format!(
+                "`{url}` ends in none of .gz, .zst, .jsonl, .ndjson or .json: name the format \
+                 with [sink] compression = \"gzip\", \"zstd\" or \"none\""
+            )
+        })
+    }
+
+    /// The level a run in `compression` uses.
+    pub fn level(&self, compression: Compression) -> i32 {
+        self.compression_level
+            .unwrap_or_else(|| compression.default_level())
+    }
+}
 
 impl SinkSection {
     /// `[sink]`, checked; the destination is rendered once with the example run's values.
@@ -157,11 +194,36 @@ impl SinkSection {
                 format!("must be between 1 and {MAX_PARTS_IN_FLIGHT}"),
             ));
         }
-        if self.compression_level > MAX_COMPRESSION_LEVEL {
-            return Err(invalid(
-                "sink.compression_level",
-                format!("must be between 0 and {MAX_COMPRESSION_LEVEL}"),
-            ));
+        let example = url.render(&check.example);
+        let compression = match self.compression {
+            Some(c) => c,
+            None => Compression::from_key(example.split(['?', '#']).next().unwrap_or(&example))
+                .ok_or_else(|| {
+                    invalid(
+                        "sink.url",
+                        "ends in none of .gz, .zst, .jsonl, .ndjson or .json: name the format \
+                         with [sink] compression = \"gzip\", \"zstd\" or \"none\"",
+                    )
+                })?,
+        };
+        if let Some(level) = self.compression_level {
+            let levels = compression.levels();
+            if compression == Compression::None {
+                return Err(invalid(
+                    "sink.compression_level",
+                    "uncompressed JSON Lines have no level: remove it",
+                ));
+            }
+            if !levels.contains(&level) {
+                return Err(invalid(
+                    "sink.compression_level",
+                    format!(
+                        "must be between {} and {} for {compression}",
+                        levels.start(),
+                        levels.end()
+                    ),
+                ));
+            }
         }
         if self.compression_threads > MAX_COMPRESSION_THREADS {
             return Err(invalid(
@@ -187,7 +249,10 @@ impl SinkSection {
             parts: PartSizer::new(self.part_size_bytes, self.fixed_part_size),
             part_size_bytes: self.part_size_bytes,
             max_parts_in_flight: self.max_parts_in_flight,
+            compression,
+            compression_set: self.compression.is_some(),
             compression_level: self.compression_level,
+            content_encoding: self.content_encoding,
             compression_threads,
             store,
         })

@@ -1,4 +1,5 @@
 use super::*;
+use crate::compress::Compression;
 use crate::secret::Secret;
 use crate::source::Pagination;
 
@@ -575,4 +576,85 @@ dates = ["/meta/day"]"#,
         err.contains("unknown variant `s`, expected one of `ms`, `us`, `ns`"),
         "{err}"
     );
+}
+
+#[test]
+fn the_format_follows_the_extension_unless_named() {
+    let with = |url: &str, extra: &str| {
+        EXAMPLE.replace(
+            "url = \"s3://bench/variants/date={ingest_date}/variants.jsonl.gz\"",
+            &format!("url = \"{url}\"\n{extra}"),
+        )
+    };
+    let cases = [
+        ("s3://b/v/{ingest_date}.jsonl.gz", "", Compression::Gzip, 6),
+        ("s3://b/v/{ingest_date}.jsonl.zst", "", Compression::Zstd, 3),
+        ("s3://b/v/{ingest_date}.jsonl", "", Compression::None, 0),
+        (
+            "s3://b/v/{ingest_date}.jsonl.zst",
+            "compression_level = 19",
+            Compression::Zstd,
+            19,
+        ),
+        (
+            "s3://b/v/{ingest_date}.csv",
+            "compression = \"zstd\"",
+            Compression::Zstd,
+            3,
+        ),
+        (
+            "s3://b/v/{ingest_date}.jsonl.gz",
+            "compression = \"none\"",
+            Compression::None,
+            0,
+        ),
+    ];
+    for (url, extra, format, level) in cases {
+        let p = validate(&with(url, extra)).unwrap_or_else(|e| panic!("{url} {extra}: {e}"));
+        assert_eq!(p.sink.compression, format, "{url} {extra}");
+        assert_eq!(p.sink.level(format), level, "{url} {extra}");
+        let run = p.sink.url.render(&defaults_of(&p));
+        assert_eq!(p.sink.compression_of(&run), Ok(format));
+    }
+    // Each run's own key decides when the file does not name the format.
+    let p = validate(&with("s3://b/v/{ingest_date}.jsonl.gz", "")).unwrap();
+    assert_eq!(
+        p.sink.compression_of("s3://b/v/x.jsonl.zst"),
+        Ok(Compression::Zstd)
+    );
+    assert!(p.sink.compression_of("s3://b/v/x.csv").is_err());
+
+    let refused = [
+        ("s3://b/v/{ingest_date}.csv", "", "sink.url"),
+        ("s3://b/v/{ingest_date}", "", "sink.url"),
+        (
+            "s3://b/v/{ingest_date}.jsonl.zst",
+            "compression_level = 0",
+            "must be between 1 and 19 for zstd",
+        ),
+        (
+            "s3://b/v/{ingest_date}.jsonl.zst",
+            "compression_level = 20",
+            "sink.compression_level",
+        ),
+        (
+            "s3://b/v/{ingest_date}.jsonl.gz",
+            "compression_level = 10",
+            "must be between 0 and 9 for gzip",
+        ),
+        (
+            "s3://b/v/{ingest_date}.jsonl",
+            "compression_level = 1",
+            "uncompressed JSON Lines have no level",
+        ),
+        (
+            "s3://b/v/{ingest_date}.jsonl",
+            "compression = \"lz4\"",
+            "unknown variant `lz4`",
+        ),
+    ];
+    for (url, extra, says) in refused {
+        let err = validate(&with(url, extra)).unwrap_err().to_string();
+        assert!(err.contains(says), "{url} {extra}: {err}");
+    }
 }

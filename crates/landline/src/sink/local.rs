@@ -170,6 +170,15 @@ impl MultipartStore for LocalMultipart {
         blocking(move || upload.create().map(|()| upload.id)).await
     }
 
+    /// Files have no content type, encoding or tags: the options are ignored.
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        _opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<MultipartId> {
+        self.create_multipart(path).await
+    }
+
     async fn put_part(
         &self,
         path: &Path,

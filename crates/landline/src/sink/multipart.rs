@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutPayload};
 use tokio::task::JoinSet;
 
 use super::digest::StreamDigest;
@@ -311,10 +311,21 @@ impl ObjectWriter {
         destination: &Destination,
         max_in_flight: usize,
     ) -> Result<Self, SinkError> {
+        Self::create_with(destination, max_in_flight, PutMultipartOptions::default()).await
+    }
+
+    /// As [`create`](Self::create), with the object's attributes (`Content-Type`,
+    /// `Content-Encoding`…) and tags in `options`, where the store keeps them (S3, GCS,
+    /// Azure; local files ignore them).
+    pub async fn create_with(
+        destination: &Destination,
+        max_in_flight: usize,
+        options: PutMultipartOptions,
+    ) -> Result<Self, SinkError> {
         let created = chrono::Utc::now();
         let id = destination
             .multipart
-            .create_multipart(&destination.path)
+            .create_multipart_opts(&destination.path, options)
             .await
             .map_err(|source| SinkError::Create {
                 location: destination.location.clone(),
