@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark scripts: the S3 server from scripts/test.sh, the mock API,
 /usr/bin/time -v, and reading a landed object back.
 
-Standard library plus boto3 (from the test servers' virtualenv, which bench/*.sh use).
+Standard library plus boto3 (from the test servers' virtualenv, which bench/*.sh use); zstd
+objects are read with the `zstandard` module when it is importable, else with the `zstd` CLI.
 """
 
 from __future__ import annotations
@@ -194,15 +195,82 @@ def object_lines(s3, bucket: str, key: str) -> tuple[int, int]:
     return size, n
 
 
-def gzip6_size(s3, bucket: str, key: str) -> int:
-    """Size of `gzip -6` of the object's JSON Lines (decompressed by Python, piped to gzip)."""
+def decoded_chunks(s3, bucket: str, key: str, compression: str = "gzip", size: int = 1 << 20):
+    """The object's JSON Lines, decoded, in chunks of at most `size` bytes (constant memory).
+    `compression` is the object's format as landline names it: "gzip" (Python's gzip module),
+    "zstd" (every frame, one after the other: the `zstandard` module's stream reader across
+    frames if it is importable, else `zstd -dc`; zstandard's one-shot decompress() would stop
+    after the first frame) or "none" (the bytes as stored)."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    if compression == "gzip":
+        with gzip.GzipFile(fileobj=body) as f:
+            while chunk := f.read(size):
+                yield chunk
+    elif compression == "none":
+        while chunk := body.read(size):
+            yield chunk
+    elif compression == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            zstandard = None
+        if zstandard is not None:
+            with zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True) as f:
+                while chunk := f.read(size):
+                    yield chunk
+            return
+        proc = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def feed() -> None:  # the object into zstd's stdin, beside the reading of its stdout
+            try:
+                while part := body.read(size):
+                    proc.stdin.write(part)
+            except (BrokenPipeError, ValueError):
+                pass  # zstd stopped (an error, or the reader gave up early)
+            finally:
+                try:
+                    proc.stdin.close()  # zstd sees the end (a short object fails its check)
+                except BrokenPipeError:
+                    pass
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        complete = False
+        try:
+            while chunk := proc.stdout.read(size):
+                yield chunk
+            complete = True
+        finally:
+            proc.stdout.close()
+            feeder.join()
+            code = proc.wait()
+        if complete and code != 0:
+            sys.exit(f"zstd -dc failed on s3://{bucket}/{key} (exit status {code})")
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+
+
+def object_records(s3, bucket: str, key: str, compression: str = "gzip") -> tuple[int, int, int]:
+    """(stored size, lines, decoded bytes) of an object in `compression` (decoded_chunks);
+    a last line without its newline counts as a line, as object_lines() counts it."""
+    size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    lines = decoded = 0
+    last = b"\n"
+    for chunk in decoded_chunks(s3, bucket, key, compression):
+        lines += chunk.count(b"\n")
+        decoded += len(chunk)
+        last = chunk[-1:]
+    return size, lines + (last != b"\n"), decoded
+
+
+def gzip6_size(s3, bucket: str, key: str, compression: str = "gzip") -> int:
+    """Size of `gzip -6` of the object's JSON Lines (decompressed by Python, or as
+    decoded_chunks() reads an object in `compression`, piped to gzip)."""
     gz = subprocess.Popen(["gzip", "-6", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     counter = subprocess.Popen(["wc", "-c"], stdin=gz.stdout, stdout=subprocess.PIPE, text=True)
     gz.stdout.close()
-    with gzip.GzipFile(fileobj=body) as f:
-        while chunk := f.read(1 << 20):
-            gz.stdin.write(chunk)
+    for chunk in decoded_chunks(s3, bucket, key, compression):
+        gz.stdin.write(chunk)
     gz.stdin.close()
     gz.wait()
     return int(counter.communicate()[0].strip())
