@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use landline::__internals::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
+use landline::__internals::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks, zstd_blocks};
 use landline::pointer::JsonPointer;
 use landline::source::page::{PageError, PageSplitter, Paths, RecordSink, scan_page};
 use landline::transform::{OnInvalidTimestamp, RecordWriter, TimeZone, Transform};
@@ -150,6 +150,21 @@ fn compression(c: &mut Criterion) {
     g.bench_function("gzip member of one chunk, 128 KiB blocks, level 6", |b| {
         b.iter(|| gzip_blocks(black_box(&lines), 128 * 1024, 6).expect("gzip"))
     });
+    g.finish();
+
+    // zstd compresses 1 MiB blocks (Compression::chunk_bytes), each an independent frame.
+    let mut lines = Vec::new();
+    let mut w = RecordWriter::new(&t, &mut lines);
+    scan_page(&body, &records, None, &mut w).expect("scan");
+    lines.truncate(1024 * 1024);
+    let mut g = c.benchmark_group("zstd");
+    g.throughput(Throughput::Bytes(lines.len() as u64));
+    for level in [1, 3] {
+        g.bench_function(
+            format!("one 1 MiB frame, level {level} (MB/s of JSON Lines)"),
+            |b| b.iter(|| zstd_blocks(black_box(&lines), 1024 * 1024, level).expect("zstd")),
+        );
+    }
     g.finish();
 }
 

@@ -1,10 +1,10 @@
-//! landline streams records from paged HTTP APIs into object storage as gzipped JSON Lines,
-//! in memory bounded by configuration, never by the amount of data.
+//! landline streams records from paged HTTP APIs into object storage as JSON Lines (gzip,
+//! zstd or plain), in memory bounded by configuration, never by the amount of data.
 //!
 //! ```text
 //!  HTTP API ─pages─▶ source ─records─▶ transform ─lines─▶ encode ─chunks─▶ compress ─parts─▶ sink
-//!                   (paging,          (add fields,        (JSON Lines     (one gzip        (multipart
-//!                    retries,          timestamps,         chunks)         member)          upload,
+//!                   (paging,          (add fields,        (JSON Lines     (gzip, zstd      (multipart
+//!                    retries,          timestamps,         chunks)         or plain)        upload,
 //!                    page guard)       raw pass-through)                                    abort)
 //! ```
 //!
@@ -14,7 +14,7 @@
 //! | source | [`source`] | fetch pages ([`source::HttpSource`], [`source::fetch`]), decode them ([`source::decode`]), split them as they arrive ([`source::page`]), paging ([`source::paginate`]), rate limits ([`source::rate`]); [`source::Source`], the trait a library's own source implements ([`source::paged`]) |
 //! | transform | [`transform`] | added fields, timestamp normalisation, raw pass-through of everything else |
 //! | encode | [`encode`] | JSON Lines into chunks for the compressor |
-//! | compress | [`compress`] | single-member gzip on its own thread, cut into parts |
+//! | compress | [`compress`] | the object's format ([`compress::Compression`]: one gzip member, zstd frames or plain JSON Lines) on every core, cut into parts. Columnar formats (Parquet) would be record-level encoders at the [`source::page::RecordSink`] seam, not another [`compress::Compression`]: they need records, not lines |
 //! | AWS credentials | [`aws`] | the AWS CLI's credential chain (profiles, SSO, `credential_process`, roles), cached and refreshed, for S3 and SigV4-signed sources ([`aws::sign`]) |
 //! | sink | [`sink`] | destination URLs, [`sink::ObjectWriter`] (multipart upload as plain data, bounded, abort) |
 //! | upload | [`upload`] | [`upload::CompressedUpload`]: compressor threads + upload task + part slots, one cleanup |
@@ -105,4 +105,5 @@ pub use report::RunReport;
 #[doc(hidden)]
 pub mod __internals {
     pub use crate::compress::block::{BlockDeflater, DICTIONARY_BYTES, gzip_blocks};
+    pub use crate::compress::zstd::zstd_blocks;
 }

@@ -33,6 +33,7 @@
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
 pub(crate) mod block;
 mod format;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
 pub(crate) mod zstd;
 
 pub use format::Compression;

@@ -67,17 +67,17 @@ impl BlockFormat for Zstd {
 }
 
 /// Compresses `data` in `block`-byte blocks on this thread, as the compressor does: the
-/// reference for tests.
-#[cfg(test)]
-pub(crate) fn zstd_blocks(data: &[u8], block: usize, level: i32) -> Vec<u8> {
-    let mut worker = Zstd.worker(level).expect("a zstd context");
+/// reference for tests and benchmarks.
+#[cfg(any(test, feature = "internals"))]
+pub fn zstd_blocks(data: &[u8], block: usize, level: i32) -> Result<Vec<u8>, CompressError> {
+    let mut worker = Zstd.worker(level)?;
     let mut out = Vec::new();
     let mut frame = Vec::new();
     for piece in data.chunks(block.max(1)) {
-        Zstd::compress(&mut worker, &[], piece, &mut frame).expect("zstd compresses");
+        Zstd::compress(&mut worker, &[], piece, &mut frame)?;
         out.extend_from_slice(&frame);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -90,7 +90,7 @@ mod tests {
         for i in 0..50_000 {
             data.extend_from_slice(format!("{{\"id\":{i},\"v\":\"{}\"}}\n", i % 97).as_bytes());
         }
-        let z = zstd_blocks(&data, 100_000, 3);
+        let z = zstd_blocks(&data, 100_000, 3).unwrap();
         assert_eq!(zstd::stream::decode_all(&z[..]).expect("decodes"), data);
         // Each frame says its size and carries a checksum.
         let first = zstd::zstd_safe::get_frame_content_size(&z)
@@ -99,6 +99,6 @@ mod tests {
         assert_eq!(first, 100_000);
         let frames = zstd::zstd_safe::find_frame_compressed_size(&z).expect("a frame");
         assert!(frames < z.len());
-        assert!(zstd_blocks(&[], 1024, 3).is_empty());
+        assert!(zstd_blocks(&[], 1024, 3).unwrap().is_empty());
     }
 }
