@@ -6,7 +6,8 @@
 #
 # It installs two S3 servers into the build directory (cached, so a second run
 # starts in seconds) and runs them on free ports of 127.0.0.1 for the duration
-# of the run:
+# of the run (moto's virtualenv also gets the readers the format tests run on
+# landed objects: zstandard, duckdb and pandas, at LANDLINE_TEST_PYTHON):
 #   - moto (Python), with IAM authentication on: every request must be SigV4
 #     signed with the access key this script creates (checked below);
 #   - s3s-fs (Rust), storing into a temporary directory, with fixed credentials.
@@ -22,6 +23,10 @@
 set -euo pipefail
 
 MOTO_VERSION=5.2.5
+# The readers tests/it/formats.rs checks landed objects with, in moto's virtualenv.
+ZSTANDARD_VERSION=0.25.0
+DUCKDB_VERSION=2.0.1
+PANDAS_VERSION=3.1.1
 S3S_FS_VERSION=0.14.1
 SERVER_DEADLINE_SECS=60
 
@@ -53,18 +58,25 @@ mkdir -p "$TOOLS" "$LOGS"
 
 # ---------------------------------------------------------------- install --
 install_moto() {
-    local stamp=$VENV/.landline-moto-$MOTO_VERSION
-    if [[ -f $stamp ]] && "$VENV/bin/python" -c 'import moto, boto3' 2>/dev/null; then
+    # Named after every pinned version: a change of any rebuilds the virtualenv.
+    local stamp=$VENV/.landline-moto-$MOTO_VERSION-zstandard-$ZSTANDARD_VERSION-duckdb-$DUCKDB_VERSION-pandas-$PANDAS_VERSION
+    if [[ -f $stamp ]] && "$VENV/bin/python" -c 'import moto, boto3, zstandard, duckdb, pandas' 2>/dev/null; then
         return
     fi
-    log "installing moto[server]==$MOTO_VERSION into $VENV"
+    local packages=(
+        "moto[server]==$MOTO_VERSION"
+        "zstandard==$ZSTANDARD_VERSION"
+        "duckdb==$DUCKDB_VERSION"
+        "pandas==$PANDAS_VERSION"
+    )
+    log "installing ${packages[*]} into $VENV"
     local start=$SECONDS
     rm -rf "$VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install --quiet --no-input \
-        "moto[server]==$MOTO_VERSION" || die "pip install moto[server]==$MOTO_VERSION failed"
+        "${packages[@]}" || die "pip install ${packages[*]} failed"
     touch "$stamp"
-    log "moto installed in $((SECONDS - start)) s"
+    log "moto and the readers installed in $((SECONDS - start)) s"
 }
 
 install_s3s_fs() {

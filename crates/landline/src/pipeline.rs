@@ -349,8 +349,9 @@ struct Prepared {
     vars: RunVars,
     transform: Arc<crate::transform::Transform>,
     destination: Destination,
-    /// The object's format (`[sink] compression`, else its extension).
+    /// The object's format (`[sink] compression`, else its extension) and level.
     compression: Compression,
+    level: i32,
     store_env: EnvVars,
     progress: Arc<Progress>,
     checkpoints: Option<Arc<Checkpoints>>,
@@ -505,15 +506,7 @@ async fn prepare(
     };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
     let object_url = pipeline.sink.url.render(&vars);
-    let compression = pipeline
-        .sink
-        .compression_of(&object_url)
-        .map_err(|message| {
-            RunError::Config(ConfigError::Invalid {
-                key: "sink.url".into(),
-                message,
-            })
-        })?;
+    let (compression, level) = pipeline.sink.compression_of(&object_url)?;
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
     let incremental = match pipeline
@@ -571,6 +564,7 @@ async fn prepare(
         transform,
         destination,
         compression,
+        level,
         store_env: options.store_env,
         progress: options.progress.unwrap_or_default(),
         checkpoints,
@@ -615,7 +609,7 @@ async fn open_upload(
         first_part: resume.map_or(1, |cp| cp.upload.parts.len() as u64 + 1),
         ..CompressorConfig::new(
             prepared.compression,
-            pipeline.sink.level(prepared.compression),
+            prepared.level,
             pipeline.sink.compression_threads,
             pipeline.sink.parts,
         )
@@ -663,7 +657,7 @@ async fn conclude(
             let suspended = upload.suspend(counters).await?;
             let location = checkpoints.as_ref().map(|c| c.location().to_owned());
             let mut report = report_continue(pipeline, figures, suspended, location, started, vars);
-            report.compression = compression;
+            set_format(&mut report, compression);
             return Ok(report);
         }
         (Ok(None), Ok(finished)) => finished,
@@ -686,7 +680,7 @@ async fn conclude(
         started,
         vars,
     );
-    report.compression = compression;
+    set_format(&mut report, compression);
     if let Some(mut incremental) = report_incremental {
         let mark = done
             .high_water
@@ -726,6 +720,14 @@ async fn conclude(
         "run complete"
     );
     Ok(report)
+}
+
+/// Sets the run's own format in `report`, and the chunk size and memory budget that go
+/// with it (the pipeline's example destination may have named another).
+fn set_format(report: &mut RunReport, compression: Compression) {
+    report.compression = compression;
+    report.memory.chunk_bytes = compression.chunk_bytes() as u64;
+    report.memory.budget_bytes = report.memory.budget();
 }
 
 /// Compares the run with the previous run's manifest (the drift alarm), then writes its

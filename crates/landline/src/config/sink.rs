@@ -152,26 +152,56 @@ pub struct SinkSpec {
 /// Most `[sink] max_parts_in_flight`.
 pub const MAX_PARTS_IN_FLIGHT: usize = 64;
 impl SinkSpec {
-    /// The format of the object at `url`: `[sink] compression`, else the one its extension
-    /// names; an error message when neither says.
-    pub fn compression_of(&self, url: &str) -> Result<Compression, String> {
-        if self.compression_set {
-            return Ok(self.compression);
-        }
-        let key = url.split(['?', '#']).next().unwrap_or(url);
-        Compression::from_key(key).ok_or_else(|| {
-            format!(
-                "`{url}` ends in none of .gz, .zst, .jsonl, .ndjson or .json: name the format \
-                 with [sink] compression = \"gzip\", \"zstd\" or \"none\""
-            )
-        })
+    /// The format of the object at `url` and its level: `[sink] compression`, else the one
+    /// its extension names, at `compression_level` (checked against that format) or the
+    /// format's default. The error says which key is wrong, and why.
+    pub fn compression_of(&self, url: &str) -> Result<(Compression, i32), ConfigError> {
+        let set = self.compression_set.then_some(self.compression);
+        resolve(set, self.compression_level, url)
     }
+}
 
-    /// The level a run in `compression` uses.
-    pub fn level(&self, compression: Compression) -> i32 {
-        self.compression_level
-            .unwrap_or_else(|| compression.default_level())
+/// The format of `url` (`set` when `[sink] compression` names one) and its level.
+fn resolve(
+    set: Option<Compression>,
+    level: Option<i32>,
+    url: &str,
+) -> Result<(Compression, i32), ConfigError> {
+    let compression = match set {
+        Some(c) => c,
+        None => {
+            Compression::from_key(url.split(['?', '#']).next().unwrap_or(url)).ok_or_else(|| {
+                invalid(
+                    "sink.url",
+                    format!(
+                        "`{url}` ends in none of .gz, .zst, .jsonl, .ndjson or .json: name the \
+                         format with [sink] compression = \"gzip\", \"zstd\" or \"none\""
+                    ),
+                )
+            })?
+        }
+    };
+    let Some(level) = level else {
+        return Ok((compression, compression.default_level()));
+    };
+    if compression == Compression::None {
+        return Err(invalid(
+            "sink.compression_level",
+            format!("`{url}` is uncompressed JSON Lines, which have no level: remove it"),
+        ));
     }
+    let levels = compression.levels();
+    if !levels.contains(&level) {
+        return Err(invalid(
+            "sink.compression_level",
+            format!(
+                "must be between {} and {} for {compression} (`{url}`)",
+                levels.start(),
+                levels.end()
+            ),
+        ));
+    }
+    Ok((compression, level))
 }
 
 impl SinkSection {
@@ -194,37 +224,11 @@ impl SinkSection {
                 format!("must be between 1 and {MAX_PARTS_IN_FLIGHT}"),
             ));
         }
-        let example = url.render(&check.example);
-        let compression = match self.compression {
-            Some(c) => c,
-            None => Compression::from_key(example.split(['?', '#']).next().unwrap_or(&example))
-                .ok_or_else(|| {
-                    invalid(
-                        "sink.url",
-                        "ends in none of .gz, .zst, .jsonl, .ndjson or .json: name the format \
-                         with [sink] compression = \"gzip\", \"zstd\" or \"none\"",
-                    )
-                })?,
-        };
-        if let Some(level) = self.compression_level {
-            let levels = compression.levels();
-            if compression == Compression::None {
-                return Err(invalid(
-                    "sink.compression_level",
-                    "uncompressed JSON Lines have no level: remove it",
-                ));
-            }
-            if !levels.contains(&level) {
-                return Err(invalid(
-                    "sink.compression_level",
-                    format!(
-                        "must be between {} and {} for {compression}",
-                        levels.start(),
-                        levels.end()
-                    ),
-                ));
-            }
-        }
+        let (compression, _) = resolve(
+            self.compression,
+            self.compression_level,
+            &url.render(&check.example),
+        )?;
         if self.compression_threads > MAX_COMPRESSION_THREADS {
             return Err(invalid(
                 "sink.compression_threads",

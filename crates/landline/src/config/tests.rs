@@ -612,17 +612,32 @@ fn the_format_follows_the_extension_unless_named() {
     for (url, extra, format, level) in cases {
         let p = validate(&with(url, extra)).unwrap_or_else(|e| panic!("{url} {extra}: {e}"));
         assert_eq!(p.sink.compression, format, "{url} {extra}");
-        assert_eq!(p.sink.level(format), level, "{url} {extra}");
         let run = p.sink.url.render(&defaults_of(&p));
-        assert_eq!(p.sink.compression_of(&run), Ok(format));
+        assert_eq!(p.sink.compression_of(&run).unwrap(), (format, level));
     }
-    // Each run's own key decides when the file does not name the format.
+    // Each run's own key decides when the file does not name the format, and the level is
+    // checked against it.
     let p = validate(&with("s3://b/v/{ingest_date}.jsonl.gz", "")).unwrap();
     assert_eq!(
-        p.sink.compression_of("s3://b/v/x.jsonl.zst"),
-        Ok(Compression::Zstd)
+        p.sink.compression_of("s3://b/v/x.jsonl.zst").unwrap(),
+        (Compression::Zstd, 3)
     );
     assert!(p.sink.compression_of("s3://b/v/x.csv").is_err());
+    let p = validate(&with(
+        "s3://b/v/{ingest_date}.jsonl.zst",
+        "compression_level = 19",
+    ))
+    .unwrap();
+    for (run, says) in [
+        ("s3://b/v/x.jsonl.gz", "between 0 and 9 for gzip"),
+        ("s3://b/v/x.jsonl", "which have no level"),
+    ] {
+        let err = p.sink.compression_of(run).unwrap_err().to_string();
+        assert!(
+            err.contains("sink.compression_level") && err.contains(says),
+            "{err}"
+        );
+    }
 
     let refused = [
         ("s3://b/v/{ingest_date}.csv", "", "sink.url"),
@@ -645,7 +660,7 @@ fn the_format_follows_the_extension_unless_named() {
         (
             "s3://b/v/{ingest_date}.jsonl",
             "compression_level = 1",
-            "uncompressed JSON Lines have no level",
+            "uncompressed JSON Lines, which have no level",
         ),
         (
             "s3://b/v/{ingest_date}.jsonl",

@@ -9,6 +9,7 @@ mod aws_credentials;
 mod checkpoints;
 mod e2e;
 mod failures;
+mod formats;
 mod harness;
 mod idempotence;
 mod incremental;
