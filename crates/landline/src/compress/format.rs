@@ -156,14 +156,21 @@ pub(crate) trait BlockFormat: Send + Sync + 'static {
     /// A worker's state at `level`.
     fn worker(&self, level: i32) -> Result<Self::Worker, CompressError>;
 
-    /// The bytes before the first block.
-    fn header(&self) -> &'static [u8];
+    /// The bytes before the first block (none by default).
+    fn header(&self) -> &'static [u8] {
+        &[]
+    }
 
-    /// Whether blocks are compressed with the input before them (the window).
-    fn needs_window(&self) -> bool;
+    /// Whether blocks are compressed with the input before them (the window; not by
+    /// default).
+    fn needs_window(&self) -> bool {
+        false
+    }
 
-    /// Whether the trailer needs the CRC-32 of the whole stream.
-    fn crc32(&self) -> bool;
+    /// Whether the trailer needs the CRC-32 of the whole stream (not by default).
+    fn crc32(&self) -> bool {
+        false
+    }
 
     /// Compresses `input` (with `window`, the input before it, when the format needs it),
     /// appending to `out`, which is empty.
@@ -175,8 +182,10 @@ pub(crate) trait BlockFormat: Send + Sync + 'static {
     ) -> Result<(), CompressError>;
 
     /// The bytes after the last block, given the stream's CRC-32 (when
-    /// [`crc32`](Self::crc32)) and its length.
-    fn trailer(&self, crc: &crc32fast::Hasher, bytes_in: u64) -> Vec<u8>;
+    /// [`crc32`](Self::crc32)) and its length (none by default).
+    fn trailer(&self, _crc: &crc32fast::Hasher, _bytes_in: u64) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// Uncompressed JSON Lines: blocks are copied as they are.
@@ -189,18 +198,6 @@ impl BlockFormat for Plain {
         Ok(())
     }
 
-    fn header(&self) -> &'static [u8] {
-        &[]
-    }
-
-    fn needs_window(&self) -> bool {
-        false
-    }
-
-    fn crc32(&self) -> bool {
-        false
-    }
-
     fn compress(
         _: &mut (),
         _window: &[u8],
@@ -209,10 +206,6 @@ impl BlockFormat for Plain {
     ) -> Result<(), CompressError> {
         out.extend_from_slice(input);
         Ok(())
-    }
-
-    fn trailer(&self, _crc: &crc32fast::Hasher, _bytes_in: u64) -> Vec<u8> {
-        Vec::new()
     }
 }
 

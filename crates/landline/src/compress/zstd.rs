@@ -28,18 +28,6 @@ impl BlockFormat for Zstd {
         Ok(worker)
     }
 
-    fn header(&self) -> &'static [u8] {
-        &[]
-    }
-
-    fn needs_window(&self) -> bool {
-        false
-    }
-
-    fn crc32(&self) -> bool {
-        false
-    }
-
     fn compress(
         worker: &mut Self::Worker,
         _window: &[u8],

@@ -23,9 +23,7 @@ use landline::report::RunStatus;
 use landline::verify::{Verified, VerifyOptions};
 use landline::{RunError, RunOptions, RunReport};
 use landline_mockapi::{Action, DataConfig, Fault, ID_BASE, Times, When};
-use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use rusty_s3::S3Action as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -245,67 +243,11 @@ fn jsonl_of(compression: Compression, object: &[u8]) -> Vec<u8> {
 
 // ------------------------------------------------------------------------------ S3 HEAD --
 
-/// `HEAD key` on `s3`, signed (AWS Signature Version 4 in the `Authorization` header, as
-/// [`S3Server::send`] signs; that one gives the body, not the headers): the object's
-/// headers.
+/// The headers of the object at `key` on `s3`, which must exist.
 async fn head(s3: &S3Server, key: &str) -> HeaderMap {
-    let url = s3
-        .bucket()
-        .head_object(None, key)
-        .sign(Duration::from_secs(60));
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().expect("a host")),
-        None => url.host_str().expect("a host").to_owned(),
-    };
-    let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let scope = format!("{}/{}/s3/aws4_request", &date[..8], s3.region);
-    let payload_hash = hex(&Sha256::digest(b""));
-    let signed_headers = "host;x-amz-content-sha256;x-amz-date";
-    let canonical_request = format!(
-        "HEAD\n{path}\n\nhost:{host}\nx-amz-content-sha256:{payload_hash}\n\
-         x-amz-date:{date}\n\n{signed_headers}\n{payload_hash}",
-        path = url.path(),
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical_request.as_bytes()))
-    );
-    let mut key_bytes = format!("AWS4{}", s3.secret_access_key).into_bytes();
-    for part in [
-        &date[..8],
-        s3.region.as_str(),
-        "s3",
-        "aws4_request",
-        &string_to_sign,
-    ] {
-        key_bytes = hmac_sha256(&key_bytes, part.as_bytes());
-    }
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={}",
-        s3.access_key_id,
-        hex(&key_bytes)
-    );
-    let response = reqwest::Client::new()
-        .head(url.clone())
-        .header("x-amz-date", date)
-        .header("x-amz-content-sha256", payload_hash)
-        .header("authorization", authorization)
-        .send()
+    s3.head_object(key)
         .await
-        .unwrap_or_else(|e| panic!("{}: HEAD {url}: {e}", s3.name));
-    assert_eq!(response.status(), StatusCode::OK, "{}: HEAD {key}", s3.name);
-    response.headers().clone()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    use hmac::{KeyInit as _, Mac as _};
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+        .unwrap_or_else(|| panic!("{}: no object at {key}", s3.name))
 }
 
 /// A header's value, if there is one.

@@ -282,7 +282,32 @@ impl S3Server {
     /// Sends `method url` with `body`, signed with AWS Signature Version 4
     /// in the `Authorization` header. The query of `url` is re-encoded the
     /// way the signature needs it.
-    async fn send_url(&self, method: &str, mut url: Url, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    async fn send_url(&self, method: &str, url: Url, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let (status, _, body) = self.send_signed(method, url, body).await;
+        (status, body)
+    }
+
+    /// The headers of the object at `key` (a signed HEAD); `None` when there is none.
+    pub async fn head_object(&self, key: &str) -> Option<reqwest::header::HeaderMap> {
+        let url = self
+            .bucket()
+            .head_object(None, key)
+            .sign(Duration::from_secs(60));
+        let (status, headers, _) = self.send_signed("HEAD", url, Vec::new()).await;
+        match status {
+            StatusCode::NOT_FOUND => None,
+            s if s.is_success() => Some(headers),
+            s => panic!("{}: HEAD {key}: {s}", self.name),
+        }
+    }
+
+    /// [`send_url`](Self::send_url), with the response's headers.
+    async fn send_signed(
+        &self,
+        method: &str,
+        mut url: Url,
+        body: Vec<u8>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
         let mut query: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| (uri_encode(&k), uri_encode(&v)))
@@ -338,11 +363,12 @@ impl S3Server {
             .await
             .unwrap_or_else(|e| panic!("{}: {method} {url}: {e}", self.name));
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .unwrap_or_else(|e| panic!("{}: {method} {url}: reading the body: {e}", self.name));
-        (status, body.to_vec())
+        (status, headers, body.to_vec())
     }
 }
 
