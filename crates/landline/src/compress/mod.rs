@@ -5,8 +5,9 @@
 //! chunk (with the last 32 KiB of the chunk before it, for formats that need a window) to a
 //! pool of workers (one per core by default) and collects their outputs strictly in order,
 //! so the stream is the same whatever finishes first. What the bytes are is the format's
-//! business ([`BlockFormat`]): gzip ([`block`], one member of primed deflate blocks), zstd
-//! ([`zstd`], a frame per block) or plain JSON Lines; see [`Compression`]. Outputs are
+//! business (the crate-private `BlockFormat` seam): gzip (`block.rs`, one member of primed
+//! deflate blocks), zstd (`zstd.rs`, a frame per block) or plain JSON Lines; see
+//! [`Compression`]. Outputs are
 //! appended to the part being filled, so parts are sized on compressed bytes; a full part
 //! goes to the upload stage, whose bounded channel makes the coordinator wait, which in turn
 //! makes the encoder wait. Emptied chunk buffers go back to the encoder.
