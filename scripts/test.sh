@@ -2,24 +2,30 @@
 # The landline test command.
 #
 #   scripts/test.sh [NEXTEST ARGS...]        fmt, clippy, doc, deploy templates, nextest, doc tests
-#   scripts/test.sh --servers-only -- CMD... start the S3 servers, run CMD
+#   scripts/test.sh --servers-only -- CMD... start the test servers, run CMD
 #
-# It installs two S3 servers into the build directory (cached, so a second run
+# It installs the storage servers into the build directory (cached, so a second run
 # starts in seconds) and runs them on free ports of 127.0.0.1 for the duration
 # of the run (moto's virtualenv also gets the readers the format tests run on
 # landed objects: zstandard, duckdb and pandas, at LANDLINE_TEST_PYTHON):
 #   - moto (Python), with IAM authentication on: every request must be SigV4
 #     signed with the access key this script creates (checked below);
-#   - s3s-fs (Rust), storing into a temporary directory, with fixed credentials.
+#   - s3s-fs (Rust), storing into a temporary directory, with fixed credentials;
+#   - Azurite (npm), Azure's blob service emulator, storing into a temporary
+#     directory, with its well-known account and key (Shared Key signatures are
+#     checked: a wrong key is refused, checked below).
 # Tests find them through the LANDLINE_TEST_* variables exported below (see
-# crates/landline/tests/it/s3.rs). No AWS_* variable is exported.
+# crates/landline/tests/it/s3.rs and stores.rs). No AWS_* or AZURE_* variable is exported.
+# GCS has no emulator here: none that installs from the package registries implements
+# the XML API object_store's GCS client uses (multipart uploads; fake-gcs-server has not
+# even the XML PUT of an object); see the README's "Object storage".
 #
 # Environment:
 #   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt, cargo clippy, cargo doc and the deploy templates
 #                               (scripts/validate-deploy.sh: cfn-lint and asl-validator, offline)
 #   LANDLINE_S3S_LOG=info       RUST_LOG of s3s-fs (default warn)
 #   CARGO_TARGET_DIR            the tools go to $CARGO_TARGET_DIR/tools
-# Server logs: target/tools/logs/{moto,s3s-fs}.log.
+# Server logs: target/tools/logs/{moto,s3s-fs,azurite}.log.
 set -euo pipefail
 
 MOTO_VERSION=5.2.5
@@ -28,7 +34,10 @@ ZSTANDARD_VERSION=0.25.0
 DUCKDB_VERSION=2.0.1
 PANDAS_VERSION=3.1.1
 S3S_FS_VERSION=0.14.1
+# The last release whose package.json accepts the Node.js of Debian's npm (3.36 wants 21+).
+AZURITE_VERSION=3.35.0
 SERVER_DEADLINE_SECS=60
+INSTALL_TIMEOUT_SECS=300
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -36,6 +45,9 @@ TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/tools
 case $TOOLS in /*) ;; *) TOOLS=$ROOT/$TOOLS ;; esac
 VENV=$TOOLS/moto-venv
 S3S_FS=$TOOLS/s3s-fs/bin/s3s-fs
+# Its own npm prefix: installs into target/tools/npm (scripts/validate-deploy.sh) leave it be.
+AZURITE_PREFIX=$TOOLS/azurite
+AZURITE_BLOB=$AZURITE_PREFIX/node_modules/.bin/azurite-blob
 LOGS=$TOOLS/logs
 
 if [[ -t 2 ]]; then bold=$'\e[1m' red=$'\e[31m' off=$'\e[0m'; else bold= red= off=; fi
@@ -54,6 +66,7 @@ elif [[ ${1:-} == -h || ${1:-} == --help ]]; then
 fi
 
 command -v python3 >/dev/null || die "python3 is required"
+command -v npm >/dev/null || die "npm is required for Azurite (on Debian: apt-get install npm)"
 mkdir -p "$TOOLS" "$LOGS"
 
 # ---------------------------------------------------------------- install --
@@ -90,31 +103,57 @@ install_s3s_fs() {
     log "s3s-fs installed in $((SECONDS - start)) s"
 }
 
-# pip mostly waits on the network and cargo on the CPU: install both at once.
+has_azurite() { [[ -x $AZURITE_BLOB ]] && [[ $("$AZURITE_BLOB" --version 2>/dev/null) == "$AZURITE_VERSION" ]]; }
+
+install_azurite() {
+    if has_azurite; then
+        return
+    fi
+    log "installing azurite@$AZURITE_VERSION into $AZURITE_PREFIX"
+    local start=$SECONDS
+    rm -rf "$AZURITE_PREFIX"
+    mkdir -p "$AZURITE_PREFIX"
+    timeout "$INSTALL_TIMEOUT_SECS" npm install --prefix "$AZURITE_PREFIX" --no-audit --no-fund \
+        --loglevel=error "azurite@$AZURITE_VERSION" ||
+        die "npm install azurite@$AZURITE_VERSION failed (or took over $INSTALL_TIMEOUT_SECS s)"
+    has_azurite || die "azurite-blob $AZURITE_VERSION not found in $AZURITE_PREFIX after installing it"
+    log "azurite installed in $((SECONDS - start)) s"
+}
+
+# pip and npm mostly wait on the network and cargo on the CPU: install all at once.
 install_moto >"$LOGS/moto-install.log" 2>&1 &
 moto_install_pid=$!
+install_azurite >"$LOGS/azurite-install.log" 2>&1 &
+azurite_install_pid=$!
 install_s3s_fs
 if ! wait "$moto_install_pid"; then
     cat "$LOGS/moto-install.log" >&2
     die "installing moto failed"
 fi
 cat "$LOGS/moto-install.log" >&2
+if ! wait "$azurite_install_pid"; then
+    cat "$LOGS/azurite-install.log" >&2
+    die "installing azurite failed"
+fi
+cat "$LOGS/azurite-install.log" >&2
 
 # ---------------------------------------------------------------- servers --
 MOTO_PID=
 S3S_PID=
+AZURITE_PID=
 S3S_ROOT=$TOOLS/s3s-root-$$
+AZURITE_ROOT=$TOOLS/azurite-root-$$
 
 cleanup() {
     local pid
-    for pid in $MOTO_PID $S3S_PID; do
+    for pid in $MOTO_PID $S3S_PID $AZURITE_PID; do
         kill "$pid" 2>/dev/null || true
     done
-    for pid in $MOTO_PID $S3S_PID; do
+    for pid in $MOTO_PID $S3S_PID $AZURITE_PID; do
         wait "$pid" 2>/dev/null || true
     done
-    MOTO_PID= S3S_PID=
-    rm -rf "$S3S_ROOT"
+    MOTO_PID= S3S_PID= AZURITE_PID=
+    rm -rf "$S3S_ROOT" "$AZURITE_ROOT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -124,20 +163,27 @@ S3S_ACCESS_KEY_ID=landline-test-ak
 S3S_SECRET_ACCESS_KEY=landline-test-sk-0123456789
 BUCKET=landline-test
 REGION=us-east-1
+# Azurite's account and key are the well-known ones of Azure's storage emulators (public,
+# documented by Microsoft), which object_store's use_emulator mode assumes too.
+AZURITE_ACCOUNT=devstoreaccount1
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+CONTAINER=landline-test
 
-# Picks two free ports and starts both servers on them. Another process may take a port
+# Picks three free ports and starts the servers on them. Another process may take a port
 # between the pick and the server's bind: the caller then starts them again.
 start_servers() {
-    read -r MOTO_PORT S3S_PORT < <(python3 -c '
+    read -r MOTO_PORT S3S_PORT AZURITE_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 ')
     MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT
     S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT
-    log "starting moto on $MOTO_ENDPOINT and s3s-fs on $S3S_ENDPOINT (logs in $LOGS)"
+    # The account's URL, path-style: Azurite takes the account from the path's first segment.
+    AZURITE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
+    log "starting moto on $MOTO_ENDPOINT, s3s-fs on $S3S_ENDPOINT and Azurite on $AZURITE_ENDPOINT (logs in $LOGS)"
     # The first three AWS actions are unauthenticated (the IAM setup below); all
     # the later ones must be signed by the access key created then.
     INITIAL_NO_AUTH_ACTION_COUNT=3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
@@ -148,15 +194,25 @@ print(*(s.getsockname()[1] for s in socks))
         --access-key "$S3S_ACCESS_KEY_ID" --secret-key "$S3S_SECRET_ACCESS_KEY" "$S3S_ROOT" \
         >"$LOGS/s3s-fs.log" 2>&1 </dev/null &
     S3S_PID=$!
+    # No telemetry (it would call out of the machine); any x-ms-version (object_store's may
+    # be newer than this Azurite knows). Blobs are stored under a directory removed at exit.
+    mkdir -p "$AZURITE_ROOT"
+    "$AZURITE_BLOB" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$AZURITE_ROOT" \
+        --skipApiVersionCheck --disableTelemetry \
+        >"$LOGS/azurite.log" 2>&1 </dev/null &
+    AZURITE_PID=$!
 }
 
-# Waits for both servers, sets moto's IAM up, checks that moto rejects a bad
-# signature, creates the bucket on both. Prints the moto access key pair.
+# Waits for the servers, sets moto's IAM up, checks that each rejects a bad signature,
+# creates the bucket on both S3 servers and the container on Azurite. Prints the moto
+# access key pair and role.
 setup_servers() {
     MOTO_ENDPOINT=$MOTO_ENDPOINT S3S_ENDPOINT=$S3S_ENDPOINT MOTO_PID=$MOTO_PID S3S_PID=$S3S_PID \
         S3S_AK=$S3S_ACCESS_KEY_ID S3S_SK=$S3S_SECRET_ACCESS_KEY BUCKET=$BUCKET REGION=$REGION \
+        AZURITE_ENDPOINT=$AZURITE_ENDPOINT AZURITE_PID=$AZURITE_PID AZURITE_ACCOUNT=$AZURITE_ACCOUNT \
+        AZURITE_KEY=$AZURITE_KEY CONTAINER=$CONTAINER \
         DEADLINE=$SERVER_DEADLINE_SECS "$VENV/bin/python" - <<'EOF'
-import json, os, socket, sys, time, urllib.parse, urllib.request
+import base64, email.utils, hashlib, hmac, json, os, socket, sys, time, urllib.error, urllib.parse, urllib.request
 
 import boto3
 from botocore.config import Config
@@ -283,6 +339,44 @@ wait_for("s3s-fs", env["S3S_PID"], s3s.list_buckets)
 expect_rejected("s3s-fs", client("s3", env["S3S_ENDPOINT"], env["S3S_AK"], "wrong"), {"SignatureDoesNotMatch"})
 s3s.create_bucket(Bucket=env["BUCKET"])
 
+
+def azurite_put_container(key):
+    """Create Container, signed with Shared Key (as the Blob service defines it) by `key`.
+    Returns the HTTP status."""
+    url = f"{env['AZURITE_ENDPOINT']}/{env['CONTAINER']}?restype=container"
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "x-ms-date": email.utils.formatdate(usegmt=True),
+        "x-ms-version": "2021-08-06",
+    }
+    path = urllib.parse.urlsplit(url).path
+    string_to_sign = "\n".join(
+        ["PUT", "", "", "", "", headers["Content-Type"], "", "", "", "", "", ""]
+        + [f"x-ms-date:{headers['x-ms-date']}\nx-ms-version:{headers['x-ms-version']}"]
+        + [f"/{env['AZURITE_ACCOUNT']}{path}\nrestype:container"]
+    )
+    mac = hmac.new(base64.b64decode(key), string_to_sign.encode(), hashlib.sha256)
+    headers["Authorization"] = f"SharedKey {env['AZURITE_ACCOUNT']}:{base64.b64encode(mac.digest()).decode()}"
+    request = urllib.request.Request(url, method="PUT", data=b"", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def azurite_rejects_a_wrong_key():
+    # Connection errors (not listening yet) are retried by wait_for; any answer but 403 fails.
+    status = azurite_put_container(base64.b64encode(b"not the account key").decode())
+    if status != 403:
+        fail(f"Azurite answered a request signed with a wrong key with {status}, not a 403: authentication is NOT enforced")
+
+
+wait_for("Azurite", env["AZURITE_PID"], azurite_rejects_a_wrong_key)
+status = azurite_put_container(env["AZURITE_KEY"])
+if status != 201:
+    fail(f"Azurite: creating the container {env['CONTAINER']} answered {status}")
+
 print(ak, sk, role_arn)
 EOF
 }
@@ -293,16 +387,17 @@ for attempt in 1 2 3; do
     if keys=$(setup_servers); then
         break
     fi
-    if ((attempt < 3)) && grep -qs "Address already in use" "$LOGS/moto.log" "$LOGS/s3s-fs.log"; then
-        log "a port was taken before a server could bind it: starting both again on other ports"
+    if ((attempt < 3)) && grep -qs "Address already in use\|EADDRINUSE" \
+        "$LOGS/moto.log" "$LOGS/s3s-fs.log" "$LOGS/azurite.log"; then
+        log "a port was taken before a server could bind it: starting them again on other ports"
         cleanup
         continue
     fi
-    for f in moto s3s-fs; do
+    for f in moto s3s-fs azurite; do
         echo "---- tail of $LOGS/$f.log" >&2
         tail -n 30 "$LOGS/$f.log" >&2 || true
     done
-    die "S3 test servers failed to start"
+    die "test servers failed to start"
 done
 read -r MOTO_ACCESS_KEY_ID MOTO_SECRET_ACCESS_KEY MOTO_ROLE_ARN <<<"$keys"
 log "servers ready in $((SECONDS - start)) s (moto enforces SigV4 with key $MOTO_ACCESS_KEY_ID)"
@@ -317,6 +412,10 @@ export LANDLINE_TEST_S3S_SECRET_ACCESS_KEY=$S3S_SECRET_ACCESS_KEY
 export LANDLINE_TEST_REGION=$REGION
 export LANDLINE_TEST_BUCKET=$BUCKET
 export LANDLINE_TEST_PYTHON=$VENV/bin/python
+export LANDLINE_TEST_AZURITE_ENDPOINT=$AZURITE_ENDPOINT
+export LANDLINE_TEST_AZURITE_ACCOUNT=$AZURITE_ACCOUNT
+export LANDLINE_TEST_AZURITE_KEY=$AZURITE_KEY
+export LANDLINE_TEST_AZURITE_CONTAINER=$CONTAINER
 
 if ((servers_only)); then
     log "running: $*"

@@ -19,11 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::multipart::MultipartStore;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, MultipartId, ObjectStore, PutMultipartOptions, PutPayload,
+    PutResult, RetryConfig,
+};
 use url::Url;
 
 use crate::tls::{CaBundle, CaBundleError};
@@ -379,19 +382,63 @@ impl Destination {
                     GoogleCloudStorageBuilder::new().with_url(dest),
                     |b, (key, value)| b.with_config(key, value),
                 );
-                cloud(dest, &url, builder.build().map(Arc::new))
+                let store = builder.build().map(Arc::new);
+                cloud(dest, &url, store.map(|s| (Arc::clone(&s) as _, s as _)))
             }
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
                 let builder = env_config::<AzureConfigKey>(env, "AZURE_").fold(
                     MicrosoftAzureBuilder::new().with_url(dest),
                     |b, (key, value)| b.with_config(key, value),
                 );
-                cloud(dest, &url, builder.build().map(Arc::new))
+                let store = builder.build().map(Arc::new);
+                let blocks =
+                    |s: Arc<MicrosoftAzure>| (Arc::clone(&s) as _, Arc::new(AzureBlocks(s)) as _);
+                cloud(dest, &url, store.map(blocks))
             }
             other => Err(bad(format!(
                 "unsupported scheme {other:?} (use s3://, gs://, az://, file:// or a path)"
             ))),
         }
+    }
+}
+
+impl Destination {
+    /// Another object of the same bucket or container (or filesystem), reached through this
+    /// destination's client: the objects of a sequence share one client, its connections and
+    /// its credentials. `dest` must name the same bucket; it is not checked here.
+    pub fn sibling(&self, dest: &str) -> Result<Destination, SinkError> {
+        let bad = |reason: String| SinkError::Destination {
+            url: dest.to_owned(),
+            reason,
+        };
+        let url = match Url::parse(dest) {
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ => return local(dest),
+        };
+        let path = match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute file:// path".into()))?;
+                return local(&path.to_string_lossy());
+            }
+            "s3" | "s3a" => {
+                let key = url.path().trim_start_matches('/');
+                Path::parse(key).map_err(|e| bad(e.to_string()))?
+            }
+            _ => {
+                object_store::ObjectStoreScheme::parse(&url)
+                    .map_err(|e| bad(e.to_string()))?
+                    .1
+            }
+        };
+        Ok(Destination {
+            store: Arc::clone(&self.store),
+            multipart: Arc::clone(&self.multipart),
+            path,
+            location: dest.to_owned(),
+            s3_rules: self.s3_rules,
+        })
     }
 }
 
@@ -408,27 +455,84 @@ fn env_config<K: std::str::FromStr>(
     })
 }
 
-/// A GCS or Azure destination from its built store: the object's path is the URL's path
-/// after the container.
-fn cloud<S: ObjectStore + MultipartStore>(
+/// A GCS or Azure destination from its built store (objects, and multipart uploads): the
+/// object's path is the URL's path after the container.
+fn cloud(
     dest: &str,
     url: &Url,
-    store: object_store::Result<Arc<S>>,
+    store: object_store::Result<(Arc<dyn ObjectStore>, Arc<dyn MultipartStore>)>,
 ) -> Result<Destination, SinkError> {
     let store_error = |source| SinkError::Store {
         location: dest.to_owned(),
         source,
     };
-    let store = store.map_err(store_error)?;
+    let (store, multipart) = store.map_err(store_error)?;
     let (_, path) =
         object_store::ObjectStoreScheme::parse(url).map_err(|source| store_error(source.into()))?;
     Ok(Destination {
-        store: Arc::clone(&store) as Arc<dyn ObjectStore>,
-        multipart: store,
+        store,
+        multipart,
         path,
         location: dest.to_owned(),
         s3_rules: true,
     })
+}
+
+/// Azure's block-list uploads as [`ObjectWriter`] drives them. object_store's Azure
+/// `MultipartStore` makes no request to start an upload and names it with an empty id (its
+/// parts are blocks of the blob, committed by the Put Block List that completes it), and it
+/// refuses `create_multipart_opts` with attributes: its completion cannot set them. Here an
+/// upload gets an id of its own, so that checkpoints can tell a started upload from one not
+/// yet named, and the attributes (`Content-Type`, `Content-Encoding`) are left out rather than
+/// failing the run: the blob gets the service's default `Content-Type`.
+#[derive(Debug)]
+struct AzureBlocks(Arc<MicrosoftAzure>);
+
+#[async_trait::async_trait]
+impl MultipartStore for AzureBlocks {
+    async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+        // No request: Azure has nothing to create until the first block.
+        self.0.create_multipart(path).await?;
+        Ok(format!("azure-blocks-{:016x}", rand::random::<u64>()))
+    }
+
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<MultipartId> {
+        if !opts.attributes.is_empty() || !opts.tags.is_empty() {
+            tracing::debug!(
+                %path,
+                "Azure: the blob's attributes and tags are not set (object_store's block-list completion has none)"
+            );
+        }
+        self.create_multipart(path).await
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<PartId> {
+        self.0.put_part(path, id, part_idx, data).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<PutResult> {
+        self.0.complete_multipart(path, id, parts).await
+    }
+
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        // A no-op on Azure: uncommitted blocks are dropped by the service (after a week).
+        self.0.abort_multipart(path, id).await
+    }
 }
 
 fn local(path: &str) -> Result<Destination, SinkError> {
@@ -732,6 +836,39 @@ mod tests {
         ] {
             assert!(open(bad, env(&[])).is_err(), "{bad}");
         }
+    }
+
+    /// An Azure upload takes the object's attributes (left out: object_store's block-list
+    /// completion cannot set them) and gets an id, without a request (Azure makes none to
+    /// start an upload).
+    #[tokio::test]
+    async fn azure_uploads_take_attributes_and_get_an_id() {
+        use object_store::{Attribute, Attributes};
+        let d = open(
+            "az://container/variants/v.jsonl.gz",
+            env(&[
+                ("AZURE_STORAGE_ACCOUNT_NAME", "account"),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+                ("AZURE_STORAGE_ENDPOINT", "http://127.0.0.1:9/account"),
+                ("AZURE_ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d.path.as_ref(), "variants/v.jsonl.gz");
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::ContentType, "application/gzip".into());
+        let options = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let id = d
+            .multipart
+            .create_multipart_opts(&d.path, options)
+            .await
+            .unwrap();
+        assert!(id.starts_with("azure-blocks-"), "{id:?}");
+        let other = d.multipart.create_multipart(&d.path).await.unwrap();
+        assert_ne!(id, other);
     }
 
     #[test]
