@@ -148,7 +148,7 @@ impl std::fmt::Display for CheckReport {
 pub async fn check(pipeline: &Pipeline, options: RunOptions) -> Result<CheckReport, RunError> {
     let vars = crate::pipeline::run_vars(pipeline, options.ingest_date, &options.vars)?;
     let transform = pipeline.transform.build(&vars)?;
-    let object = pipeline.sink.url.render(&vars);
+    let object = pipeline.sink.object_url(&vars, 1);
     let destination = Destination::open(&object, &pipeline.sink.store, options.store_env.clone())?;
     let writer = ObjectWriter::create(&destination, 1).await?;
     let upload_checked = writer.state().upload_id;

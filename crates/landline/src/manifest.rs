@@ -43,8 +43,13 @@ pub struct Manifest {
     pub vars: BTreeMap<String, String>,
     /// The landline that wrote it.
     pub landline_version: String,
-    /// The object written; `None` when the source had no records (nothing is written then).
+    /// The object written; `None` when the source had no records (nothing is written then),
+    /// and for a sequence of objects, which [`objects`](Self::objects) lists.
     pub object: Option<ObjectFacts>,
+    /// The objects of a sequence (`{part}` in the URL), in order, each with its records and
+    /// JSON Lines bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectFacts>,
     /// Records written.
     pub records: u64,
     /// JSON Lines bytes (before compression).
@@ -86,6 +91,37 @@ pub struct ObjectFacts {
     /// other formats.
     #[serde(default)]
     pub gzip_members: u64,
+    /// Records in this object, for an object of a sequence (otherwise the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    /// JSON Lines bytes in this object, for an object of a sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_uncompressed: Option<u64>,
+}
+
+impl Manifest {
+    /// The facts of the object at `url`: one of a sequence's, or the run's only object.
+    pub fn facts_of(&self, url: &str) -> Option<&ObjectFacts> {
+        if self.objects.is_empty() {
+            return self.object.as_ref();
+        }
+        self.objects.iter().find(|o| same_object(&o.url, url))
+    }
+}
+
+/// Whether `listed` (a manifest's URL) and `given` (as a user wrote it: the same URL, a
+/// `file://` URL or a path, maybe relative) name the same object.
+fn same_object(listed: &str, given: &str) -> bool {
+    let strip = |u: &str| {
+        u.strip_prefix("file://")
+            .unwrap_or(u)
+            .trim_start_matches("./")
+            .to_owned()
+    };
+    let (listed, given) = (strip(listed), strip(given));
+    listed == given
+        || (!given.contains("://")
+            && listed.ends_with(&format!("/{}", given.trim_start_matches('/'))))
 }
 
 fn gzip() -> crate::compress::Compression {
@@ -261,6 +297,38 @@ pub async fn previous(
 mod tests {
     use super::*;
 
+    #[test]
+    fn objects_are_found_by_url_or_by_path() {
+        let listed = "file:///data/out/date=2026-01-01/part-00002.jsonl.gz";
+        assert!(same_object(listed, listed));
+        assert!(same_object(
+            listed,
+            "/data/out/date=2026-01-01/part-00002.jsonl.gz"
+        ));
+        assert!(same_object(
+            listed,
+            "out/date=2026-01-01/part-00002.jsonl.gz"
+        ));
+        assert!(same_object(
+            listed,
+            "./out/date=2026-01-01/part-00002.jsonl.gz"
+        ));
+        assert!(!same_object(
+            listed,
+            "out/date=2026-01-01/part-00001.jsonl.gz"
+        ));
+        assert!(!same_object(
+            listed,
+            "t/date=2026-01-01/part-00002.jsonl.gz"
+        ));
+        let s3 = "s3://b/v/date=2026-01-01/part-00001.jsonl.zst";
+        assert!(same_object(s3, s3));
+        assert!(!same_object(
+            s3,
+            "s3://other/v/date=2026-01-01/part-00001.jsonl.zst"
+        ));
+    }
+
     fn manifest(date: &str) -> Manifest {
         Manifest {
             format: FORMAT.into(),
@@ -270,6 +338,7 @@ mod tests {
             vars: BTreeMap::new(),
             landline_version: env!("CARGO_PKG_VERSION").into(),
             object: None,
+            objects: Vec::new(),
             records: 0,
             bytes_uncompressed: 0,
             average_record_bytes: 0.0,

@@ -49,7 +49,7 @@ use crate::source::page::Paths;
 use crate::source::{HttpSource, Page, Source, SourceError};
 use crate::template::RunVars;
 use crate::transform::TransformBuildError;
-use crate::upload::{CompressedUpload, Suspended, TimeLimit};
+use crate::upload::{CompressedUpload, ObjectSequence, Suspended, TimeLimit};
 use serde::Deserialize as _;
 
 /// JSON Lines are handed to the compressor in chunks of this size, each deflated as one
@@ -137,6 +137,42 @@ pub enum RunError {
     /// A thread of the run could not be started or died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A run writing a sequence of objects failed after completing some: they stay (the
+    /// one being written was aborted).
+    #[error(
+        "{cause}; the {} object{} completed before it stay{}: {}",
+        objects.len(),
+        if objects.len() == 1 { "" } else { "s" },
+        if objects.len() == 1 { "s" } else { "" },
+        objects.join(", ")
+    )]
+    ObjectsLeft {
+        /// Why the run stopped.
+        cause: Box<RunError>,
+        /// The objects completed, in order.
+        objects: Vec<String>,
+    },
+}
+
+/// `err`, with the objects a sequence completed before it, if any.
+fn with_landed(err: RunError, landed: Vec<crate::upload::Landed>) -> RunError {
+    if landed.is_empty() {
+        return err;
+    }
+    RunError::ObjectsLeft {
+        cause: Box::new(err),
+        objects: landed.into_iter().map(|l| l.location).collect(),
+    }
+}
+
+/// Aborts `upload` after `err`: for a sequence, the error names the objects that stay.
+async fn abort_upload(pipeline: &Pipeline, upload: CompressedUpload, err: RunError) -> RunError {
+    if pipeline.sink.numbered {
+        let (err, landed) = upload.abort_sequence(err).await;
+        with_landed(err, landed)
+    } else {
+        upload.abort(err).await
+    }
 }
 
 /// Runs `pipeline` once: every page, transformed, into one compressed object.
@@ -505,7 +541,7 @@ async fn prepare(
         None => run_vars(pipeline, options.ingest_date, &options.vars)?,
     };
     let transform = Arc::new(pipeline.transform.build(&vars)?);
-    let object_url = pipeline.sink.url.render(&vars);
+    let object_url = pipeline.sink.object_url(&vars, 1);
     let (compression, level) = pipeline.sink.compression_of(&object_url)?;
     let destination =
         Destination::open(&object_url, &pipeline.sink.store, options.store_env.clone())?;
@@ -540,6 +576,20 @@ async fn prepare(
         )?;
         if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
             check_resumable(pipeline, cp, &object_url, at.location())?;
+        }
+        if pipeline.sink.numbered {
+            if resume.is_some() || options.max_duration.is_some() {
+                return Err(RunError::Checkpoint {
+                    location: "[sink] url".into(),
+                    reason: "a run that writes a sequence of objects ({part}) can neither stop at a checkpoint nor resume from one yet".into(),
+                });
+            }
+            if checkpoints.is_some() {
+                tracing::info!(
+                    "a sequence of objects ({{part}}) is written without checkpoints: a run that fails is run again whole"
+                );
+            }
+            return Ok(None);
         }
         if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
             return Err(RunError::Checkpoint {
@@ -614,6 +664,18 @@ async fn open_upload(
             pipeline.sink.parts,
         )
     };
+    if pipeline.sink.numbered {
+        let sequence = object_sequence(pipeline, prepared);
+        return CompressedUpload::start_sequence(
+            writer,
+            compressor,
+            prepared.compression.chunk_bytes(),
+            pipeline.sink.max_parts_in_flight,
+            Some(Arc::clone(&prepared.progress)),
+            sequence,
+        )
+        .await;
+    }
     CompressedUpload::start(
         writer,
         compressor,
@@ -624,6 +686,24 @@ async fn open_upload(
         Some(Arc::clone(&prepared.progress)),
     )
     .await
+}
+
+/// The objects after the first of a run whose URL numbers them (`{part}`): each opened
+/// through the first one's client, with the same attributes.
+fn object_sequence(pipeline: &Pipeline, prepared: &Prepared) -> ObjectSequence {
+    let first = prepared.destination.clone();
+    let sink = pipeline.sink.clone();
+    let vars = prepared.vars.clone();
+    let options = object_options(pipeline, prepared.compression);
+    ObjectSequence {
+        open: Box::new(move |n| {
+            let next = first.sibling(&sink.object_url(&vars, n));
+            let options = options.clone();
+            let in_flight = sink.max_parts_in_flight;
+            Box::pin(async move { ObjectWriter::create_with(&next?, in_flight, options).await })
+        }),
+        limits: pipeline.sink.limits,
+    }
 }
 
 /// Ends a run once its pages stopped coming (`driven`: `Some` at a stop point): suspends
@@ -661,25 +741,50 @@ async fn conclude(
             return Ok(report);
         }
         (Ok(None), Ok(finished)) => finished,
-        (Err(RunError::Cancelled), _) => return Err(upload.abort(RunError::Cancelled).await),
+        (Err(RunError::Cancelled), _) => {
+            return Err(abort_upload(pipeline, upload, RunError::Cancelled).await);
+        }
         // The processor's own error says what went wrong; paging only saw it stop.
         (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => {
-            return Err(upload.abort(err).await);
+            return Err(abort_upload(pipeline, upload, err).await);
         }
-        (Err(err), _) | (Ok(None), Err(err)) => return Err(upload.abort(err).await),
+        (Err(err), _) | (Ok(None), Err(err)) => {
+            return Err(abort_upload(pipeline, upload, err).await);
+        }
     };
-    // An empty source writes nothing, not an empty object.
-    let (written, stats) = upload.finish(encoder, done.records > 0).await?;
-    let mut report = report(
-        pipeline,
-        figures,
-        &done,
-        &stats,
-        &destination,
-        written,
-        started,
-        vars,
-    );
+    let mut report = if pipeline.sink.numbered && done.records > 0 {
+        let records = encoder.object_records().to_vec();
+        let bytes = encoder.object_bytes();
+        let (landed, ended) = upload.finish_sequence(encoder).await;
+        let stats = ended.map_err(|e| with_landed(e, landed.clone()))?;
+        let mut report = report(
+            pipeline,
+            figures,
+            &done,
+            &stats,
+            &destination,
+            None,
+            started,
+            vars,
+        );
+        set_objects(&mut report, &landed, &records, &bytes);
+        let stale = delete_stale(pipeline, &destination, &report, landed.len() as u64).await;
+        report.stale_objects_deleted = stale;
+        report
+    } else {
+        // An empty source writes nothing, not an empty object.
+        let (written, stats) = upload.finish(encoder, done.records > 0).await?;
+        report(
+            pipeline,
+            figures,
+            &done,
+            &stats,
+            &destination,
+            written,
+            started,
+            vars,
+        )
+    };
     set_format(&mut report, compression);
     if let Some(mut incremental) = report_incremental {
         let mark = done
@@ -722,6 +827,81 @@ async fn conclude(
     Ok(report)
 }
 
+/// Sets the objects of a sequence in `report`: their URLs, and their bytes and parts
+/// summed, with each one's figures.
+fn set_objects(
+    report: &mut RunReport,
+    landed: &[crate::upload::Landed],
+    records: &[u64],
+    bytes: &[u64],
+) {
+    report.objects = landed.iter().map(|l| l.location.clone()).collect();
+    report.bytes_written = landed.iter().map(|l| l.written.bytes).sum();
+    report.parts = landed.iter().map(|l| l.written.parts).sum();
+    report.object_details = landed
+        .iter()
+        .enumerate()
+        .map(|(i, l)| crate::report::ObjectReport {
+            url: l.location.clone(),
+            records: records.get(i).copied().unwrap_or(0),
+            bytes_uncompressed: bytes.get(i).copied().unwrap_or(0),
+            bytes: l.written.bytes,
+            parts: l.written.parts,
+            e_tag: l.written.e_tag.clone(),
+            sha256: l.written.sha256.clone(),
+        })
+        .collect();
+    report.rates = Rates::of(report);
+}
+
+/// Deletes the objects a longer earlier run of the same date left after this run's last:
+/// `{part}` numbers from `landed + 1` on, while there are such objects. Only called once the
+/// whole new sequence has landed, so a failed run never removes anything. A failure here is
+/// a warning: the new objects are complete.
+async fn delete_stale(
+    pipeline: &Pipeline,
+    first: &Destination,
+    report: &RunReport,
+    landed: u64,
+) -> Vec<String> {
+    use object_store::ObjectStoreExt as _;
+    let vars = RunVars {
+        ingest_date: report.ingest_date.clone(),
+        ingest_ts: report.ingest_ts.clone(),
+        vars: report.vars.clone(),
+    };
+    let mut deleted = Vec::new();
+    for n in landed + 1.. {
+        let url = pipeline.sink.object_url(&vars, n);
+        let stale = match first.sibling(&url) {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for stale objects");
+                break;
+            }
+        };
+        match stale.store.head(&stale.path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => break,
+            Err(e) => {
+                tracing::warn!(object = %url, error = %e, "could not look for stale objects");
+                break;
+            }
+        }
+        match stale.store.delete(&stale.path).await {
+            Ok(()) => {
+                tracing::info!(object = %url, "deleted an object an earlier, longer run left");
+                deleted.push(url);
+            }
+            Err(e) => {
+                tracing::warn!(object = %url, error = %e, "could not delete a stale object");
+                break;
+            }
+        }
+    }
+    deleted
+}
+
 /// Sets the run's own format in `report`, and the chunk size and memory budget that go
 /// with it (the pipeline's example destination may have named another).
 fn set_format(report: &mut RunReport, compression: Compression) {
@@ -745,7 +925,10 @@ async fn publish_manifest(
         match manifest::previous(url, &report.ingest_date, options, env.clone()).await {
             Ok(Some((at, previous))) => {
                 let figures = |m: &manifest::Manifest| {
-                    let size = m.object.as_ref().map_or(0, |o| o.size);
+                    let size = match &m.object {
+                        Some(o) => o.size,
+                        None => m.objects.iter().map(|o| o.size).sum(),
+                    };
                     (m.records, m.average_record_bytes, size)
                 };
                 let (records, width, size) = figures(&previous);
@@ -783,15 +966,37 @@ async fn publish_manifest(
             }
         }
     }
-    let object = report.objects.first().map(|url| manifest::ObjectFacts {
-        url: url.clone(),
-        size: report.bytes_written,
-        e_tag: report.e_tag.clone(),
-        sha256: report.sha256.clone(),
-        parts: report.parts,
-        compression: report.compression,
-        gzip_members: u64::from(report.compression == Compression::Gzip),
-    });
+    let objects = report
+        .object_details
+        .iter()
+        .map(|o| manifest::ObjectFacts {
+            url: o.url.clone(),
+            size: o.bytes,
+            e_tag: o.e_tag.clone(),
+            sha256: o.sha256.clone(),
+            parts: o.parts,
+            compression: report.compression,
+            gzip_members: u64::from(report.compression == Compression::Gzip),
+            records: Some(o.records),
+            bytes_uncompressed: Some(o.bytes_uncompressed),
+        })
+        .collect();
+    let single = report.object_details.is_empty();
+    let object = report
+        .objects
+        .first()
+        .filter(|_| single)
+        .map(|url| manifest::ObjectFacts {
+            url: url.clone(),
+            size: report.bytes_written,
+            e_tag: report.e_tag.clone(),
+            sha256: report.sha256.clone(),
+            parts: report.parts,
+            compression: report.compression,
+            gzip_members: u64::from(report.compression == Compression::Gzip),
+            records: None,
+            bytes_uncompressed: None,
+        });
     report.manifest = Some(url.to_owned());
     let mut written = manifest::Manifest {
         format: manifest::FORMAT.to_owned(),
@@ -801,6 +1006,7 @@ async fn publish_manifest(
         vars: report.vars.clone(),
         landline_version: env!("CARGO_PKG_VERSION").to_owned(),
         object,
+        objects,
         records: report.records,
         bytes_uncompressed: report.bytes_uncompressed,
         average_record_bytes: report.rates.average_record_bytes,
@@ -865,7 +1071,7 @@ fn state_location(
     vars: &BTreeMap<String, String>,
 ) -> Result<String, ConfigError> {
     let vars = run_vars(pipeline, ingest_date, vars)?;
-    let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
+    let prefix = state_prefix(pipeline, &pipeline.sink.object_url(&vars, 1));
     Ok(crate::checkpoint::state_url(
         &prefix,
         kind,
@@ -916,7 +1122,7 @@ pub fn incremental_locations(
     vars: &BTreeMap<String, String>,
 ) -> Result<(String, String), ConfigError> {
     let vars = run_vars(pipeline, None, vars)?;
-    let prefix = state_prefix(pipeline, &pipeline.sink.url.render(&vars));
+    let prefix = state_prefix(pipeline, &pipeline.sink.object_url(&vars, 1));
     Ok((
         incremental::state_location(&prefix, &pipeline.name, &vars.vars),
         incremental::lock_location(&prefix, &pipeline.name, &vars.vars),
@@ -1428,6 +1634,8 @@ fn base_report(
         compression: pipeline.sink.compression,
         parts: 0,
         objects: Vec::new(),
+        object_details: Vec::new(),
+        stale_objects_deleted: Vec::new(),
         e_tag: None,
         sha256: None,
         manifest: None,

@@ -180,6 +180,25 @@ impl Rates {
     }
 }
 
+/// One object of a sequence.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ObjectReport {
+    /// Its URL.
+    pub url: String,
+    /// Records in it.
+    pub records: u64,
+    /// Its JSON Lines bytes (before compression).
+    pub bytes_uncompressed: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Upload parts.
+    pub parts: u64,
+    /// The store's ETag, when it gave one.
+    pub e_tag: Option<String>,
+    /// The SHA-256 of its bytes (hex).
+    pub sha256: Option<String>,
+}
+
 /// The summary of one run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
@@ -207,6 +226,13 @@ pub struct RunReport {
     pub parts: u64,
     /// Objects written (URLs); empty when the source had no records.
     pub objects: Vec<String>,
+    /// Each object of a sequence (`{part}` in the URL): its records, bytes, parts, ETag and
+    /// SHA-256; empty for a single object (whose figures are the report's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_details: Vec<ObjectReport>,
+    /// Objects of an earlier, longer run of the same date deleted after this one landed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_objects_deleted: Vec<String>,
     /// The object's ETag, when the store gave one.
     pub e_tag: Option<String>,
     /// The SHA-256 of the object's bytes (hex), computed as its parts were uploaded.
@@ -440,6 +466,8 @@ mod tests {
             compression: crate::compress::Compression::Gzip,
             parts: 0,
             objects: Vec::new(),
+            object_details: Vec::new(),
+            stale_objects_deleted: Vec::new(),
             e_tag: None,
             sha256: None,
             manifest: None,

@@ -21,12 +21,43 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoint::{Checkpoints, Counters};
 use crate::compress::{CompressError, CompressStats, Compressor, CompressorConfig, Part, PartEnd};
-use crate::encode::LineEncoder;
+use crate::encode::{LineEncoder, ObjectLimits};
 use crate::pipeline::RunError;
 use crate::report::Progress;
 use crate::sink::{ObjectWriter, SinkError, UploadHandle, UploadState, Written};
 
 type UploadTask = JoinHandle<(ObjectWriter, Result<(), SinkError>)>;
+
+/// Opens object `n` (from 2) of a sequence: its writer, its upload created.
+pub type OpenObject = Box<
+    dyn FnMut(u64) -> futures::future::BoxFuture<'static, Result<ObjectWriter, SinkError>> + Send,
+>;
+
+/// A sequence of objects instead of one: the encoder ends each at `limits`, and the upload
+/// task completes it and goes on with the next, which `open` creates.
+pub struct ObjectSequence {
+    /// Opens the next object.
+    pub open: OpenObject,
+    /// Where objects end.
+    pub limits: ObjectLimits,
+}
+
+impl std::fmt::Debug for ObjectSequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSequence")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object of a sequence that has landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// Where it is.
+    pub location: String,
+    /// How its upload ended.
+    pub written: Written,
+}
 
 /// The newest checkpoint to write: the upload so far and the page end its last part holds.
 type Latest = Option<(UploadState, PartEnd)>;
@@ -76,8 +107,11 @@ type Latest = Option<(UploadState, PartEnd)>;
 ///   [`suspend`](Self::suspend) stop at such a checkpoint and leave the upload open for it.
 #[derive(Debug)]
 pub struct CompressedUpload {
-    /// To abort the upload even if the task that owns the writer is lost.
-    handle: UploadHandle,
+    /// To abort the upload even if the task that owns the writer is lost (the current
+    /// object's, in a sequence).
+    handle: Arc<std::sync::Mutex<UploadHandle>>,
+    /// The objects of a sequence completed so far, the current one not included.
+    landed: Arc<std::sync::Mutex<Vec<Landed>>>,
     /// One slot per part alive; closed to wake a compressor waiting for one.
     slots: Arc<Semaphore>,
     /// Tells the upload task to stop taking parts.
@@ -115,19 +149,114 @@ impl CompressedUpload {
     /// upload is aborted.
     pub async fn start(
         writer: ObjectWriter,
-        mut config: CompressorConfig,
+        config: CompressorConfig,
         chunk_bytes: usize,
         max_parts_in_flight: usize,
         checkpoints: Option<Arc<Checkpoints>>,
         limit: Option<TimeLimit>,
         progress: Option<Arc<Progress>>,
     ) -> Result<(Self, LineEncoder), RunError> {
+        Self::start_with(
+            writer,
+            config,
+            chunk_bytes,
+            max_parts_in_flight,
+            checkpoints,
+            limit,
+            progress,
+            None,
+        )
+        .await
+    }
+
+    /// As [`start`](Self::start), writing a sequence of objects: `writer` is the first, and
+    /// each time the encoder ends one at `sequence.limits`, the upload task opens the next
+    /// with `sequence.open`, puts the parts after it there, and completes the one before it
+    /// (listed by [`landed`](Self::landed)). [`finish`](Self::finish) completes the last;
+    /// a failure aborts the object being written and leaves those completed. No
+    /// checkpoints: a sequence is written in one process.
+    pub async fn start_sequence(
+        writer: ObjectWriter,
+        config: CompressorConfig,
+        chunk_bytes: usize,
+        max_parts_in_flight: usize,
+        progress: Option<Arc<Progress>>,
+        sequence: ObjectSequence,
+    ) -> Result<(Self, LineEncoder), RunError> {
+        Self::start_with(
+            writer,
+            config,
+            chunk_bytes,
+            max_parts_in_flight,
+            None,
+            None,
+            progress,
+            Some(sequence),
+        )
+        .await
+    }
+
+    /// The objects of a sequence completed so far (not the one being written).
+    pub fn landed(&self) -> Vec<Landed> {
+        self.landed.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// [`finish`](Self::finish) for a sequence: every object it landed, in order (the last
+    /// one included when it could be completed; those before it stay even when the run
+    /// failed), and how it ended.
+    pub async fn finish_sequence(
+        self,
+        encoder: LineEncoder,
+    ) -> (Vec<Landed>, Result<CompressStats, RunError>) {
+        let landed = Arc::clone(&self.landed);
+        let current = Arc::clone(&self.handle);
+        let finished = self.finish(encoder, true).await;
+        let mut all = landed.lock().map(|l| l.clone()).unwrap_or_default();
+        match finished {
+            Ok((written, stats)) => {
+                if let (Some(written), Ok(handle)) = (written, current.lock()) {
+                    all.push(Landed {
+                        location: handle.location().to_owned(),
+                        written,
+                    });
+                }
+                (all, Ok(stats))
+            }
+            Err(e) => (all, Err(e)),
+        }
+    }
+
+    /// [`abort`](Self::abort) for a sequence: the error, and the objects that landed before
+    /// it (which stay).
+    pub async fn abort_sequence(self, cause: RunError) -> (RunError, Vec<Landed>) {
+        let landed = Arc::clone(&self.landed);
+        let err = self.abort(cause).await;
+        let landed = landed.lock().map(|l| l.clone()).unwrap_or_default();
+        (err, landed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_with(
+        writer: ObjectWriter,
+        mut config: CompressorConfig,
+        chunk_bytes: usize,
+        max_parts_in_flight: usize,
+        checkpoints: Option<Arc<Checkpoints>>,
+        limit: Option<TimeLimit>,
+        progress: Option<Arc<Progress>>,
+        sequence: Option<ObjectSequence>,
+    ) -> Result<(Self, LineEncoder), RunError> {
         let slots = Arc::new(Semaphore::new(max_parts_in_flight + 1));
         config.part_slots = Some(Arc::clone(&slots));
         config.cut_at_boundaries = checkpoints.is_some();
         let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
         let (halt_tx, halt_rx) = oneshot::channel();
-        let handle = writer.handle().clone();
+        let handle = Arc::new(std::sync::Mutex::new(writer.handle().clone()));
+        let landed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (open, limits) = match sequence {
+            Some(s) => (Some(s.open), s.limits),
+            None => (None, ObjectLimits::default()),
+        };
         let (stop_tx, stop_point) = match limit {
             Some(_) => {
                 let (tx, rx) = oneshot::channel();
@@ -150,9 +279,15 @@ impl CompressedUpload {
             Arc::clone(&slots),
             latest_tx,
             progress,
+            Sequence {
+                open,
+                handle: Arc::clone(&handle),
+                landed: Arc::clone(&landed),
+            },
         ));
         let upload = CompressedUpload {
             handle,
+            landed,
             slots,
             stop: Some(halt_tx),
             task,
@@ -164,7 +299,9 @@ impl CompressedUpload {
         match Compressor::spawn(config, parts_tx) {
             Ok(compressor) => Ok((
                 upload,
-                LineEncoder::new(compressor, chunk_bytes).with_min_boundary(min_boundary),
+                LineEncoder::new(compressor, chunk_bytes)
+                    .with_min_boundary(min_boundary)
+                    .with_limits(limits),
             )),
             Err(e) => {
                 let cause = RunError::Internal(format!("starting the compressor: {e}"));
@@ -296,7 +433,12 @@ impl CompressedUpload {
     /// Aborts through the handle: the task that owned the writer panicked or was cancelled.
     async fn abort_lost(&self, cause: RunError) -> RunError {
         tracing::warn!(error = %cause, "aborting the upload");
-        let aborted = self.handle.abort().await;
+        // The guard goes before the await: only the handle is kept.
+        let handle = self.handle.lock().ok().map(|h| h.clone());
+        let aborted = match handle {
+            Some(handle) => handle.abort().await,
+            None => Ok(()),
+        };
         let cause = with_abort(cause, aborted);
         delete_checkpoint(cause, &self.checkpoints).await
     }
@@ -384,10 +526,55 @@ async fn write_checkpoints(
     }
 }
 
+/// What the upload task does after a step.
+enum Step {
+    /// Goes on.
+    More,
+    /// Ends: the compressor sent its last part.
+    End,
+    /// Goes on with object `n` of a sequence: the one before it has its last part.
+    Object(u64),
+}
+
+/// The upload task's side of an object sequence.
+struct Sequence {
+    open: Option<OpenObject>,
+    /// The current object's upload, for [`CompressedUpload::abort_lost`].
+    handle: Arc<std::sync::Mutex<UploadHandle>>,
+    landed: Arc<std::sync::Mutex<Vec<Landed>>>,
+}
+
+impl Sequence {
+    /// Opens object `next` in place of `writer`'s, then completes `writer`'s. On failure the
+    /// writer left in `writer` is the one to abort: the old one when the next could not be
+    /// opened, the new one when the old one's completion failed (it aborted itself then).
+    async fn next(&mut self, writer: &mut ObjectWriter, next: u64) -> Result<(), SinkError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(SinkError::Destination {
+                url: writer.handle().location().to_owned(),
+                reason: "the compressor ended an object, but nothing opens the next".into(),
+            });
+        };
+        let opened = open(next).await?;
+        let done = std::mem::replace(writer, opened);
+        if let Ok(mut handle) = self.handle.lock() {
+            *handle = writer.handle().clone();
+        }
+        let location = done.handle().location().to_owned();
+        let written = done.finish().await?;
+        tracing::info!(object = %location, bytes = written.bytes, "object complete");
+        if let Ok(mut landed) = self.landed.lock() {
+            landed.push(Landed { location, written });
+        }
+        Ok(())
+    }
+}
+
 /// Takes parts from the compressor and uploads them, a part leaving the channel only when an
 /// upload slot is free; after each acknowledged part that ends a page (with every part
 /// before it acknowledged), writes a checkpoint. Returns the writer, so the caller can
 /// complete or abort it.
+#[allow(clippy::too_many_arguments)]
 async fn upload_parts(
     mut writer: ObjectWriter,
     mut parts: mpsc::Receiver<Part>,
@@ -395,6 +582,7 @@ async fn upload_parts(
     slots: Arc<Semaphore>,
     latest: Option<watch::Sender<Latest>>,
     progress: Option<Arc<Progress>>,
+    mut sequence: Sequence,
 ) -> (ObjectWriter, Result<(), SinkError>) {
     // Page ends of parts not yet covered by a checkpoint, by part number.
     let mut ends: BTreeMap<u64, PartEnd> = BTreeMap::new();
@@ -412,7 +600,7 @@ async fn upload_parts(
                             latest.send_replace(Some((writer.state(), end)));
                         }
                     }
-                    Ok(true)
+                    Ok(Step::More)
                 }
                 part = parts.recv(), if writer.has_capacity() => match part {
                     Some(part) => {
@@ -420,13 +608,14 @@ async fn upload_parts(
                             ends.insert(part.number, end);
                         }
                         let bytes = part.data.len() as u64;
+                        let next = (part.object_end && !part.last).then_some(part.object + 1);
                         writer.put_part_holding(part.data, part.slot).await?;
                         if let Some(progress) = &progress {
                             progress.part(bytes);
                         }
-                        Ok(true)
+                        Ok(next.map_or(Step::More, Step::Object))
                     }
-                    None => Ok(false),
+                    None => Ok(Step::End),
                 },
             }
         };
@@ -435,14 +624,246 @@ async fn upload_parts(
             _ = &mut stop => return (writer, Ok(())),
             r = step => r,
         };
+        // Going from one object to the next is not cut short by a stop: a creation or a
+        // completion cut off halfway would leave an upload, or an object, nothing knows of.
+        let result = match result {
+            Ok(Step::Object(next)) => sequence.next(&mut writer, next).await.map(|()| Step::More),
+            other => other,
+        };
         match result {
-            Ok(true) => {}
-            Ok(false) => return (writer, Ok(())),
+            Ok(Step::More) | Ok(Step::Object(_)) => {}
+            Ok(Step::End) => return (writer, Ok(())),
             Err(e) => {
                 // The compressor may be waiting for a slot: let it see that nobody will upload.
                 slots.close();
                 return (writer, Err(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::encode::LineOutput as _;
+    use crate::sink::{Destination, PartSizer};
+    use object_store::path::Path;
+    use object_store::{ObjectStore as _, ObjectStoreExt as _};
+
+    /// Object `n` of the sequence `name` in `store`.
+    fn object(store: &Arc<object_store::memory::InMemory>, name: &str, n: u64) -> Destination {
+        let path = format!("{name}/part-{n:05}.jsonl");
+        Destination {
+            store: Arc::clone(store) as _,
+            multipart: Arc::clone(store) as _,
+            path: Path::from(path.as_str()),
+            location: format!("memory:///{path}"),
+            s3_rules: false,
+        }
+    }
+
+    fn opener(
+        store: &Arc<object_store::memory::InMemory>,
+        name: &'static str,
+        fail_at: Option<u64>,
+    ) -> OpenObject {
+        let store = Arc::clone(store);
+        Box::new(move |n| {
+            let dest = object(&store, name, n);
+            Box::pin(async move {
+                if Some(n) == fail_at {
+                    return Err(SinkError::Destination {
+                        url: dest.location.clone(),
+                        reason: "refused by the test".into(),
+                    });
+                }
+                ObjectWriter::create(&dest, 2).await
+            })
+        })
+    }
+
+    fn line(i: u64) -> String {
+        format!(
+            "{{\"id\":{i},\"text\":\"record {} of the sequence\"}}\n",
+            i * 7919 % 1013
+        )
+    }
+
+    /// Writes `records` lines through a sequence of `compression` objects cut at `limits`;
+    /// returns how it ended, the objects that landed and the records of each.
+    async fn write(
+        name: &'static str,
+        compression: Compression,
+        records: u64,
+        limits: ObjectLimits,
+        fail_at: Option<u64>,
+    ) -> (
+        Arc<object_store::memory::InMemory>,
+        Result<(), RunError>,
+        Vec<Landed>,
+        Vec<u64>,
+    ) {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let first = ObjectWriter::create(&object(&store, name, 1), 2)
+            .await
+            .unwrap();
+        let config = CompressorConfig::new(compression, 1, 2, PartSizer::new(64 * 1024, false));
+        let sequence = ObjectSequence {
+            open: opener(&store, name, fail_at),
+            limits,
+        };
+        let (upload, encoder) =
+            CompressedUpload::start_sequence(first, config, 16 * 1024, 2, None, sequence)
+                .await
+                .unwrap();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut encoder = encoder;
+            for i in 0..records {
+                encoder.buf().extend_from_slice(line(i).as_bytes());
+                encoder.end_line()?;
+            }
+            Ok::<_, CompressError>(encoder)
+        })
+        .await
+        .unwrap();
+        match written {
+            Ok(encoder) => {
+                let counts = encoder.object_records().to_vec();
+                let (landed, ended) = upload.finish_sequence(encoder).await;
+                (store, ended.map(drop), landed, counts)
+            }
+            Err(e) => {
+                let (err, landed) = upload.abort_sequence(e.into()).await;
+                (store, Err(err), landed, Vec::new())
+            }
+        }
+    }
+
+    async fn read(store: &Arc<object_store::memory::InMemory>, landed: &Landed) -> Vec<u8> {
+        let path = landed.location.trim_start_matches("memory:///");
+        store
+            .get(&Path::from(path))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    fn decode(compression: Compression, bytes: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        match compression {
+            Compression::Gzip => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+            Compression::Zstd => zstd::stream::decode_all(bytes).unwrap(),
+            Compression::None => bytes.to_vec(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sequence_cut_by_records_holds_every_line_once_in_order() {
+        let limits = ObjectLimits {
+            records: Some(1000),
+            bytes: None,
+        };
+        for compression in Compression::ALL {
+            let (store, ended, landed, counts) =
+                write("by-records", compression, 3500, limits, None).await;
+            ended.unwrap();
+            assert_eq!(counts, [1000, 1000, 1000, 500], "{compression}");
+            assert_eq!(landed.len(), 4, "{compression}");
+            let mut all = Vec::new();
+            for (i, object) in landed.iter().enumerate() {
+                assert!(
+                    object
+                        .location
+                        .ends_with(&format!("part-{:05}.jsonl", i + 1))
+                );
+                let bytes = read(&store, object).await;
+                assert_eq!(bytes.len() as u64, object.written.bytes);
+                // Each object is a whole, readable stream of its own.
+                let jsonl = decode(compression, &bytes);
+                assert_eq!(
+                    jsonl.iter().filter(|&&b| b == b'\n').count() as u64,
+                    counts[i]
+                );
+                all.extend(jsonl);
+            }
+            let expected: Vec<u8> = (0..3500).flat_map(|i| line(i).into_bytes()).collect();
+            assert!(all == expected, "{compression}: the union differs");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sequence_cut_by_size_never_exceeds_it() {
+        let max = 400_000;
+        // What the compressor may not have compressed yet when an object is cut: the chunk
+        // being filled, one queued, and three with the two workers, counted incompressible.
+        let slack = {
+            let n = 6 * 16 * 1024;
+            n + n / 64 + 1024
+        };
+        let limits = ObjectLimits {
+            records: None,
+            bytes: Some(max),
+        };
+        for compression in Compression::ALL {
+            let (store, ended, landed, counts) =
+                write("by-size", compression, 200_000, limits, None).await;
+            ended.unwrap();
+            assert!(landed.len() >= 3, "{compression}: {} objects", landed.len());
+            let mut all = Vec::new();
+            for (i, object) in landed.iter().enumerate() {
+                assert!(
+                    object.written.bytes <= max,
+                    "{compression}: object {i} too large"
+                );
+                if i + 1 < landed.len() {
+                    // Cut within a few chunks (16 KiB here) of the limit.
+                    assert!(
+                        object.written.bytes > max - slack,
+                        "{compression}: object {i} cut at {}",
+                        object.written.bytes
+                    );
+                }
+                let jsonl = decode(compression, &read(&store, object).await);
+                assert_eq!(
+                    jsonl.iter().filter(|&&b| b == b'\n').count() as u64,
+                    counts[i]
+                );
+                all.extend(jsonl);
+            }
+            let expected: Vec<u8> = (0..200_000).flat_map(|i| line(i).into_bytes()).collect();
+            assert!(all == expected, "{compression}: the union differs");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_aborts_the_open_object_and_keeps_those_completed() {
+        let limits = ObjectLimits {
+            records: Some(1000),
+            bytes: None,
+        };
+        let (store, ended, landed, _) =
+            write("failing", Compression::Gzip, 3500, limits, Some(3)).await;
+        let err = ended.unwrap_err().to_string();
+        assert!(err.contains("refused by the test"), "{err}");
+        // Object 1 landed whole when 2 began; 3 could not be opened, so 2 was aborted.
+        let keys: Vec<String> = {
+            use futures::TryStreamExt as _;
+            let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+            listed.into_iter().map(|m| m.location.to_string()).collect()
+        };
+        assert_eq!(landed.len(), 1, "{landed:?}");
+        assert_eq!(keys, ["failing/part-00001.jsonl"], "{keys:?}");
+        let jsonl = decode(Compression::Gzip, &read(&store, &landed[0]).await);
+        assert_eq!(jsonl.iter().filter(|&&b| b == b'\n').count(), 1000);
     }
 }

@@ -483,7 +483,7 @@ fn problems(verified: &Verified, decoded: &Decoded, expected: Option<&Manifest>)
     );
     let broken = decoded.fault.is_some();
     let facts = match expected {
-        Some(manifest) => match &manifest.object {
+        Some(manifest) => match manifest.facts_of(&verified.location) {
             Some(facts) => Some((manifest, facts)),
             None => {
                 problems.push(Problem::NoObjectInManifest);
@@ -531,16 +531,20 @@ fn problems(verified: &Verified, decoded: &Decoded, expected: Option<&Manifest>)
         });
     }
     if !broken {
-        if verified.records != manifest.records {
+        let records = facts.records.unwrap_or(manifest.records);
+        if verified.records != records {
             problems.push(Problem::Records {
                 found: verified.records,
-                manifest: manifest.records,
+                manifest: records,
             });
         }
-        if verified.bytes_uncompressed != manifest.bytes_uncompressed {
+        let bytes = facts
+            .bytes_uncompressed
+            .unwrap_or(manifest.bytes_uncompressed);
+        if verified.bytes_uncompressed != bytes {
             problems.push(Problem::BytesUncompressed {
                 found: verified.bytes_uncompressed,
-                manifest: manifest.bytes_uncompressed,
+                manifest: bytes,
             });
         }
     }
@@ -1329,7 +1333,10 @@ mod tests {
                 parts: 1,
                 compression,
                 gzip_members: u64::from(compression == Compression::Gzip),
+                records: None,
+                bytes_uncompressed: None,
             }),
+            objects: Vec::new(),
             records,
             bytes_uncompressed: jsonl.len() as u64,
             average_record_bytes: 0.0,

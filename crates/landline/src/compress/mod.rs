@@ -136,6 +136,9 @@ pub struct CompressStats {
     pub bytes_out: u64,
     /// Parts emitted.
     pub parts: u64,
+    /// Objects ended before the last one ([`Compressor::send_ending_object`]): the stream
+    /// held `objects + 1` objects.
+    pub objects: u64,
 }
 
 /// A part's buffer: an anonymous memory map of fixed size, not a heap allocation.
@@ -244,12 +247,30 @@ pub struct Part {
     pub end: Option<PartEnd>,
     /// Whether this is the stream's last part.
     pub last: bool,
+    /// The object the part belongs to, from 1: the stream is one object unless the caller
+    /// ends objects ([`Compressor::send_ending_object`]).
+    pub object: u64,
+    /// Whether this is its object's last part (the stream's last part is).
+    pub object_end: bool,
+}
+
+/// Where the compressor stands in the object it is writing: what an encoder that cuts
+/// objects by size needs to bound the object's final size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectFigures {
+    /// The object, from 1.
+    pub object: u64,
+    /// Uncompressed bytes of the object compressed so far.
+    pub bytes_in: u64,
+    /// Compressed bytes of the object so far (its header included).
+    pub bytes_out: u64,
 }
 
 /// Handle on the compressor threads.
 pub struct Compressor {
     chunks: SyncSender<Chunk>,
     recycled: Receiver<Vec<u8>>,
+    figures: Arc<std::sync::Mutex<ObjectFigures>>,
     thread: JoinHandle<Result<CompressStats, CompressError>>,
 }
 
@@ -261,21 +282,36 @@ impl Compressor {
     ) -> std::io::Result<Self> {
         let (chunks, chunk_rx) = mpsc::sync_channel::<Chunk>(config.queue_depth.max(1));
         let (recycle_tx, recycled) = mpsc::channel();
+        let figures = Arc::new(std::sync::Mutex::new(ObjectFigures {
+            object: 1,
+            ..ObjectFigures::default()
+        }));
+        let shared = Arc::clone(&figures);
         let builder = std::thread::Builder::new().name(format!("landline-{}", config.compression));
         let thread = match config.compression {
-            Compression::Gzip => builder
-                .spawn(move || coordinate(block::Gzip, config, chunk_rx, recycle_tx, parts_out))?,
-            Compression::Zstd => builder
-                .spawn(move || coordinate(zstd::Zstd, config, chunk_rx, recycle_tx, parts_out))?,
-            Compression::None => {
-                builder.spawn(move || coordinate(Plain, config, chunk_rx, recycle_tx, parts_out))?
-            }
+            Compression::Gzip => builder.spawn(move || {
+                coordinate(block::Gzip, config, chunk_rx, recycle_tx, parts_out, shared)
+            })?,
+            Compression::Zstd => builder.spawn(move || {
+                coordinate(zstd::Zstd, config, chunk_rx, recycle_tx, parts_out, shared)
+            })?,
+            Compression::None => builder.spawn(move || {
+                coordinate(Plain, config, chunk_rx, recycle_tx, parts_out, shared)
+            })?,
         };
         Ok(Compressor {
             chunks,
             recycled,
+            figures,
             thread,
         })
+    }
+
+    /// Where the compressor stands in the object it is writing (which may still be the one
+    /// before the last [`send_ending_object`](Self::send_ending_object)'s chunk, until that
+    /// chunk is compressed).
+    pub fn figures(&self) -> ObjectFigures {
+        self.figures.lock().map(|f| *f).unwrap_or_default()
     }
 
     /// An empty buffer for the next chunk, reusing one the compressor has finished with.
@@ -290,6 +326,19 @@ impl Compressor {
         self.send_chunk(Chunk {
             data: chunk,
             mark: None,
+            ends_object: false,
+        })
+    }
+
+    /// Queues a chunk that ends the current object: its stream ends after it (trailer), its
+    /// last part goes out with [`Part::object_end`], and the chunks after it begin the next
+    /// object, a stream of its own (header, part numbers from 1, no window reaching back).
+    /// Send more after it: the stream's end ([`finish`](Self::finish)) ends the last object.
+    pub fn send_ending_object(&self, chunk: Vec<u8>) -> Result<(), CompressError> {
+        self.send_chunk(Chunk {
+            data: chunk,
+            mark: None,
+            ends_object: true,
         })
     }
 
@@ -299,6 +348,7 @@ impl Compressor {
         self.send_chunk(Chunk {
             data: chunk,
             mark: Some(mark),
+            ends_object: false,
         })
     }
 
@@ -315,10 +365,11 @@ impl Compressor {
     }
 }
 
-/// A chunk of JSON Lines, maybe ending at a boundary.
+/// A chunk of JSON Lines, maybe ending at a boundary or an object.
 struct Chunk {
     data: Vec<u8>,
     mark: Option<u64>,
+    ends_object: bool,
 }
 
 /// A block for a worker, and the buffers it comes back in.
@@ -376,6 +427,20 @@ struct PartWriter {
     target: usize,
     slot: Option<OwnedSemaphorePermit>,
     stats: CompressStats,
+    /// The object being written, from 1, and its compressed bytes so far.
+    object: u64,
+    object_bytes: u64,
+}
+
+/// What a shipped part ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Only itself: more of the object follows.
+    Part,
+    /// Its object: the next part begins another.
+    Object,
+    /// The stream (and its last object).
+    Stream,
 }
 
 impl PartWriter {
@@ -396,15 +461,18 @@ impl PartWriter {
             target,
             slot,
             stats: CompressStats::default(),
+            object: 1,
+            object_bytes: 0,
         })
     }
 
     fn write(&mut self, mut bytes: &[u8]) -> Result<(), CompressError> {
+        self.object_bytes += bytes.len() as u64;
         while !bytes.is_empty() {
             let n = self.current.fill(bytes);
             bytes = &bytes[n..];
             if self.current.is_full() {
-                self.ship(None, false)?;
+                self.ship(None, Ending::Part)?;
             }
         }
         Ok(())
@@ -413,19 +481,24 @@ impl PartWriter {
     /// A marked boundary: the part ends here if it has reached its size.
     fn boundary(&mut self, end: impl FnOnce() -> PartEnd) -> Result<(), CompressError> {
         if self.cut_at_boundaries && self.current.len() >= self.target {
-            self.ship(Some(end()), false)?;
+            self.ship(Some(end()), Ending::Part)?;
         }
         Ok(())
     }
 
-    fn ship(&mut self, end: Option<PartEnd>, last: bool) -> Result<(), CompressError> {
+    fn ship(&mut self, end: Option<PartEnd>, ending: Ending) -> Result<(), CompressError> {
         self.stats.parts += 1;
         self.stats.bytes_out += self.current.len() as u64;
+        let last = ending == Ending::Stream;
+        let next_number = match ending {
+            Ending::Object => 1,
+            _ => self.number + 1,
+        };
         // After the last part nothing is written: a one-page stand-in takes its place.
         let (target, capacity) = if last {
             (0, 0)
         } else {
-            part_bounds(self.sizes, self.cut_at_boundaries, self.number + 1)
+            part_bounds(self.sizes, self.cut_at_boundaries, next_number)
         };
         let next = PartBuffer::new(capacity).map_err(CompressError::Memory)?;
         let part = Part {
@@ -434,12 +507,19 @@ impl PartWriter {
             number: self.number,
             end,
             last,
+            object: self.object,
+            object_end: ending != Ending::Part,
         };
         self.out
             .blocking_send(part)
             .map_err(|_| CompressError::OutputClosed)?;
-        self.number += 1;
+        self.number = next_number;
         self.target = target;
+        if ending == Ending::Object {
+            self.object += 1;
+            self.object_bytes = 0;
+            self.stats.objects += 1;
+        }
         if !last {
             // The next part needs a slot before it takes memory.
             self.slot = take_slot(&self.slots)?;
@@ -488,6 +568,8 @@ struct Pending {
     done: Receiver<Done>,
     /// The chunk's mark, with the dictionary after it.
     mark: Option<(u64, Vec<u8>)>,
+    /// Whether the chunk ends its object.
+    ends_object: bool,
 }
 
 /// The member as collected so far.
@@ -502,6 +584,7 @@ fn coordinate<F: BlockFormat>(
     chunks: Receiver<Chunk>,
     recycle: mpsc::Sender<Vec<u8>>,
     parts_out: tokio::sync::mpsc::Sender<Part>,
+    figures: Arc<std::sync::Mutex<ObjectFigures>>,
 ) -> Result<CompressStats, CompressError> {
     let workers = match config.compression {
         Compression::None => 1,
@@ -546,11 +629,23 @@ fn coordinate<F: BlockFormat>(
     // Results in submission order; at most `workers + 1` outstanding.
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spare: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // Uncompressed bytes of the objects ended before the current one.
+    let mut ended_in = 0u64;
+    let publish = |parts: &PartWriter, member: &Member| {
+        if let Ok(mut f) = figures.lock() {
+            *f = ObjectFigures {
+                object: parts.object,
+                bytes_in: member.bytes_in,
+                bytes_out: parts.object_bytes,
+            };
+        }
+    };
 
     let collect = |pending: Pending,
                    parts: &mut PartWriter,
                    member: &mut Member,
-                   spare: &mut Vec<(Vec<u8>, Vec<u8>)>|
+                   spare: &mut Vec<(Vec<u8>, Vec<u8>)>,
+                   ended_in: &mut u64|
      -> Result<(), CompressError> {
         let done = pending.done.recv().map_err(|_| CompressError::ThreadGone)?;
         done.result?;
@@ -567,6 +662,18 @@ fn coordinate<F: BlockFormat>(
                 },
             })?;
         }
+        if pending.ends_object {
+            // The object's stream ends here; the next object is a stream of its own.
+            parts.write(&format.trailer(&member.crc, member.bytes_in))?;
+            parts.ship(None, Ending::Object)?;
+            *ended_in += member.bytes_in;
+            *member = Member {
+                crc: crc32fast::Hasher::new(),
+                bytes_in: 0,
+            };
+            parts.write(format.header())?;
+        }
+        publish(parts, member);
         let mut input = done.input;
         input.clear();
         // The encoder may be gone already; then the buffer is simply freed.
@@ -576,12 +683,21 @@ fn coordinate<F: BlockFormat>(
     };
 
     // The encoder closes the queue to end the stream.
-    while let Ok(Chunk { data: chunk, mark }) = chunks.recv() {
+    while let Ok(Chunk {
+        data: chunk,
+        mark,
+        ends_object,
+    }) = chunks.recv()
+    {
         let (mut dictionary, output) = spare.pop().unwrap_or_default();
         dictionary.clear();
         if windowed {
             dictionary.extend_from_slice(&tail);
             roll_dictionary(&mut tail, &chunk);
+            if ends_object {
+                // Nothing of this object primes the next one's first block.
+                tail.clear();
+            }
         }
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         job_txs[next_worker]
@@ -598,21 +714,22 @@ fn coordinate<F: BlockFormat>(
             mark: mark
                 .filter(|_| config.cut_at_boundaries)
                 .map(|m| (m, tail.clone())),
+            ends_object,
         });
         while pending.len() > workers {
             if let Some(p) = pending.pop_front() {
-                collect(p, &mut parts, &mut member, &mut spare)?;
+                collect(p, &mut parts, &mut member, &mut spare, &mut ended_in)?;
             }
         }
     }
     drop(job_txs);
     while let Some(p) = pending.pop_front() {
-        collect(p, &mut parts, &mut member, &mut spare)?;
+        collect(p, &mut parts, &mut member, &mut spare, &mut ended_in)?;
     }
     parts.write(&format.trailer(&member.crc, member.bytes_in))?;
-    parts.ship(None, true)?;
+    parts.ship(None, Ending::Stream)?;
     let mut stats = parts.stats;
-    stats.bytes_in = member.bytes_in;
+    stats.bytes_in = ended_in + member.bytes_in;
     Ok(stats)
 }
 

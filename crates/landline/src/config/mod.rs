@@ -26,7 +26,7 @@ mod transform;
 pub use auth::{
     ApiKeySection, AuthSection, AwsSigV4Section, BasicSection, BearerSection, OAuth2Section,
 };
-pub use sink::{MAX_PARTS_IN_FLIGHT, SinkRetrySection, SinkSection, SinkSpec};
+pub use sink::{MAX_PARTS_IN_FLIGHT, MIN_OBJECT_BYTES, SinkRetrySection, SinkSection, SinkSpec};
 pub use source::{
     IncrementalSection, MAX_REQUESTS_PER_SECOND, MIN_PAGE_BUFFER_BYTES, PaginationKind,
     PaginationSection, RateLimitSection, RetrySection, SourceSection, SourceSpec,

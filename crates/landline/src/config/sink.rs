@@ -47,6 +47,14 @@ pub struct SinkSection {
     /// encoding.
     #[serde(default)]
     pub content_encoding: bool,
+    /// Cut the run's output into objects of at most this many compressed bytes (at least
+    /// 1 MiB), numbered by `{part}` in the URL.
+    #[serde(default)]
+    pub max_object_bytes: Option<u64>,
+    /// Cut the run's output into objects of at most this many records, numbered by
+    /// `{part}` in the URL.
+    #[serde(default)]
+    pub max_object_records: Option<u64>,
     /// Compression threads; 0 (the default) means one per core.
     #[serde(default)]
     pub compression_threads: usize,
@@ -143,6 +151,10 @@ pub struct SinkSpec {
     pub compression_level: Option<i32>,
     /// Objects stored as encoded JSON Lines (`[sink] content_encoding`).
     pub content_encoding: bool,
+    /// Where objects end (`max_object_bytes`, `max_object_records`).
+    pub limits: crate::encode::ObjectLimits,
+    /// Whether the URL numbers objects with `{part}`: the run writes a sequence of objects.
+    pub numbered: bool,
     /// Compression threads (resolved: at least 1).
     pub compression_threads: usize,
     /// Timeouts, retries and CAs of the store's client.
@@ -151,7 +163,21 @@ pub struct SinkSpec {
 
 /// Most `[sink] max_parts_in_flight`.
 pub const MAX_PARTS_IN_FLIGHT: usize = 64;
+/// The smallest `[sink] max_object_bytes`.
+pub const MIN_OBJECT_BYTES: u64 = 1024 * 1024;
+
 impl SinkSpec {
+    /// The URL of object `n` (from 1) of a run with `vars`: `{part}` is `n` in five digits
+    /// (`00001`), more when it needs them.
+    pub fn object_url(&self, vars: &crate::template::RunVars, n: u64) -> String {
+        if !self.numbered {
+            return self.url.render(vars);
+        }
+        let mut vars = vars.clone();
+        vars.vars.insert("part".to_owned(), format!("{n:05}"));
+        self.url.render(&vars)
+    }
+
     /// The format of the object at `url` and its level: `[sink] compression`, else the one
     /// its extension names, at `compression_level` (checked against that format) or the
     /// format's default. The error says which key is wrong, and why.
@@ -207,8 +233,31 @@ fn resolve(
 impl SinkSection {
     /// `[sink]`, checked; the destination is rendered once with the example run's values.
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<SinkSpec, ConfigError> {
+        // `{part}` numbers the objects of a run, in the URL only.
+        let check = &check.with_var("part", "00001");
         let url = check.template("sink.url", &self.url, false)?;
         Destination::check(&url.render(&check.example)).map_err(|e| invalid("sink.url", e))?;
+        let numbered = url.uses("part");
+        let limits = crate::encode::ObjectLimits {
+            records: self.max_object_records,
+            bytes: self.max_object_bytes,
+        };
+        if limits.any() && !numbered {
+            return Err(invalid(
+                "sink.url",
+                "max_object_bytes and max_object_records cut the output into several objects: \
+                 number them with {part} in the URL (e.g. .../part-{part}.jsonl.gz)",
+            ));
+        }
+        if self.max_object_records == Some(0) {
+            return Err(invalid("sink.max_object_records", "must be at least 1"));
+        }
+        if self.max_object_bytes.is_some_and(|b| b < MIN_OBJECT_BYTES) {
+            return Err(invalid(
+                "sink.max_object_bytes",
+                format!("must be at least {MIN_OBJECT_BYTES} (1 MiB)"),
+            ));
+        }
         if self.part_size_bytes < MIN_PART_SIZE {
             return Err(invalid(
                 "sink.part_size_bytes",
@@ -257,6 +306,8 @@ impl SinkSection {
             compression_set: self.compression.is_some(),
             compression_level: self.compression_level,
             content_encoding: self.content_encoding,
+            limits,
+            numbered,
             compression_threads,
             store,
         })

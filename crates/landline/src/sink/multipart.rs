@@ -315,8 +315,8 @@ impl ObjectWriter {
     }
 
     /// As [`create`](Self::create), with the object's attributes (`Content-Type`,
-    /// `Content-Encoding`…) and tags in `options`, where the store keeps them (S3, GCS,
-    /// Azure; local files ignore them).
+    /// `Content-Encoding`…) and tags in `options`, where the store keeps them (S3 and GCS;
+    /// Azure block blobs and local files go without them).
     pub async fn create_with(
         destination: &Destination,
         max_in_flight: usize,
