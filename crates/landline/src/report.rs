@@ -330,7 +330,20 @@ impl fmt::Display for RunReport {
                 f,
                 "stopped at a checkpoint before the time ran out; resume with: landline resume {checkpoint}"
             )?,
-            (_, Some(object), _) => writeln!(f, "wrote {object}")?,
+            (_, Some(object), _) if self.objects.len() == 1 => writeln!(f, "wrote {object}")?,
+            (_, Some(first), _) => {
+                writeln!(f, "wrote {} objects: {first}", self.objects.len())?;
+                for object in &self.objects[1..] {
+                    writeln!(f, "  {object}")?;
+                }
+                if !self.stale_objects_deleted.is_empty() {
+                    writeln!(
+                        f,
+                        "  and deleted {} left by a longer earlier run of this date",
+                        self.stale_objects_deleted.len()
+                    )?;
+                }
+            }
             _ => writeln!(f, "the source returned no records: no object written")?,
         }
         let ratio = self.rates.compression_ratio;

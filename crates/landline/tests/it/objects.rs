@@ -52,10 +52,12 @@ async fn records_are_cut_into_numbered_objects_and_a_shorter_rerun_replaces_the_
             (Compression::Gzip, "jsonl.gz"),
         ] {
             let prefix = s3.unique_prefix("objects");
+            // The run state goes under the test's own prefix: other tests' manifests share
+            // the pipeline's name and date.
             let sink = format!(
-                "url = \"s3://{}/{prefix}/date={{ingest_date}}/part-{{part}}.{ext}\"\n\
-                 max_object_records = 300\n",
-                s3.bucket
+                "url = \"s3://{b}/{prefix}/date={{ingest_date}}/part-{{part}}.{ext}\"\n\
+                 max_object_records = 300\n[state]\nurl = \"s3://{b}/{prefix}/_landline/\"\n",
+                b = s3.bucket
             );
             let total = 1_050;
             let served = data(total);
@@ -114,6 +116,12 @@ async fn records_are_cut_into_numbered_objects_and_a_shorter_rerun_replaces_the_
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
             assert_eq!(again.objects.len(), 2);
+            let summary = again.to_string();
+            assert!(
+                summary.contains("wrote 2 objects: ")
+                    && summary.contains("and deleted 2 left by a longer earlier run"),
+                "{summary}"
+            );
             assert_eq!(
                 again.stale_objects_deleted.len(),
                 2,
