@@ -351,9 +351,9 @@ impl Destination {
     /// static keys in `env`, or with a profile (`options.profile`, `AWS_PROFILE`), S3
     /// credentials come from the AWS CLI's chain ([`crate::aws`]: profiles, SSO,
     /// `credential_process`, roles, web identity, ECS, IMDS), read from `env` too (`HOME`
-    /// included), and the region from the profile when `env` names none. `options`
-    /// (timeouts, retries, CA bundle, profile) apply to S3; the other stores use their
-    /// defaults.
+    /// included), and the region from the profile when `env` names none. `options`'
+    /// timeouts, retries and CA bundle apply to every store; the profile and part checksums
+    /// to S3.
     pub fn open(
         dest: &str,
         options: &StoreOptions,
@@ -378,8 +378,13 @@ impl Destination {
                 local(&path.to_string_lossy())
             }
             "gs" => {
+                // The client options first: the environment's client keys (allow_http…)
+                // then change them rather than being replaced.
                 let builder = env_config::<GoogleConfigKey>(env, "GOOGLE_").fold(
-                    GoogleCloudStorageBuilder::new().with_url(dest),
+                    GoogleCloudStorageBuilder::new()
+                        .with_url(dest)
+                        .with_client_options(options.client_options(options.ca_bundle.as_ref())?)
+                        .with_retry(options.retry_config()),
                     |b, (key, value)| b.with_config(key, value),
                 );
                 let store = builder.build().map(Arc::new);
@@ -387,7 +392,10 @@ impl Destination {
             }
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
                 let builder = env_config::<AzureConfigKey>(env, "AZURE_").fold(
-                    MicrosoftAzureBuilder::new().with_url(dest),
+                    MicrosoftAzureBuilder::new()
+                        .with_url(dest)
+                        .with_client_options(options.client_options(options.ca_bundle.as_ref())?)
+                        .with_retry(options.retry_config()),
                     |b, (key, value)| b.with_config(key, value),
                 );
                 let store = builder.build().map(Arc::new);

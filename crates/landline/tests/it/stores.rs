@@ -697,3 +697,48 @@ async fn azure_wrong_account_key_fails_the_run_at_once() {
     eprintln!("{message}");
     server.shutdown().await;
 }
+
+/// `[sink.retry]` and the timeouts apply to Azure as to S3: a blob endpoint where nothing
+/// listens fails the run after the 2 attempts asked for, where object_store's own defaults
+/// would retry 10 times.
+#[tokio::test]
+async fn azure_takes_the_sinks_retries_and_timeouts() {
+    let az = azurite();
+    let server = mock(data(STORED_RECORDS), |_| {}).await;
+    let prefix = unique_prefix("azure-retries");
+    // A port that was free a moment ago: connections to it are refused.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        let mut endpoint = az.endpoint.clone();
+        endpoint
+            .set_port(Some(port))
+            .expect("an http URL takes a port");
+        Azurite {
+            endpoint,
+            ..az.clone()
+        }
+    };
+    let text = pipeline_text(
+        &Style::Token.source(&server.base_url(), 20),
+        &format!(
+            "{}connect_timeout_secs = 2\n[sink.retry]\nmax_attempts = 2\ninitial_backoff_ms = 10\n\
+             max_backoff_ms = 20\n",
+            sink(&az, &prefix, "variants.jsonl.gz", "compression_level = 0\n")
+                .split("[state]")
+                .next()
+                .expect("the [sink] lines")
+        ),
+    );
+    let err = run_on(&text, &dead, RunOptions::default())
+        .await
+        .expect_err("nothing listens");
+    let message = err.to_string();
+    // object_store says how it was configured: 1 retry (2 attempts), not its default 10.
+    assert!(
+        message.contains("max_retries: 1,") && message.contains("Connection refused"),
+        "{message}"
+    );
+    server.shutdown().await;
+}
