@@ -27,45 +27,16 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::{INGEST_DATE, Style, data, mock, pipeline, pipeline_text, verify};
+use crate::harness::{Style, data, key, mock, pipeline_text, run_on, sink, verify};
 use crate::s3::{self, S3Server};
 
 /// A zstd frame's magic number (RFC 8878: 0xFD2FB528, little-endian).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// S3's smallest part, the size of every part here.
-const PART: usize = 5 * 1024 * 1024;
-
 /// The JSON Lines of a zstd frame landline writes: a block of about 1 MiB
 /// ([`Compression::chunk_bytes`]), never less than a quarter of one (but the last), never
 /// more than one and a record.
 const FRAME_CONTENT: std::ops::RangeInclusive<u64> = (256 * 1024)..=(1024 * 1024 + 64 * 1024);
-
-/// The `[sink]` (with `part_size_bytes` = 5 MiB and `extra`) and `[state]` of a run into
-/// `prefix` of `s3`, writing `date=…/name`.
-fn sink(s3: &S3Server, prefix: &str, name: &str, extra: &str) -> String {
-    format!(
-        "url = \"s3://{b}/{prefix}/date={{ingest_date}}/{name}\"\npart_size_bytes = {PART}\n\
-         {extra}[state]\nurl = \"s3://{b}/{prefix}/_landline/\"\n",
-        b = s3.bucket
-    )
-}
-
-/// The key [`sink`] lands `name` at.
-fn key(prefix: &str, name: &str) -> String {
-    format!("{prefix}/date={INGEST_DATE}/{name}")
-}
-
-/// Runs `text` into `s3` with `options` (the tests' ingest date and `s3`'s environment
-/// added).
-async fn run_on(text: &str, s3: &S3Server, options: RunOptions) -> Result<RunReport, RunError> {
-    let options = RunOptions {
-        ingest_date: Some(INGEST_DATE.parse().expect("date")),
-        store_env: s3.env().into(),
-        ..options
-    };
-    landline::run(&pipeline(text), options, std::future::pending()).await
-}
 
 /// Runs `text` into `s3`, cut by a time limit into processes, each resuming from the last
 /// one's checkpoint, as `landline run --max-duration` and `--resume` do. Returns the last

@@ -187,3 +187,54 @@ pub(crate) fn verify(jsonl: &[u8], data: &DataConfig, report: &RunReport, full_e
     assert_eq!(report.records, data.total, "records in the report");
     assert_eq!(report.bytes_uncompressed, jsonl.len() as u64);
 }
+
+/// A store the integration tests land objects in: the root of its URLs and the
+/// environment a run reaches it with.
+pub(crate) trait TestStore {
+    /// `s3://BUCKET` or `az://CONTAINER`.
+    fn root(&self) -> String;
+    /// The variables a run's `store_env` needs.
+    fn store_env(&self) -> Vec<(String, String)>;
+}
+
+impl TestStore for crate::s3::S3Server {
+    fn root(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+    fn store_env(&self) -> Vec<(String, String)> {
+        self.env()
+    }
+}
+
+/// S3's smallest part, the part size of the runs [`sink`] writes.
+pub(crate) const PART: u64 = 5 * 1024 * 1024;
+
+/// The `[sink]` (`part_size_bytes` = [`PART`], then `extra`) and `[state]` of a run into
+/// `prefix` of `store`, writing `date=…/name`; the run's state goes to `prefix/_landline/`.
+pub(crate) fn sink(store: &impl TestStore, prefix: &str, name: &str, extra: &str) -> String {
+    let root = store.root();
+    format!(
+        "url = \"{root}/{prefix}/date={{ingest_date}}/{name}\"\npart_size_bytes = {PART}\n\
+         {extra}[state]\nurl = \"{root}/{prefix}/_landline/\"\n"
+    )
+}
+
+/// The key [`sink`] lands `name` at.
+pub(crate) fn key(prefix: &str, name: &str) -> String {
+    format!("{prefix}/date={INGEST_DATE}/{name}")
+}
+
+/// Runs `text` into `store` with `options` (the tests' ingest date and the store's
+/// environment added).
+pub(crate) async fn run_on(
+    text: &str,
+    store: &impl TestStore,
+    options: RunOptions,
+) -> Result<RunReport, RunError> {
+    let options = RunOptions {
+        ingest_date: Some(INGEST_DATE.parse().expect("date")),
+        store_env: store.store_env().into(),
+        ..options
+    };
+    landline::run(&pipeline(text), options, std::future::pending()).await
+}

@@ -23,14 +23,16 @@ use hmac::{KeyInit as _, Mac as _};
 use landline::compress::Compression;
 use landline::report::RunStatus;
 use landline::verify::VerifyOptions;
-use landline::{RunError, RunOptions, RunReport};
+use landline::{RunOptions, RunReport};
 use landline_mockapi::{Action, DataConfig, Fault, Times, When};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 use url::Url;
 
-use crate::harness::{INGEST_DATE, Style, data, gunzip, mock, pipeline, pipeline_text, verify};
+use crate::harness::{
+    PART, Style, TestStore, data, gunzip, key, mock, pipeline_text, run_on, sink, verify,
+};
 
 // ------------------------------------------------------------------------------ Azurite --
 
@@ -55,6 +57,15 @@ fn var(name: &str) -> String {
              `scripts/test.sh --servers-only -- cargo test -p landline --test it stores::`"
         )
     })
+}
+
+impl TestStore for Azurite {
+    fn root(&self) -> String {
+        format!("az://{}", self.container)
+    }
+    fn store_env(&self) -> Vec<(String, String)> {
+        self.env()
+    }
 }
 
 fn azurite() -> Azurite {
@@ -340,35 +351,6 @@ fn xml_all(xml: &str, tag: &str) -> Vec<String> {
 
 // ------------------------------------------------------------------------------ helpers --
 
-/// S3's smallest part, the part size of every run here.
-const PART: u64 = 5 * 1024 * 1024;
-
-/// The `[sink]` (`part_size_bytes` = 5 MiB, `extra`) and `[state]` of a run into `prefix`
-/// of the container, writing `date=…/name`; the run's state goes to `prefix/_landline/`.
-fn sink(az: &Azurite, prefix: &str, name: &str, extra: &str) -> String {
-    format!(
-        "url = \"az://{c}/{prefix}/date={{ingest_date}}/{name}\"\npart_size_bytes = {PART}\n\
-         {extra}[state]\nurl = \"az://{c}/{prefix}/_landline/\"\n",
-        c = az.container
-    )
-}
-
-/// The key [`sink`] lands `name` at.
-fn key(prefix: &str, name: &str) -> String {
-    format!("{prefix}/date={INGEST_DATE}/{name}")
-}
-
-/// Runs `text` with the container's environment and `options` (the tests' ingest date
-/// added).
-async fn run_on(text: &str, az: &Azurite, options: RunOptions) -> Result<RunReport, RunError> {
-    let options = RunOptions {
-        ingest_date: Some(INGEST_DATE.parse().expect("date")),
-        store_env: az.env().into(),
-        ..options
-    };
-    landline::run(&pipeline(text), options, std::future::pending()).await
-}
-
 /// The JSON Lines of an object in `compression`: gzip through the single-member reader
 /// (every record must be in its one member), zstd through the streaming decoder.
 fn jsonl_of(compression: Compression, object: &[u8]) -> Vec<u8> {
@@ -534,10 +516,11 @@ async fn azure_run_failing_midway_leaves_no_blob_and_no_checkpoint() {
         "left under the prefix: {:?}",
         az.list(&prefix).await
     );
-    // What the failed run uploaded: several 5 MiB blocks, never committed.
+    // What the failed run uploaded: several blocks of at least 5 MiB, never committed. A
+    // block whose upload the failure cut off may be kept by Azurite as far as it got.
     let blocks = az.uncommitted_blocks(&key).await;
-    assert!(blocks.len() >= 3, "uncommitted blocks: {blocks:?}");
-    assert!(blocks.iter().all(|(_, size)| *size >= PART), "{blocks:?}");
+    let whole = blocks.iter().filter(|(_, size)| *size >= PART).count();
+    assert!(whole >= 3, "uncommitted blocks: {blocks:?}");
     server.shutdown().await;
 }
 
