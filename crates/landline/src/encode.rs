@@ -41,12 +41,38 @@ fn worst_case(n: u64) -> u64 {
     n + n / 64 + 1024
 }
 
+/// Where an entry of a record's line is in [`LineOutput::buf`]: its key's start and end,
+/// and its value's end (the value starts after the key's colon).
+pub type Span = (usize, usize, usize);
+
+/// Why a record's line could not be taken.
+#[derive(Debug)]
+pub enum LineError {
+    /// The compressor stopped.
+    Output(CompressError),
+    /// The record itself cannot be written there (it names no partition, for example).
+    Record(crate::transform::RecordError),
+}
+
+impl From<CompressError> for LineError {
+    fn from(e: CompressError) -> Self {
+        LineError::Output(e)
+    }
+}
+
 /// Where a record's line is written, and what happens once it is complete.
 pub trait LineOutput {
     /// The buffer the next line is appended to.
     fn buf(&mut self) -> &mut Vec<u8>;
     /// Called after each complete line.
     fn end_line(&mut self) -> Result<(), CompressError>;
+    /// Called after each complete record's line in place of
+    /// [`end_line`](Self::end_line), with its top-level entries (`spans`, offsets into
+    /// [`buf`](Self::buf)) for outputs that look into the record.
+    fn end_record(&mut self, spans: &[Span]) -> Result<(), LineError> {
+        let _ = spans;
+        self.end_line().map_err(LineError::Output)
+    }
 }
 
 impl LineOutput for Vec<u8> {

@@ -374,7 +374,7 @@ impl HighWater {
 }
 
 /// The value at `rest` inside the JSON object `raw`, if every step is an object holding it.
-fn nested<'a>(mut raw: &'a [u8], rest: &[String]) -> Option<&'a [u8]> {
+pub(crate) fn nested<'a>(mut raw: &'a [u8], rest: &[String]) -> Option<&'a [u8]> {
     for token in rest {
         let object: HashMap<String, &'a RawValue> = serde_json::from_slice(raw).ok()?;
         raw = object.get(token)?.get().as_bytes();

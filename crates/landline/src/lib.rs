@@ -81,6 +81,7 @@ mod errors;
 pub mod incremental;
 pub mod manifest;
 mod pages;
+pub mod partition;
 pub mod pipeline;
 pub mod plan;
 pub mod pointer;

@@ -170,7 +170,7 @@ impl Processed {
 /// What the page writer of a library [`Source`](crate::source::Source) needs.
 pub(crate) struct PageWriter {
     pub(crate) transform: Arc<Transform>,
-    pub(crate) encoder: LineEncoder,
+    pub(crate) encoder: crate::partition::RunOutput,
     pub(crate) progress: Arc<Progress>,
     /// With checkpoints: where each page's counters go, and page ends are marked for the
     /// compressor.
@@ -184,7 +184,7 @@ pub(crate) fn write_pages(
     mut pages: mpsc::Receiver<(u64, Page)>,
     recycle: std::sync::mpsc::Sender<Page>,
     before: Processed,
-) -> Result<(LineEncoder, Processed), RunError> {
+) -> Result<(crate::partition::RunOutput, Processed), RunError> {
     let mut done = before;
     let mut fields = done.fields.take();
     let mut high_water = done.high_water.take();

@@ -40,6 +40,7 @@ use crate::incremental::{
 };
 use crate::manifest;
 use crate::pages::{self, Processed, Processor};
+use crate::partition::{Partitions, RunOutput, Shared, Starter};
 use crate::report::{
     CpuTimes, MemorySettings, NetworkReport, Progress, Rates, RunReport, RunStatus, peak_rss_bytes,
 };
@@ -144,7 +145,7 @@ pub enum RunError {
         objects.len(),
         if objects.len() == 1 { "" } else { "s" },
         if objects.len() == 1 { "s" } else { "" },
-        objects.join(", ")
+        listed(objects)
     )]
     ObjectsLeft {
         /// Why the run stopped.
@@ -152,6 +153,21 @@ pub enum RunError {
         /// The objects completed, in order.
         objects: Vec<String>,
     },
+}
+
+/// The first objects of `objects`, and how many more there are.
+fn listed(objects: &[String]) -> String {
+    const LISTED: usize = 10;
+    let mut text = objects
+        .iter()
+        .take(LISTED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if objects.len() > LISTED {
+        text.push_str(&format!(" and {} more", objects.len() - LISTED));
+    }
+    text
 }
 
 /// `err`, with the objects a sequence completed before it, if any.
@@ -165,13 +181,46 @@ fn with_landed(err: RunError, landed: Vec<crate::upload::Landed>) -> RunError {
     }
 }
 
-/// Aborts `upload` after `err`: for a sequence, the error names the objects that stay.
-async fn abort_upload(pipeline: &Pipeline, upload: CompressedUpload, err: RunError) -> RunError {
-    if pipeline.sink.numbered {
-        let (err, landed) = upload.abort_sequence(err).await;
-        with_landed(err, landed)
-    } else {
-        upload.abort(err).await
+/// What a run writes through: one compressed upload, or one per partition.
+enum Writing {
+    /// One stream: one object, or a sequence of them.
+    One(CompressedUpload),
+    /// The partitions' uploads ([`crate::partition`]).
+    Partitions(Shared),
+}
+
+impl Writing {
+    /// Stops the compressors and the uploads where they are (a stage failed).
+    fn halt(&mut self) {
+        match self {
+            Writing::One(upload) => upload.halt(),
+            Writing::Partitions(shared) => shared.halt(),
+        }
+    }
+
+    /// Completes once a time-limited run has written a checkpoint to stop at; never
+    /// otherwise (partitions write none).
+    async fn stop_point(&mut self) -> Counters {
+        match self {
+            Writing::One(upload) => upload.stop_point().await,
+            Writing::Partitions(_) => std::future::pending().await,
+        }
+    }
+
+    /// Aborts every open upload after `err`: for a sequence or partitions, the error names
+    /// the objects that stay.
+    async fn abort(self, pipeline: &Pipeline, err: RunError) -> RunError {
+        match self {
+            Writing::One(upload) if pipeline.sink.numbered => {
+                let (err, landed) = upload.abort_sequence(err).await;
+                with_landed(err, landed)
+            }
+            Writing::One(upload) => upload.abort(err).await,
+            Writing::Partitions(shared) => {
+                let (err, landed) = shared.abort(err).await;
+                with_landed(err, landed)
+            }
+        }
     }
 }
 
@@ -259,7 +308,7 @@ async fn run_http(
         before_run(pipeline, resume, before, incremental.map(|i| &i.spec)),
     ) {
         Ok(spawned) => spawned,
-        Err(e) => return Err(upload.abort(e).await),
+        Err(e) => return Err(upload.abort(pipeline, e).await),
     };
 
     let drive = pages::drive(
@@ -337,7 +386,7 @@ pub async fn run_source<S: Source>(
         before_run(pipeline, prepared.resume.as_ref(), before, None),
     ) {
         Ok(spawned) => spawned,
-        Err(e) => return Err(upload.abort(e).await),
+        Err(e) => return Err(upload.abort(pipeline, e).await),
     };
     let fetch = async {
         // Dropped when fetching ends, however it ends: the writer's feed ends with it.
@@ -577,16 +626,16 @@ async fn prepare(
         if let (Some(cp), Some(at)) = (&resume, &checkpoints) {
             check_resumable(pipeline, cp, &object_url, at.location())?;
         }
-        if pipeline.sink.numbered {
+        if pipeline.sink.numbered || pipeline.sink.partition.is_some() {
             if resume.is_some() || options.max_duration.is_some() {
                 return Err(RunError::Checkpoint {
                     location: "[sink] url".into(),
-                    reason: "a run that writes a sequence of objects ({part}) can neither stop at a checkpoint nor resume from one yet".into(),
+                    reason: "a run that writes several objects ({part} or {record:...}) can neither stop at a checkpoint nor resume from one yet".into(),
                 });
             }
             if checkpoints.is_some() {
                 tracing::info!(
-                    "a sequence of objects ({{part}}) is written without checkpoints: a run that fails is run again whole"
+                    "several objects ({{part}} or {{record:...}}) are written without checkpoints: a run that fails is run again whole"
                 );
             }
             return Ok(None);
@@ -628,6 +677,46 @@ async fn prepare(
 /// Opens the run's upload (the checkpoint's, or a new one with its first checkpoint at
 /// `start`) and starts the compressor and the upload task around it.
 async fn open_upload(
+    pipeline: &Pipeline,
+    prepared: &Prepared,
+    start: SourcePosition,
+) -> Result<(Writing, RunOutput), RunError> {
+    if let Some(spec) = &pipeline.sink.partition {
+        // Each partition's upload is created when its first record comes.
+        let sink = &pipeline.sink;
+        let shared = Shared::new(spec.max_open + sink.max_parts_in_flight);
+        let config = CompressorConfig {
+            queue_depth: CHUNK_QUEUE,
+            part_slots: Some(shared.slots()),
+            ..CompressorConfig::new(
+                prepared.compression,
+                prepared.level,
+                sink.compression_threads,
+                sink.parts,
+            )
+        };
+        let starter = Starter {
+            first: prepared.destination.clone(),
+            sink: sink.clone(),
+            vars: prepared.vars.clone(),
+            options: object_options(pipeline, prepared.compression),
+            config,
+            chunk_bytes: prepared.compression.chunk_bytes(),
+            progress: Some(Arc::clone(&prepared.progress)),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let partitions = Partitions::new(Arc::new(spec.clone()), starter, shared.clone());
+        return Ok((
+            Writing::Partitions(shared),
+            RunOutput::Partitions(Box::new(partitions)),
+        ));
+    }
+    let (upload, encoder) = open_one(pipeline, prepared, start).await?;
+    Ok((Writing::One(upload), RunOutput::One(encoder)))
+}
+
+/// [`open_upload`] of a run through one stream.
+async fn open_one(
     pipeline: &Pipeline,
     prepared: &Prepared,
     start: SourcePosition,
@@ -711,9 +800,9 @@ fn object_sequence(pipeline: &Pipeline, prepared: &Prepared) -> ObjectSequence {
 async fn conclude(
     pipeline: &Pipeline,
     prepared: Prepared,
-    mut upload: CompressedUpload,
+    mut upload: Writing,
     driven: Result<Option<Counters>, RunError>,
-    processed: oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+    processed: oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
     figures: SourceFigures,
 ) -> Result<RunReport, RunError> {
     if !matches!(driven, Ok(None)) {
@@ -732,8 +821,13 @@ async fn conclude(
         report_incremental,
         ..
     } = prepared;
-    let (encoder, done) = match (driven, processed) {
+    let (output, done) = match (driven, processed) {
         (Ok(Some(counters)), _) => {
+            let Writing::One(upload) = upload else {
+                return Err(RunError::Internal(
+                    "a partitioned run stopped at a checkpoint".into(),
+                ));
+            };
             let suspended = upload.suspend(counters).await?;
             let location = checkpoints.as_ref().map(|c| c.location().to_owned());
             let mut report = report_continue(pipeline, figures, suspended, location, started, vars);
@@ -742,17 +836,98 @@ async fn conclude(
         }
         (Ok(None), Ok(finished)) => finished,
         (Err(RunError::Cancelled), _) => {
-            return Err(abort_upload(pipeline, upload, RunError::Cancelled).await);
+            return Err(upload.abort(pipeline, RunError::Cancelled).await);
         }
         // The processor's own error says what went wrong; paging only saw it stop.
         (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => {
-            return Err(abort_upload(pipeline, upload, err).await);
+            return Err(upload.abort(pipeline, err).await);
         }
         (Err(err), _) | (Ok(None), Err(err)) => {
-            return Err(abort_upload(pipeline, upload, err).await);
+            return Err(upload.abort(pipeline, err).await);
         }
     };
-    let mut report = if pipeline.sink.numbered && done.records > 0 {
+    let mut report = match (upload, output) {
+        (Writing::Partitions(shared), RunOutput::Partitions(partitions)) => {
+            let figures_of = partitions.figures();
+            let finished = shared.finish(*partitions).await;
+            let mut report = partitioned_report(pipeline, figures, &done, finished, started, vars)?;
+            report.partitions = Some(crate::report::PartitionReport {
+                field: pipeline
+                    .sink
+                    .partition
+                    .as_ref()
+                    .map(|p| p.field.clone())
+                    .unwrap_or_default(),
+                partitions: figures_of.partitions,
+                default_records: figures_of.default_records,
+                evictions: figures_of.evictions,
+            });
+            report
+        }
+        (Writing::One(upload), RunOutput::One(encoder)) => {
+            one_report(
+                pipeline,
+                upload,
+                encoder,
+                &destination,
+                figures,
+                &done,
+                started,
+                vars,
+            )
+            .await?
+        }
+        _ => {
+            return Err(RunError::Internal(
+                "the run's output and upload differ".into(),
+            ));
+        }
+    };
+    let stale = if pipeline.sink.partition.is_some() && pipeline.state.manifests {
+        let url = manifest::manifest_url(
+            &state_prefix(pipeline, destination.location.as_str()),
+            &pipeline.name,
+            &report.ingest_date,
+            &report.vars,
+        );
+        delete_unlisted(pipeline, &destination, &report, &url, &store_env).await
+    } else if pipeline.sink.numbered && !report.object_details.is_empty() {
+        delete_stale(
+            pipeline,
+            &destination,
+            &report,
+            report.object_details.len() as u64,
+        )
+        .await
+    } else {
+        Vec::new()
+    };
+    report.stale_objects_deleted = stale;
+    set_format(&mut report, compression);
+    after_report(
+        pipeline,
+        report,
+        report_incremental,
+        done,
+        destination,
+        store_env,
+    )
+    .await
+}
+
+/// The report of a run through one stream (one object or a sequence), once it is complete.
+#[allow(clippy::too_many_arguments)]
+async fn one_report(
+    pipeline: &Pipeline,
+    upload: CompressedUpload,
+    encoder: LineEncoder,
+    destination: &Destination,
+    figures: SourceFigures,
+    done: &Processed,
+    started: Instant,
+    vars: RunVars,
+) -> Result<RunReport, RunError> {
+    Ok(if pipeline.sink.numbered && done.records > 0 {
         let records = encoder.object_records().to_vec();
         let bytes = encoder.object_bytes();
         let (landed, ended) = upload.finish_sequence(encoder).await;
@@ -760,16 +935,14 @@ async fn conclude(
         let mut report = report(
             pipeline,
             figures,
-            &done,
+            done,
             &stats,
-            &destination,
+            &destination.location,
             None,
             started,
             vars,
         );
         set_objects(&mut report, &landed, &records, &bytes);
-        let stale = delete_stale(pipeline, &destination, &report, landed.len() as u64).await;
-        report.stale_objects_deleted = stale;
         report
     } else {
         // An empty source writes nothing, not an empty object.
@@ -777,15 +950,72 @@ async fn conclude(
         report(
             pipeline,
             figures,
-            &done,
+            done,
             &stats,
-            &destination,
+            &destination.location,
             written,
             started,
             vars,
         )
-    };
-    set_format(&mut report, compression);
+    })
+}
+
+/// The report of a partitioned run once every partition's upload has ended: its objects
+/// in key order; an error naming those that landed if any upload failed.
+fn partitioned_report(
+    pipeline: &Pipeline,
+    figures: SourceFigures,
+    done: &Processed,
+    finished: Vec<crate::partition::Finished>,
+    started: Instant,
+    vars: RunVars,
+) -> Result<RunReport, RunError> {
+    let mut stats = crate::compress::CompressStats::default();
+    let mut failure = None;
+    let mut objects = Vec::new();
+    for f in finished {
+        match f.ended {
+            Ok(s) => {
+                stats.bytes_in += s.bytes_in;
+                stats.bytes_out += s.bytes_out;
+                stats.parts += s.parts;
+                stats.objects += s.objects + 1;
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+        for (i, landed) in f.landed.into_iter().enumerate() {
+            let records = f.records.get(i).copied().unwrap_or(0);
+            let bytes = f.bytes.get(i).copied().unwrap_or(0);
+            objects.push((landed, records, bytes));
+        }
+    }
+    objects.sort_by(|a, b| a.0.location.cmp(&b.0.location));
+    let landed: Vec<_> = objects.iter().map(|o| o.0.clone()).collect();
+    if let Some(e) = failure {
+        return Err(with_landed(e, landed));
+    }
+    let records: Vec<u64> = objects.iter().map(|o| o.1).collect();
+    let bytes: Vec<u64> = objects.iter().map(|o| o.2).collect();
+    let mut report = report(
+        pipeline, figures, done, &stats,
+        // No single destination: `written` is `None`, so it is not read.
+        "", None, started, vars,
+    );
+    set_objects(&mut report, &landed, &records, &bytes);
+    Ok(report)
+}
+
+/// The end of a complete run: its incremental cursor, its manifest, its log line.
+async fn after_report(
+    pipeline: &Pipeline,
+    mut report: RunReport,
+    report_incremental: Option<IncrementalReport>,
+    done: Processed,
+    destination: Destination,
+    store_env: EnvVars,
+) -> Result<RunReport, RunError> {
     if let Some(mut incremental) = report_incremental {
         let mark = done
             .high_water
@@ -897,6 +1127,53 @@ async fn delete_stale(
                 tracing::warn!(object = %url, error = %e, "could not delete a stale object");
                 break;
             }
+        }
+    }
+    deleted
+}
+
+/// Deletes the objects the earlier run of the same date listed in its manifest (at
+/// `manifest_url`, not yet replaced by this run's) that this run did not write again: a
+/// partitioned run's set may differ from the last one's in its partitions, not only in its
+/// length. Only called once every object of this run has landed; a failure is a warning.
+async fn delete_unlisted(
+    pipeline: &Pipeline,
+    first: &Destination,
+    report: &RunReport,
+    manifest_url: &str,
+    env: &EnvVars,
+) -> Vec<String> {
+    use object_store::ObjectStoreExt as _;
+    let earlier = match manifest::read(manifest_url, &pipeline.sink.store, env.clone()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the earlier run's manifest: objects it wrote and this run did not are left");
+            return Vec::new();
+        }
+    };
+    let written: std::collections::HashSet<&str> =
+        report.objects.iter().map(String::as_str).collect();
+    let mut deleted = Vec::new();
+    for url in earlier.objects.iter().map(|o| &o.url) {
+        // Only this pipeline's objects: an earlier manifest may predate a change of its URL.
+        if written.contains(url.as_str()) || !url.starts_with(pipeline.sink.url.literal_prefix()) {
+            continue;
+        }
+        let stale = match first.sibling(url) {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(object = %url, error = %e, "could not delete a stale object");
+                continue;
+            }
+        };
+        match stale.store.delete(&stale.path).await {
+            Err(object_store::Error::NotFound { .. }) => {}
+            Ok(()) => {
+                tracing::info!(object = %url, "deleted an object the earlier run of this date wrote and this one did not");
+                deleted.push(url.clone());
+            }
+            Err(e) => tracing::warn!(object = %url, error = %e, "could not delete a stale object"),
         }
     }
     deleted
@@ -1466,12 +1743,12 @@ fn before_run(
 /// Starts the page processor thread; returns its feed and its outcome.
 #[allow(clippy::type_complexity)]
 fn spawn_processor(
-    processor: Processor,
+    processor: Processor<RunOutput>,
     before: Processed,
 ) -> Result<
     (
         mpsc::Sender<pages::Feed>,
-        oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+        oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
     ),
     RunError,
 > {
@@ -1496,7 +1773,7 @@ fn spawn_page_writer(
     (
         mpsc::Sender<(u64, Page)>,
         std::sync::mpsc::Receiver<Page>,
-        oneshot::Receiver<Result<(LineEncoder, Processed), RunError>>,
+        oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
     ),
     RunError,
 > {
@@ -1530,7 +1807,7 @@ fn report(
     source: SourceFigures,
     done: &Processed,
     stats: &crate::compress::CompressStats,
-    destination: &Destination,
+    location: &str,
     written: Option<Written>,
     started: Instant,
     vars: RunVars,
@@ -1543,7 +1820,7 @@ fn report(
     report.memory.largest_page_bytes = done.largest_page;
     report.largest_record_bytes = done.largest_record;
     if let Some(written) = written {
-        report.objects = vec![destination.location.clone()];
+        report.objects = vec![location.to_owned()];
         report.bytes_written = written.bytes;
         report.parts = written.parts;
         report.e_tag = written.e_tag;
@@ -1636,6 +1913,7 @@ fn base_report(
         objects: Vec::new(),
         object_details: Vec::new(),
         stale_objects_deleted: Vec::new(),
+        partitions: None,
         e_tag: None,
         sha256: None,
         manifest: None,
@@ -1680,6 +1958,11 @@ pub(crate) fn memory_settings(pipeline: &Pipeline) -> MemorySettings {
         concurrency: 0,
         page_buffer_bytes: 0,
         max_record_bytes: pipeline.transform.max_record_bytes() as u64,
+        open_streams: pipeline
+            .sink
+            .partition
+            .as_ref()
+            .map_or(1, |p| p.max_open as u64),
         budget_bytes: 0,
     }
 }

@@ -61,6 +61,9 @@ pub struct MemorySettings {
     pub page_buffer_bytes: u64,
     /// Longest record accepted, as received and as a JSON line.
     pub max_record_bytes: u64,
+    /// Streams written at once: `[sink] max_open_partitions` with partitions from the
+    /// records, else 1.
+    pub open_streams: u64,
     /// What these settings allow the process to hold at most ([`MemorySettings::budget`]),
     /// to set beside the measured peak.
     pub budget_bytes: u64,
@@ -76,11 +79,11 @@ impl MemorySettings {
     /// - pages in flight: `concurrency` x `page_buffer_bytes` of bodies as received;
     /// - the page splitter's window (one read plus at most one record being assembled) and
     ///   that record's transformed line: 2 x `max_record_bytes` + 64 KiB;
-    /// - JSON Lines chunks: one being filled, `chunk_queue` waiting, and per deflate
-    ///   thread one being compressed and its output: `(2 + chunk_queue + 2 x threads)` x
-    ///   `chunk_bytes`;
-    /// - parts: `max_parts_in_flight + 1` alive, each up to twice the part size when parts
-    ///   are cut at page ends (checkpoints);
+    /// - JSON Lines chunks, per open stream: one being filled, `chunk_queue` waiting, and
+    ///   per deflate thread one being compressed and its output: `open_streams` x
+    ///   `(2 + chunk_queue + 2 x threads)` x `chunk_bytes`;
+    /// - parts: `max_parts_in_flight + open_streams` alive, each up to twice the part size
+    ///   when parts are cut at page ends (checkpoints);
     /// - [`BASE_MEMORY_BYTES`] for the rest of the process.
     ///
     /// A bound, not a forecast: a run of small records stays well under it (the records'
@@ -94,9 +97,11 @@ impl MemorySettings {
             .max_record_bytes
             .saturating_mul(2)
             .saturating_add(64 * 1024);
+        let streams = self.open_streams.max(1);
         let chunks = (2 + self.chunk_queue + 2 * self.compression_threads.max(1))
-            .saturating_mul(self.chunk_bytes);
-        let parts = (self.max_parts_in_flight + 1)
+            .saturating_mul(self.chunk_bytes)
+            .saturating_mul(streams);
+        let parts = (self.max_parts_in_flight + streams)
             .saturating_mul(self.part_size_bytes)
             .saturating_mul(2);
         pages
@@ -233,6 +238,9 @@ pub struct RunReport {
     /// Objects of an earlier, longer run of the same date deleted after this one landed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_objects_deleted: Vec<String>,
+    /// Partitions from the records (`{record:...}` in the URL), when the run had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<PartitionReport>,
     /// The object's ETag, when the store gave one.
     pub e_tag: Option<String>,
     /// The SHA-256 of the object's bytes (hex), computed as its parts were uploaded.
@@ -319,6 +327,23 @@ pub fn use_one_malloc_arena() -> bool {
     false
 }
 
+/// The partitions of a run whose URL takes them from the records.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// The field that names them.
+    pub field: String,
+    /// Partitions written.
+    pub partitions: u64,
+    /// Records without a usable value, written to `[sink] default_partition`.
+    pub default_records: u64,
+    /// Partitions completed early to keep at most `max_open_partitions` open (a later
+    /// record of such a partition started its next object).
+    pub evictions: u64,
+}
+
+/// Objects listed by name in the summary; more are counted.
+const OBJECTS_LISTED: usize = 20;
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -333,8 +358,22 @@ impl fmt::Display for RunReport {
             (_, Some(object), _) if self.objects.len() == 1 => writeln!(f, "wrote {object}")?,
             (_, Some(first), _) => {
                 writeln!(f, "wrote {} objects: {first}", self.objects.len())?;
-                for object in &self.objects[1..] {
+                for object in self.objects.iter().skip(1).take(OBJECTS_LISTED - 1) {
                     writeln!(f, "  {object}")?;
+                }
+                if self.objects.len() > OBJECTS_LISTED {
+                    writeln!(
+                        f,
+                        "  and {} more (the JSON report lists them all)",
+                        self.objects.len() - OBJECTS_LISTED
+                    )?;
+                }
+                if let Some(p) = &self.partitions {
+                    writeln!(
+                        f,
+                        "  {} partitions by {}; {} records in the default partition; {} completed early to make room",
+                        p.partitions, p.field, p.default_records, p.evictions
+                    )?;
                 }
                 if !self.stale_objects_deleted.is_empty() {
                     writeln!(
@@ -481,6 +520,7 @@ mod tests {
             objects: Vec::new(),
             object_details: Vec::new(),
             stale_objects_deleted: Vec::new(),
+            partitions: None,
             e_tag: None,
             sha256: None,
             manifest: None,
@@ -530,6 +570,7 @@ mod tests {
             concurrency: 4,
             page_buffer_bytes: 256 << 10,
             max_record_bytes: 1 << 20,
+            open_streams: 1,
             budget_bytes: 0,
         };
         let expected = (4 * (256 << 10))

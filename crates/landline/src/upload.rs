@@ -141,7 +141,8 @@ pub struct Suspended {
 }
 
 impl CompressedUpload {
-    /// Starts the compressor (with `config`, whose part slots this sets) and the upload task
+    /// Starts the compressor (with `config`; its part slots, when it has them, are shared
+    /// with other uploads, otherwise this sets `max_parts_in_flight + 1`) and the upload task
     /// around `writer`; returns the encoder to write JSON Lines into, with chunks of
     /// `chunk_bytes`. With `checkpoints`, a checkpoint is written after every part that ends
     /// a page; the caller writes the first one. With `progress`, the bytes of each part are
@@ -246,7 +247,12 @@ impl CompressedUpload {
         progress: Option<Arc<Progress>>,
         sequence: Option<ObjectSequence>,
     ) -> Result<(Self, LineEncoder), RunError> {
-        let slots = Arc::new(Semaphore::new(max_parts_in_flight + 1));
+        // A config with slots shares them with other uploads (partitions); otherwise this
+        // upload has its own.
+        let slots = config
+            .part_slots
+            .clone()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(max_parts_in_flight + 1)));
         config.part_slots = Some(Arc::clone(&slots));
         config.cut_at_boundaries = checkpoints.is_some();
         let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);

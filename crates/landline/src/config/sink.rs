@@ -55,6 +55,14 @@ pub struct SinkSection {
     /// `{part}` in the URL.
     #[serde(default)]
     pub max_object_records: Option<u64>,
+    /// With `{record:...}` in the URL: partitions open at once (default 16); opening one
+    /// more completes the least recently used.
+    #[serde(default)]
+    pub max_open_partitions: Option<usize>,
+    /// With `{record:...}` in the URL: the partition of records without a usable value
+    /// (unset: such a record fails the run).
+    #[serde(default)]
+    pub default_partition: Option<String>,
     /// Compression threads; 0 (the default) means one per core.
     #[serde(default)]
     pub compression_threads: usize,
@@ -155,6 +163,8 @@ pub struct SinkSpec {
     pub limits: crate::encode::ObjectLimits,
     /// Whether the URL numbers objects with `{part}`: the run writes a sequence of objects.
     pub numbered: bool,
+    /// Partitions from the records (`{record:...}` in the URL).
+    pub partition: Option<crate::partition::PartitionSpec>,
     /// Compression threads (resolved: at least 1).
     pub compression_threads: usize,
     /// Timeouts, retries and CAs of the store's client.
@@ -170,11 +180,30 @@ impl SinkSpec {
     /// The URL of object `n` (from 1) of a run with `vars`: `{part}` is `n` in five digits
     /// (`00001`), more when it needs them.
     pub fn object_url(&self, vars: &crate::template::RunVars, n: u64) -> String {
-        if !self.numbered {
+        self.object_url_in(vars, None, n)
+    }
+
+    /// The URL of object `n` of `partition` (escaped, see [`crate::partition::escape`]), for
+    /// a URL with `{record:...}`; without a partition, `{record:...}` stays as it is.
+    pub fn object_url_in(
+        &self,
+        vars: &crate::template::RunVars,
+        partition: Option<&str>,
+        n: u64,
+    ) -> String {
+        if !self.numbered && partition.is_none() {
             return self.url.render(vars);
         }
         let mut vars = vars.clone();
-        vars.vars.insert("part".to_owned(), format!("{n:05}"));
+        if self.numbered {
+            vars.vars.insert("part".to_owned(), format!("{n:05}"));
+        }
+        if let Some(partition) = partition {
+            vars.vars.insert(
+                crate::partition::RECORD_VAR.to_owned(),
+                partition.to_owned(),
+            );
+        }
         self.url.render(&vars)
     }
 
@@ -233,11 +262,72 @@ fn resolve(
 impl SinkSection {
     /// `[sink]`, checked; the destination is rendered once with the example run's values.
     pub(crate) fn validate(&self, check: &Checker<'_>) -> Result<SinkSpec, ConfigError> {
-        // `{part}` numbers the objects of a run, in the URL only.
-        let check = &check.with_var("part", "00001");
-        let url = check.template("sink.url", &self.url, false)?;
+        // `{part}` numbers the objects of a run, and `{record:...}` names a record's
+        // partition, in the URL only.
+        let (text, field) =
+            crate::partition::split_template(&self.url).map_err(|e| invalid("sink.url", e))?;
+        let check = &check
+            .with_var("part", "00001")
+            .with_var(crate::partition::RECORD_VAR, "partition");
+        let url = check.template("sink.url", &text, false)?;
         Destination::check(&url.render(&check.example)).map_err(|e| invalid("sink.url", e))?;
         let numbered = url.uses("part");
+        let partition = match field {
+            Some((field, date)) => {
+                let prefix = text.split("{record:}").next().unwrap_or_default();
+                let in_path = match prefix.split_once("://") {
+                    Some((_, rest)) => rest.contains('/'),
+                    None => true,
+                };
+                if !in_path {
+                    return Err(invalid(
+                        "sink.url",
+                        "{record:...} must be in the object's key, after the bucket",
+                    ));
+                }
+                // Partitions hold records of many runs' dates: without a value of the run in
+                // its key, a run would replace the objects an earlier one wrote there.
+                if !url
+                    .var_names()
+                    .any(|n| n != "part" && n != crate::partition::RECORD_VAR)
+                {
+                    return Err(invalid(
+                        "sink.url",
+                        "with {record:...}, the key must also use {ingest_date}, {ingest_ts} or \
+                         a [vars] variable (e.g. .../date={record:/created_at:date}/\
+                         run={ingest_date}-{part}.jsonl.gz): otherwise each run replaces the \
+                         objects earlier runs wrote in the same partitions",
+                    ));
+                }
+                let spec = crate::partition::PartitionSpec::new(
+                    &field,
+                    date,
+                    self.default_partition.as_deref(),
+                    self.max_open_partitions
+                        .unwrap_or(crate::partition::DEFAULT_MAX_OPEN_PARTITIONS),
+                )
+                .map_err(|e| invalid("sink.url", e))?;
+                Some(spec)
+            }
+            None => {
+                for (key, set) in [
+                    (
+                        "sink.max_open_partitions",
+                        self.max_open_partitions.is_some(),
+                    ),
+                    ("sink.default_partition", self.default_partition.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "only applies to partitions from the records: put {record:/field} \
+                             or {record:/field:date} in [sink] url",
+                        ));
+                    }
+                }
+                None
+            }
+        };
         let limits = crate::encode::ObjectLimits {
             records: self.max_object_records,
             bytes: self.max_object_bytes,
@@ -308,6 +398,7 @@ impl SinkSection {
             content_encoding: self.content_encoding,
             limits,
             numbered,
+            partition,
             compression_threads,
             store,
         })

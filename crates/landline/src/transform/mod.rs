@@ -39,7 +39,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::encode::LineOutput;
+use crate::encode::{LineError, LineOutput, Span};
 pub use crate::source::page::MAX_DEPTH;
 use crate::source::page::{KeyCow, PageError, RecordSink, deeper_at, shape};
 pub use fields::{MAX_PATH_TOKENS, MAX_RENAMES, RuleError};
@@ -245,6 +245,26 @@ pub enum RecordError {
         /// The configured limit.
         limit: usize,
     },
+    /// The record has no usable value for the field that names its partition
+    /// (`{record:...}` in `[sink] url`), and no `default_partition` is configured.
+    #[error("the partition field {field} {reason}")]
+    NoPartition {
+        /// The field (its JSON pointer).
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The record's partition was completed earlier to keep at most `max_open_partitions`
+    /// open, and the URL has no `{part}` to number its next object.
+    #[error(
+        "its partition {partition:?} was completed earlier to keep at most max_open_partitions = {max_open} open: its next object needs {{part}} in [sink] url (or raise max_open_partitions)"
+    )]
+    PartitionClosed {
+        /// The partition, escaped.
+        partition: String,
+        /// `[sink] max_open_partitions`.
+        max_open: usize,
+    },
     /// A top-level key appears more than once. JSON readers disagree on which value counts
     /// (the first, the last, or an error), so such a record is refused.
     #[error("the key {key:?} appears more than once (readers disagree on which value counts)")]
@@ -410,9 +430,19 @@ impl<O: LineOutput> RecordSink for RecordWriter<'_, O> {
         if let Some(high_water) = self.high_water.as_deref_mut() {
             high_water.observe(buf, &self.keys.spans);
         }
-        if let Err(e) = self.out.end_line() {
-            self.error = Some(PageError::Output(e));
-            return Err(de::Error::custom("compressor stopped"));
+        match self.out.end_record(&self.keys.spans) {
+            Ok(()) => {}
+            Err(LineError::Output(e)) => {
+                self.error = Some(PageError::Output(e));
+                return Err(de::Error::custom("compressor stopped"));
+            }
+            Err(LineError::Record(e)) => {
+                self.error = Some(PageError::Record {
+                    index,
+                    source: Box::new(e),
+                });
+                return Err(de::Error::custom("record refused by the output"));
+            }
         }
         Ok(last)
     }
@@ -442,10 +472,6 @@ struct KeySet {
     /// Each entry's key and value (see [`Span`]).
     spans: Vec<Span>,
 }
-
-/// Where an entry of the line is: its key's start and end, and its value's end (the value
-/// starts after the key's colon).
-type Span = (usize, usize, usize);
 
 /// Keys checked one by one as they come; the rest are checked by sorting.
 const LINEAR_KEYS: usize = 32;
