@@ -243,6 +243,8 @@ impl LineOutput for LineEncoder {
         }
         if self.limits.any() {
             self.limit_objects()?;
+        } else if let Some(last) = self.records.last_mut() {
+            *last += 1;
         }
         if self.chunk.len() >= self.chunk_bytes {
             self.ship()?;

@@ -17,6 +17,7 @@ mod library;
 mod manifests;
 mod network;
 mod objects;
+mod partitions;
 mod proxy;
 mod s3;
 mod store_faults;
