@@ -26,6 +26,23 @@ fn sink(s3: &S3Server, prefix: &str, field: &str, ext: &str, extra: &str) -> Str
     )
 }
 
+/// A run of `served` by the mock API (made faulty by `tweak`), `page` records a page, into
+/// `sink` (see [`sink`]).
+async fn run_partitioned(
+    s3: &S3Server,
+    served: &DataConfig,
+    tweak: impl FnOnce(&mut landline_mockapi::MockConfig),
+    page: u64,
+    sink: &str,
+) -> Result<RunReport, RunError> {
+    let server = mock(served.clone(), tweak).await;
+    let source = format!(
+        "{}{FAST_RETRY}",
+        Style::Token.source(&server.base_url(), page)
+    );
+    run(&pipeline(&pipeline_text(&source, sink)), s3.env()).await
+}
+
 /// The JSON Lines of the object at `url`.
 async fn lines_of(s3: &S3Server, url: &str, compression: Compression) -> Vec<Value> {
     let key = url
@@ -128,6 +145,24 @@ async fn data_keys(s3: &S3Server, prefix: &str) -> Vec<String> {
     keys
 }
 
+/// Checks that the data under `prefix` is exactly the objects `urls`, and that no
+/// multipart upload is left there.
+async fn assert_only(s3: &S3Server, prefix: &str, urls: &[String]) {
+    assert_eq!(
+        data_keys(s3, prefix).await,
+        urls_to_keys(s3, urls),
+        "{}: the objects in the store",
+        s3.name
+    );
+    if s3.supports_list_multipart_uploads {
+        assert!(
+            s3.list_multipart_uploads(prefix).await.is_empty(),
+            "{}: uploads left",
+            s3.name
+        );
+    }
+}
+
 fn urls_to_keys(s3: &S3Server, urls: &[String]) -> Vec<String> {
     let mut keys: Vec<String> = urls
         .iter()
@@ -146,9 +181,11 @@ async fn records_land_in_the_partition_of_their_date_and_together_are_what_the_a
     for s3 in s3::servers() {
         let prefix = s3.unique_prefix("partitions");
         let served = data(600);
-        let server = mock(served.clone(), |_| {}).await;
-        let text = pipeline_text(
-            &Style::Token.source(&server.base_url(), 100),
+        let report = run_partitioned(
+            &s3,
+            &served,
+            |_| {},
+            100,
             &sink(
                 &s3,
                 &prefix,
@@ -156,22 +193,15 @@ async fn records_land_in_the_partition_of_their_date_and_together_are_what_the_a
                 "jsonl.gz",
                 "max_open_partitions = 64",
             ),
-        );
-        let report = run(&pipeline(&text), s3.env())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
         let partitions = check_union(&s3, &report, &served, Compression::Gzip).await;
         // Room for every partition: one object each, none completed early.
         assert!(partitions.len() > 20, "{partitions:?}");
         assert!(partitions.values().all(|urls| urls.len() == 1));
         assert_eq!(report.partitions.as_ref().map(|p| p.evictions), Some(0));
-        assert_eq!(
-            data_keys(&s3, &prefix).await,
-            urls_to_keys(&s3, &report.objects)
-        );
-        if s3.supports_list_multipart_uploads {
-            assert!(s3.list_multipart_uploads(&prefix).await.is_empty());
-        }
+        assert_only(&s3, &prefix, &report.objects).await;
         // The manifest lists every object, and each one verifies against it.
         let manifest = landline::manifest::read(
             report.manifest.as_deref().expect("a manifest"),
@@ -194,9 +224,11 @@ async fn records_land_in_the_partition_of_their_date_and_together_are_what_the_a
             pool: 10,
             ..data(100)
         };
-        let server = mock(fewer.clone(), |_| {}).await;
-        let text = pipeline_text(
-            &Style::Token.source(&server.base_url(), 100),
+        let again = run_partitioned(
+            &s3,
+            &fewer,
+            |_| {},
+            100,
             &sink(
                 &s3,
                 &prefix,
@@ -204,10 +236,9 @@ async fn records_land_in_the_partition_of_their_date_and_together_are_what_the_a
                 "jsonl.gz",
                 "max_open_partitions = 64",
             ),
-        );
-        let again = run(&pipeline(&text), s3.env())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
         check_union(&s3, &again, &fewer, Compression::Gzip).await;
         let kept: BTreeSet<&String> = again.objects.iter().collect();
         let stale: BTreeSet<&String> = report
@@ -222,10 +253,7 @@ async fn records_land_in_the_partition_of_their_date_and_together_are_what_the_a
             "{}",
             s3.name
         );
-        assert_eq!(
-            data_keys(&s3, &prefix).await,
-            urls_to_keys(&s3, &again.objects)
-        );
+        assert_only(&s3, &prefix, &again.objects).await;
     }
 }
 
@@ -238,9 +266,11 @@ async fn more_partitions_than_may_be_open_roll_into_numbered_objects() {
             pool: 12,
             ..data(240)
         };
-        let server = mock(served.clone(), |_| {}).await;
-        let text = pipeline_text(
-            &Style::Token.source(&server.base_url(), 60),
+        let report = run_partitioned(
+            &s3,
+            &served,
+            |_| {},
+            60,
             &sink(
                 &s3,
                 &prefix,
@@ -248,10 +278,9 @@ async fn more_partitions_than_may_be_open_roll_into_numbered_objects() {
                 "jsonl.zst",
                 "max_open_partitions = 4",
             ),
-        );
-        let report = run(&pipeline(&text), s3.env())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
         let partitions = check_union(&s3, &report, &served, Compression::Zstd).await;
         let figures = report.partitions.clone().expect("figures");
         assert!(figures.evictions > 0, "{figures:?}");
@@ -264,13 +293,7 @@ async fn more_partitions_than_may_be_open_roll_into_numbered_objects() {
             figures.evictions + figures.partitions.min(4),
             "every eviction completed an object, and the open ones were completed at the end"
         );
-        assert_eq!(
-            data_keys(&s3, &prefix).await,
-            urls_to_keys(&s3, &report.objects)
-        );
-        if s3.supports_list_multipart_uploads {
-            assert!(s3.list_multipart_uploads(&prefix).await.is_empty());
-        }
+        assert_only(&s3, &prefix, &report.objects).await;
     }
 }
 
@@ -278,12 +301,11 @@ async fn more_partitions_than_may_be_open_roll_into_numbered_objects() {
 async fn a_failure_midway_aborts_every_open_partition_and_names_those_completed() {
     for s3 in s3::servers() {
         let prefix = s3.unique_prefix("partitions-fail");
-        let server = mock(data(3_000), |c| c.faults.error_after_pages = Some(3)).await;
-        let text = pipeline_text(
-            &format!(
-                "{}{FAST_RETRY}",
-                Style::Token.source(&server.base_url(), 100)
-            ),
+        let err = run_partitioned(
+            &s3,
+            &data(3_000),
+            |c| c.faults.error_after_pages = Some(3),
+            100,
             &sink(
                 &s3,
                 &prefix,
@@ -291,36 +313,23 @@ async fn a_failure_midway_aborts_every_open_partition_and_names_those_completed(
                 "jsonl",
                 "max_open_partitions = 4",
             ),
-        );
-        let err = run(&pipeline(&text), s3.env())
-            .await
-            .expect_err("the run must fail");
+        )
+        .await
+        .expect_err("the run must fail");
         let message = err.to_string();
         let RunError::ObjectsLeft { cause, objects } = err else {
             panic!("{}: {message}", s3.name);
         };
         assert!(cause.to_string().contains("500"), "{message}");
         assert!(!objects.is_empty());
-        // What the error names is exactly what is in the store, each object readable.
-        assert_eq!(
-            data_keys(&s3, &prefix).await,
-            urls_to_keys(&s3, &objects),
-            "{}",
-            s3.name
-        );
+        // What the error names is exactly what is in the store, each object readable, and
+        // every open partition's upload was aborted.
+        assert_only(&s3, &prefix, &objects).await;
         for url in objects.iter().take(10) {
             for line in lines_of(&s3, url, Compression::None).await {
                 let i = line["id"].as_u64().expect("an id") - landline_mockapi::ID_BASE;
                 assert_eq!(date_of(i, &data(3_000)), partition_of(url));
             }
-        }
-        // Every open partition's upload was aborted.
-        if s3.supports_list_multipart_uploads {
-            assert!(
-                s3.list_multipart_uploads(&prefix).await.is_empty(),
-                "{}: uploads left",
-                s3.name
-            );
         }
     }
 }
@@ -330,10 +339,11 @@ async fn records_without_the_field_go_to_the_default_partition_or_fail_the_run()
     for s3 in s3::servers() {
         let prefix = s3.unique_prefix("partitions-default");
         let served = data(250);
-        let server = mock(served.clone(), |_| {}).await;
-        let source = Style::Token.source(&server.base_url(), 100);
-        let text = pipeline_text(
-            &source,
+        let report = run_partitioned(
+            &s3,
+            &served,
+            |_| {},
+            100,
             &sink(
                 &s3,
                 &prefix,
@@ -341,10 +351,9 @@ async fn records_without_the_field_go_to_the_default_partition_or_fail_the_run()
                 "jsonl.gz",
                 "default_partition = \"none/yet\"",
             ),
-        );
-        let report = run(&pipeline(&text), s3.env())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
         assert_eq!(report.objects.len(), 1, "{:?}", report.objects);
         assert_eq!(partition_of(&report.objects[0]), "none%2Fyet");
         let p = report.partitions.clone().expect("figures");
@@ -359,11 +368,8 @@ async fn records_without_the_field_go_to_the_default_partition_or_fail_the_run()
         // Without a default partition, the first such record fails the run, naming the
         // field, and nothing is left.
         let prefix = s3.unique_prefix("partitions-strict");
-        let text = pipeline_text(
-            &source,
-            &sink(&s3, &prefix, "/no_such_field", "jsonl.gz", ""),
-        );
-        let err = run(&pipeline(&text), s3.env())
+        let strict = sink(&s3, &prefix, "/no_such_field", "jsonl.gz", "");
+        let err = run_partitioned(&s3, &served, |_| {}, 100, &strict)
             .await
             .expect_err("the run must fail")
             .to_string();
@@ -372,10 +378,7 @@ async fn records_without_the_field_go_to_the_default_partition_or_fail_the_run()
                 && err.contains("default_partition"),
             "{err}"
         );
-        assert!(data_keys(&s3, &prefix).await.is_empty());
-        if s3.supports_list_multipart_uploads {
-            assert!(s3.list_multipart_uploads(&prefix).await.is_empty());
-        }
+        assert_only(&s3, &prefix, &[]).await;
     }
 }
 
