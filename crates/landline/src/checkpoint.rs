@@ -87,8 +87,33 @@ pub struct Checkpoint {
     /// An incremental run's high-water mark up to that page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_water: Option<IncrementalMark>,
+    /// A run that writes several objects (`{part}`, `{record:...}`): the objects completed
+    /// up to that page and the number each stream goes on with. No upload is open at such a
+    /// checkpoint (`upload` names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectsDone>,
     /// When this checkpoint was written.
     pub written_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The objects a run that writes several has completed at a checkpoint, and where it goes
+/// on: the process that resumes starts new objects, numbered on from these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsDone {
+    /// The objects completed, in the order they landed in.
+    pub landed: Vec<crate::report::ObjectReport>,
+    /// The `{part}` of the next object (one stream).
+    pub next_part: u64,
+    /// With partitions from the records: the `{part}` of each partition's next object.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, u64>,
+    /// Records written to the default partition so far.
+    #[serde(default)]
+    pub default_records: u64,
+    /// Partitions completed early to make room, so far.
+    #[serde(default)]
+    pub evictions: u64,
 }
 
 /// Where a source stands after a page, as a checkpoint holds it:
@@ -430,6 +455,39 @@ impl Checkpoints {
             counters,
             fields,
             high_water,
+            written_at: chrono::Utc::now(),
+            ..self.template.clone()
+        };
+        self.write(&checkpoint).await?;
+        Ok(counters)
+    }
+
+    /// Writes the checkpoint of a run that writes several objects, stopped after `page`
+    /// with every object up to it completed (`objects`); returns the counters at that page.
+    pub async fn objects_done(
+        &self,
+        page: u64,
+        objects: ObjectsDone,
+    ) -> Result<Counters, SinkError> {
+        let PageState {
+            counters,
+            position,
+            fields,
+            high_water,
+        } = self.ledger.take(page).await;
+        let checkpoint = Checkpoint {
+            upload: UploadState {
+                upload_id: String::new(),
+                created: chrono::Utc::now(),
+                parts: Vec::new(),
+                sha256: None,
+            },
+            member: MemberState::empty(),
+            position,
+            counters,
+            fields,
+            high_water,
+            objects: Some(objects),
             written_at: chrono::Utc::now(),
             ..self.template.clone()
         };

@@ -108,9 +108,46 @@ pub(crate) struct Processor<O = LineEncoder> {
     pub(crate) source: HttpSource,
     pub(crate) progress: Arc<Progress>,
     pub(crate) events: mpsc::UnboundedSender<Event>,
-    /// With checkpoints: where each page's counters go, and page ends are marked for the
-    /// compressor.
+    /// With checkpoints: where each page's counters go.
     pub(crate) ledger: Option<Arc<Ledger>>,
+    /// Page ends are marked for the compressor (checkpoints inside one object).
+    pub(crate) mark_pages: bool,
+}
+
+/// When a time-limited run that writes several objects stops: after the first page done
+/// once the time left is less than three times the longest time between two pages (one
+/// more page, and the open objects to complete).
+#[derive(Debug)]
+pub(crate) struct PageClock {
+    limit: crate::upload::TimeLimit,
+    last: std::time::Instant,
+    longest: std::time::Duration,
+}
+
+impl PageClock {
+    pub(crate) fn new(limit: crate::upload::TimeLimit) -> Self {
+        PageClock {
+            limit,
+            last: std::time::Instant::now(),
+            longest: std::time::Duration::ZERO,
+        }
+    }
+
+    /// A page is done: whether to stop after it.
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.longest = self.longest.max(now - self.last);
+        self.last = now;
+        self.limit.started.elapsed() + 3 * self.longest >= self.limit.max
+    }
+}
+
+/// Where [`drive`] leaves the paging state after each page (checkpoints), and when it
+/// stops early (a time-limited run of several objects).
+#[derive(Debug, Default)]
+pub(crate) struct Stops<'a> {
+    pub(crate) ledger: Option<&'a Ledger>,
+    pub(crate) clock: Option<PageClock>,
 }
 
 /// Counters of the processed pages.
@@ -360,7 +397,7 @@ fn page<O: PageOutput>(
             done.record_in(ledger, feed.page);
         }
         p.encoder
-            .end_page(feed.page, p.ledger.is_some())
+            .end_page(feed.page, p.mark_pages)
             .map_err(RunError::Compress)?;
         p.progress.page(scan.records, bytes, p.encoder.bytes());
         // Offset and page pagination read the total where the others read the cursor.
@@ -576,15 +613,16 @@ pub(crate) async fn drive(
     tasks: &mut JoinSet<()>,
     feeds: mpsc::Sender<Feed>,
     mut events: mpsc::UnboundedReceiver<Event>,
-    ledger: Option<&Ledger>,
-) -> Result<(), RunError> {
+    stops: Stops<'_>,
+) -> Result<Option<u64>, RunError> {
+    let Stops { ledger, mut clock } = stops;
     let note = |page: u64, url: &Url, paginator: &Paginator| {
         if let Some(ledger) = ledger {
             ledger.paging(page, paginator.position(), url_hash(url));
         }
     };
     let Some((first_page, first_url, first_body)) = first else {
-        return Ok(());
+        return Ok(None);
     };
     let config = source.config();
     let parallel = paginator.is_parallel() && config.concurrency > 1;
@@ -693,7 +731,7 @@ pub(crate) async fn drive(
                             .next_url()
                             .map_err(|e| pagination_error(page, url, e))?;
                         match (next, parallel) {
-                            (None, _) => return Ok(()),
+                            (None, _) => return Ok(None),
                             (Some(next), true) => match ahead.front() {
                                 Some((_, ahead_url, _)) if *ahead_url == next => {}
                                 Some(_) => return Err(short_page(page, records)),
@@ -712,8 +750,14 @@ pub(crate) async fn drive(
                         }
                     }
                 }
+                // A time-limited run of several objects stops here, with every page fed so far
+                // done: the pages started ahead are dropped, and fetched again on resume.
+                if clock.as_mut().is_some_and(PageClock::due) {
+                    tracing::info!(page, "time is nearly up: stopping after this page");
+                    return Ok(Some(page));
+                }
                 let Some((page, url, body)) = ahead.pop_front() else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 current = (page, url.clone());
                 feed(page, url, body).await?;

@@ -534,6 +534,28 @@ impl Partitions {
         }
     }
 
+    /// Goes on from a checkpoint: each partition's next object, and the figures so far.
+    pub(crate) fn resume(&mut self, earlier: &crate::checkpoint::ObjectsDone) {
+        self.next = earlier
+            .partitions
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        self.figures.default_records = earlier.default_records;
+        self.figures.evictions = earlier.evictions;
+    }
+
+    /// The `{part}` each partition goes on with once every open one is completed.
+    pub(crate) fn next_parts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut next: std::collections::BTreeMap<String, u64> =
+            self.next.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        for (key, open) in &self.open {
+            let objects = open.encoder.object_records().len() as u64;
+            next.insert(key.clone(), open.first + objects);
+        }
+        next
+    }
+
     /// The figures so far.
     pub(crate) fn figures(&self) -> PartitionFigures {
         PartitionFigures {

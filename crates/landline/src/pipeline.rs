@@ -181,6 +181,16 @@ fn with_landed(err: RunError, landed: Vec<crate::upload::Landed>) -> RunError {
     }
 }
 
+/// Where a run's pages stopped coming, when they stopped early.
+enum Stop {
+    /// They did not: the source has no more.
+    No,
+    /// At a checkpoint inside one object, with these counters: the upload stays open.
+    AtCheckpoint(Counters),
+    /// After this page, in a run of several objects: every open object is completed.
+    AfterPage(u64),
+}
+
 /// What a run writes through: one compressed upload, or one per partition.
 enum Writing {
     /// One stream: one object, or a sequence of them.
@@ -285,12 +295,21 @@ async fn run_http(
     let start = SourcePosition::Http(paginator.state());
     let first = first_page(&source, &mut paginator, &mut tasks, before.page + 1)?;
     let (mut upload, encoder) = open_upload(pipeline, &prepared, start).await?;
+    // A run of several objects keeps page states only to stop at a time limit; one object
+    // keeps them for its checkpoints after parts.
+    let several = pipeline.sink.numbered || pipeline.sink.partition.is_some();
     let ledger = prepared
         .checkpoints
         .as_ref()
+        .filter(|_| !several || prepared.limit.is_some())
         .map(|c| Arc::clone(c.ledger()));
+    let clock = prepared
+        .limit
+        .filter(|_| several)
+        .map(pages::PageClock::new);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let processor = Processor {
+        mark_pages: ledger.is_some() && !several,
         transform: Arc::clone(&prepared.transform),
         encoder,
         paths: Paths {
@@ -318,12 +337,15 @@ async fn run_http(
         &mut tasks,
         feeds_tx,
         events_rx,
-        ledger.as_deref(),
+        pages::Stops {
+            ledger: ledger.as_deref(),
+            clock,
+        },
     );
     let driven = tokio::select! {
-        r = drive => r.map(|()| None),
+        r = drive => r.map(|stopped| stopped.map_or(Stop::No, Stop::AfterPage)),
         () = cancel => Err(RunError::Cancelled),
-        counters = upload.stop_point() => Ok(Some(counters)),
+        counters = upload.stop_point() => Ok(Stop::AtCheckpoint(counters)),
     };
     // Pages fetched past the end, or still going after a failure or a stop, are not wanted.
     tasks.abort_all();
@@ -413,9 +435,9 @@ pub async fn run_source<S: Source>(
         }
     };
     let driven = tokio::select! {
-        r = fetch => r.map(|()| None),
+        r = fetch => r.map(|()| Stop::No),
         () = cancel => Err(RunError::Cancelled),
-        counters = upload.stop_point() => Ok(Some(counters)),
+        counters = upload.stop_point() => Ok(Stop::AtCheckpoint(counters)),
     };
     conclude(
         pipeline,
@@ -627,18 +649,38 @@ async fn prepare(
             check_resumable(pipeline, cp, &object_url, at.location())?;
         }
         if pipeline.sink.numbered || pipeline.sink.partition.is_some() {
-            if resume.is_some() || options.max_duration.is_some() {
-                return Err(RunError::Checkpoint {
-                    location: "[sink] url".into(),
-                    reason: "a run that writes several objects ({part} or {record:...}) can neither stop at a checkpoint nor resume from one yet".into(),
-                });
+            let stops = resume.is_some() || options.max_duration.is_some();
+            let refuse = |reason: &str| RunError::Checkpoint {
+                location: "[sink] url".into(),
+                reason: reason.to_owned(),
+            };
+            if stops && !http {
+                return Err(refuse(
+                    "a library source that writes several objects ({part} or {record:...}) can neither stop at a checkpoint nor resume from one yet",
+                ));
             }
-            if checkpoints.is_some() {
-                tracing::info!(
-                    "several objects ({{part}} or {{record:...}}) are written without checkpoints: a run that fails is run again whole"
-                );
+            if stops && !pipeline.sink.numbered {
+                return Err(refuse(
+                    "a run stopped at a time limit goes on in new objects: number them with {part} in [sink] url",
+                ));
             }
-            return Ok(None);
+            if let Some(cp) = &resume
+                && cp.objects.is_none()
+            {
+                return Err(refuse(
+                    "the checkpoint was written by a run of one object, and this pipeline writes several",
+                ));
+            }
+            if !http {
+                return Ok(None);
+            }
+        } else if let Some(cp) = &resume
+            && cp.objects.is_some()
+        {
+            return Err(RunError::Checkpoint {
+                location: "[sink] url".into(),
+                reason: "the checkpoint was written by a run of several objects, and this pipeline writes one".into(),
+            });
         }
         if checkpoints.is_none() && (resume.is_some() || options.max_duration.is_some()) {
             return Err(RunError::Checkpoint {
@@ -705,7 +747,10 @@ async fn open_upload(
             progress: Some(Arc::clone(&prepared.progress)),
             runtime: tokio::runtime::Handle::current(),
         };
-        let partitions = Partitions::new(Arc::new(spec.clone()), starter, shared.clone());
+        let mut partitions = Partitions::new(Arc::new(spec.clone()), starter, shared.clone());
+        if let Some(earlier) = earlier_objects(prepared) {
+            partitions.resume(earlier);
+        }
         return Ok((
             Writing::Partitions(shared),
             RunOutput::Partitions(Box::new(partitions)),
@@ -721,6 +766,36 @@ async fn open_one(
     prepared: &Prepared,
     start: SourcePosition,
 ) -> Result<(CompressedUpload, LineEncoder), RunError> {
+    if pipeline.sink.numbered {
+        // A sequence goes on from its checkpoint in a new object: no upload is open there.
+        let first = earlier_objects(prepared).map_or(1, |o| o.next_part.max(1));
+        let url = pipeline.sink.object_url(&prepared.vars, first);
+        let options = object_options(pipeline, prepared.compression);
+        let writer = ObjectWriter::create_with(
+            &prepared.destination.sibling(&url)?,
+            pipeline.sink.max_parts_in_flight,
+            options,
+        )
+        .await?;
+        let compressor = CompressorConfig {
+            queue_depth: CHUNK_QUEUE,
+            ..CompressorConfig::new(
+                prepared.compression,
+                prepared.level,
+                pipeline.sink.compression_threads,
+                pipeline.sink.parts,
+            )
+        };
+        return CompressedUpload::start_sequence(
+            writer,
+            compressor,
+            prepared.compression.chunk_bytes(),
+            pipeline.sink.max_parts_in_flight,
+            Some(Arc::clone(&prepared.progress)),
+            object_sequence(pipeline, prepared, first),
+        )
+        .await;
+    }
     let resume = prepared.resume.as_ref();
     let checkpoints = prepared.checkpoints.as_deref();
     let writer = open_writer(
@@ -753,18 +828,6 @@ async fn open_one(
             pipeline.sink.parts,
         )
     };
-    if pipeline.sink.numbered {
-        let sequence = object_sequence(pipeline, prepared);
-        return CompressedUpload::start_sequence(
-            writer,
-            compressor,
-            prepared.compression.chunk_bytes(),
-            pipeline.sink.max_parts_in_flight,
-            Some(Arc::clone(&prepared.progress)),
-            sequence,
-        )
-        .await;
-    }
     CompressedUpload::start(
         writer,
         compressor,
@@ -777,16 +840,21 @@ async fn open_one(
     .await
 }
 
-/// The objects after the first of a run whose URL numbers them (`{part}`): each opened
-/// through the first one's client, with the same attributes.
-fn object_sequence(pipeline: &Pipeline, prepared: &Prepared) -> ObjectSequence {
+/// The objects a resumed run of several objects completed before its checkpoint.
+fn earlier_objects(prepared: &Prepared) -> Option<&crate::checkpoint::ObjectsDone> {
+    prepared.resume.as_ref().and_then(|cp| cp.objects.as_ref())
+}
+
+/// The objects after the first of a run whose URL numbers them (`{part}`), the first being
+/// number `from`: each opened through the run's client, with the same attributes.
+fn object_sequence(pipeline: &Pipeline, prepared: &Prepared, from: u64) -> ObjectSequence {
     let first = prepared.destination.clone();
     let sink = pipeline.sink.clone();
     let vars = prepared.vars.clone();
     let options = object_options(pipeline, prepared.compression);
     ObjectSequence {
         open: Box::new(move |n| {
-            let next = first.sibling(&sink.object_url(&vars, n));
+            let next = first.sibling(&sink.object_url(&vars, from + n - 1));
             let options = options.clone();
             let in_flight = sink.max_parts_in_flight;
             Box::pin(async move { ObjectWriter::create_with(&next?, in_flight, options).await })
@@ -801,16 +869,21 @@ async fn conclude(
     pipeline: &Pipeline,
     prepared: Prepared,
     mut upload: Writing,
-    driven: Result<Option<Counters>, RunError>,
+    driven: Result<Stop, RunError>,
     processed: oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
     figures: SourceFigures,
 ) -> Result<RunReport, RunError> {
-    if !matches!(driven, Ok(None)) {
+    if !matches!(driven, Ok(Stop::No | Stop::AfterPage(_))) {
         upload.halt();
     }
     let processed = processed
         .await
         .unwrap_or_else(|_| Err(RunError::Internal("the page processor died".into())));
+    let stopped_after = match &driven {
+        Ok(Stop::AfterPage(page)) => Some(*page),
+        _ => None,
+    };
+    let earlier = earlier_objects(&prepared).cloned().unwrap_or_default();
     let Prepared {
         started,
         vars,
@@ -822,7 +895,7 @@ async fn conclude(
         ..
     } = prepared;
     let (output, done) = match (driven, processed) {
-        (Ok(Some(counters)), _) => {
+        (Ok(Stop::AtCheckpoint(counters)), _) => {
             let Writing::One(upload) = upload else {
                 return Err(RunError::Internal(
                     "a partitioned run stopped at a checkpoint".into(),
@@ -834,7 +907,7 @@ async fn conclude(
             set_format(&mut report, compression);
             return Ok(report);
         }
-        (Ok(None), Ok(finished)) => finished,
+        (Ok(Stop::No | Stop::AfterPage(_)), Ok(finished)) => finished,
         (Err(RunError::Cancelled), _) => {
             return Err(upload.abort(pipeline, RunError::Cancelled).await);
         }
@@ -842,13 +915,15 @@ async fn conclude(
         (Err(_), Err(err)) if !matches!(err, RunError::Internal(_)) => {
             return Err(upload.abort(pipeline, err).await);
         }
-        (Err(err), _) | (Ok(None), Err(err)) => {
+        (Err(err), _) | (Ok(Stop::No | Stop::AfterPage(_)), Err(err)) => {
             return Err(upload.abort(pipeline, err).await);
         }
     };
+    let mut next_parts = BTreeMap::new();
     let mut report = match (upload, output) {
         (Writing::Partitions(shared), RunOutput::Partitions(partitions)) => {
             let figures_of = partitions.figures();
+            next_parts = partitions.next_parts();
             let finished = shared.finish(*partitions).await;
             let mut report = partitioned_report(pipeline, figures, &done, finished, started, vars)?;
             report.partitions = Some(crate::report::PartitionReport {
@@ -883,6 +958,27 @@ async fn conclude(
             ));
         }
     };
+    // The objects of the processes before this one come first.
+    let this_process = report.object_details.len() as u64;
+    merge_earlier(&mut report, &earlier.landed);
+    if let Some(page) = stopped_after {
+        set_format(&mut report, compression);
+        let objects = crate::checkpoint::ObjectsDone {
+            landed: report.object_details.clone(),
+            next_part: earlier.next_part.max(1) + this_process,
+            partitions: next_parts,
+            default_records: report.partitions.as_ref().map_or(0, |p| p.default_records),
+            evictions: report.partitions.as_ref().map_or(0, |p| p.evictions),
+        };
+        return stop_after(report, checkpoints.as_deref(), page, objects).await;
+    }
+    if let Some(checkpoints) = checkpoints
+        .as_ref()
+        .filter(|_| pipeline.sink.numbered || pipeline.sink.partition.is_some())
+        && let Err(e) = checkpoints.delete().await
+    {
+        tracing::warn!(error = %e, "the run is complete, but its checkpoint could not be deleted");
+    }
     let stale = if pipeline.sink.partition.is_some() && pipeline.state.manifests {
         let url = manifest::manifest_url(
             &state_prefix(pipeline, destination.location.as_str()),
@@ -915,6 +1011,53 @@ async fn conclude(
     .await
 }
 
+/// Puts the objects processes before this one completed (`earlier`) before this one's in
+/// `report`, with their figures.
+fn merge_earlier(report: &mut RunReport, earlier: &[crate::report::ObjectReport]) {
+    if earlier.is_empty() {
+        return;
+    }
+    let mut details = earlier.to_vec();
+    details.append(&mut report.object_details);
+    report.objects = details.iter().map(|o| o.url.clone()).collect();
+    report.bytes_written = details.iter().map(|o| o.bytes).sum();
+    report.parts = details.iter().map(|o| o.parts).sum();
+    report.bytes_uncompressed += earlier.iter().map(|o| o.bytes_uncompressed).sum::<u64>();
+    report.object_details = details;
+    report.rates = Rates::of(report);
+}
+
+/// Ends a process of a run of several objects stopped after `page` (every object up to it
+/// completed): writes the checkpoint the next process goes on from, and reports `continue`.
+async fn stop_after(
+    mut report: RunReport,
+    checkpoints: Option<&Checkpoints>,
+    page: u64,
+    objects: crate::checkpoint::ObjectsDone,
+) -> Result<RunReport, RunError> {
+    let Some(checkpoints) = checkpoints else {
+        return Err(RunError::Internal(
+            "a run stopped at a time limit without checkpoints".into(),
+        ));
+    };
+    let landed: Vec<String> = objects.landed.iter().map(|o| o.url.clone()).collect();
+    if let Err(e) = checkpoints.objects_done(page, objects).await {
+        return Err(RunError::ObjectsLeft {
+            cause: Box::new(e.into()),
+            objects: landed,
+        });
+    }
+    tracing::info!(
+        page,
+        objects = landed.len(),
+        checkpoint = checkpoints.location(),
+        "stopped before the time ran out, every object so far complete"
+    );
+    report.status = RunStatus::Continue;
+    report.checkpoint = Some(checkpoints.location().to_owned());
+    Ok(report)
+}
+
 /// The report of a run through one stream (one object or a sequence), once it is complete.
 #[allow(clippy::too_many_arguments)]
 async fn one_report(
@@ -927,7 +1070,22 @@ async fn one_report(
     started: Instant,
     vars: RunVars,
 ) -> Result<RunReport, RunError> {
-    Ok(if pipeline.sink.numbered && done.records > 0 {
+    // A resumed sequence may have nothing left to write: its open object is then dropped.
+    let wrote = encoder.object_records().iter().sum::<u64>() > 0;
+    Ok(if pipeline.sink.numbered {
+        if !wrote {
+            let (_, stats) = upload.finish(encoder, false).await?;
+            return Ok(report(
+                pipeline,
+                figures,
+                done,
+                &stats,
+                &destination.location,
+                None,
+                started,
+                vars,
+            ));
+        }
         let records = encoder.object_records().to_vec();
         let bytes = encoder.object_bytes();
         let (landed, ended) = upload.finish_sequence(encoder).await;
@@ -1705,6 +1863,7 @@ fn checkpoints(
         fields: None,
         incremental,
         high_water: None,
+        objects: None,
         written_at: Utc::now(),
     };
     let seen = resume

@@ -270,6 +270,7 @@ impl HttpPages {
             progress: Arc::new(Progress::default()),
             events: events_tx,
             ledger: Some(Arc::clone(&ledger)),
+            mark_pages: true,
         };
         let (feeds_tx, feeds_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = oneshot::channel();
@@ -305,9 +306,13 @@ impl HttpPages {
                 &mut tasks,
                 feeds_tx,
                 events_rx,
-                Some(&drive_ledger),
+                pages::Stops {
+                    ledger: Some(&drive_ledger),
+                    clock: None,
+                },
             )
             .await
+            .map(|_| ())
         });
         Ok(self.running.insert(Running {
             pages: pages_rx,

@@ -412,3 +412,111 @@ fn partition_settings_are_checked() {
     assert!(check("url = \"s3://b/{record:/x}/{record:/y}/{ingest_date}.jsonl.gz\"\n").is_err());
     assert!(check("url = \"s3://b/e/{record:/meta/region}/{ingest_date}.jsonl.gz\"\n").is_ok());
 }
+
+/// Runs `text` in processes that each stop after their first page (a time limit of 1 ms),
+/// every one going on from the checkpoint the one before it left, until the run is
+/// complete; returns the last report and the number of processes.
+async fn run_in_processes(s3: &S3Server, text: &str) -> (RunReport, usize) {
+    let pipeline = pipeline(text);
+    let options = |resume| landline::RunOptions {
+        ingest_date: Some(
+            chrono::NaiveDate::parse_from_str(crate::harness::INGEST_DATE, "%Y-%m-%d")
+                .expect("a date"),
+        ),
+        store_env: s3.env().into(),
+        resume,
+        max_duration: Some(std::time::Duration::from_millis(1)),
+        ..landline::RunOptions::default()
+    };
+    let mut report = landline::run(&pipeline, options(None), std::future::pending())
+        .await
+        .unwrap_or_else(|e| panic!("{}: process 1: {e}", s3.name));
+    let mut processes = 1;
+    let mut objects = report.objects.len();
+    while report.status == landline::report::RunStatus::Continue {
+        let url = report.checkpoint.clone().expect("a checkpoint");
+        let cp = landline::pipeline::read_checkpoint(&url, &Default::default(), s3.env())
+            .await
+            .expect("readable")
+            .expect("written");
+        let done = cp.objects.as_ref().expect("the objects so far");
+        assert_eq!(done.landed.len(), report.objects.len());
+        assert_eq!(cp.counters.records, report.records);
+        report = landline::run(&pipeline, options(Some(cp)), std::future::pending())
+            .await
+            .unwrap_or_else(|e| panic!("{}: process {}: {e}", s3.name, processes + 1));
+        processes += 1;
+        assert!(
+            report.objects.len() > objects,
+            "each process completes objects"
+        );
+        objects = report.objects.len();
+        assert!(processes < 100, "no end in sight");
+    }
+    // The run is complete: its checkpoint is gone.
+    let date = chrono::NaiveDate::parse_from_str(&report.ingest_date, "%Y-%m-%d").ok();
+    let url = landline::pipeline::checkpoint_location(&pipeline, date, &report.vars)
+        .expect("a checkpoint location");
+    assert!(
+        landline::pipeline::read_checkpoint(&url, &Default::default(), s3.env())
+            .await
+            .expect("readable")
+            .is_none(),
+        "{}: the checkpoint of a complete run is deleted",
+        s3.name
+    );
+    (report, processes)
+}
+
+#[tokio::test]
+async fn a_time_limited_run_of_several_objects_completes_them_at_each_stop_and_goes_on_in_new_ones()
+{
+    for s3 in s3::servers() {
+        // Partitions: each process completes every partition it opened; the next one goes
+        // on with each partition's next object.
+        let prefix = s3.unique_prefix("partitions-stops");
+        let served = data(500);
+        let server = mock(served.clone(), |_| {}).await;
+        let text = pipeline_text(
+            &Style::Token.source(&server.base_url(), 100),
+            &sink(&s3, &prefix, "/created_at:date", "jsonl.gz", ""),
+        );
+        let (report, processes) = run_in_processes(&s3, &text).await;
+        assert_eq!(processes, 5, "one page a process");
+        check_union(&s3, &report, &served, Compression::Gzip).await;
+        assert_only(&s3, &prefix, &report.objects).await;
+
+        // A sequence: each stop completes the object being written.
+        let prefix = s3.unique_prefix("sequence-stops");
+        let text = pipeline_text(
+            &Style::Token.source(&server.base_url(), 100),
+            &format!(
+                "url = \"s3://{b}/{prefix}/created=all/run={{ingest_date}}-{{part}}.jsonl.zst\"\n\
+                 max_object_records = 150\n[state]\nurl = \"s3://{b}/{prefix}/_landline/\"\n",
+                b = s3.bucket
+            ),
+        );
+        let (report, processes) = run_in_processes(&s3, &text).await;
+        assert_eq!(processes, 5);
+        assert_eq!(report.objects.len(), 5, "{:?}", report.objects);
+        let mut ids = Vec::new();
+        for (i, url) in report.objects.iter().enumerate() {
+            assert!(url.ends_with(&format!("-{:05}.jsonl.zst", i + 1)), "{url}");
+            for line in lines_of(&s3, url, Compression::Zstd).await {
+                let id = line["id"].as_u64().expect("an id") - landline_mockapi::ID_BASE;
+                assert_eq!(
+                    line,
+                    expected_line(id, &served, &report.ingest_ts),
+                    "record {id}"
+                );
+                ids.push(id);
+            }
+        }
+        assert_eq!(
+            ids,
+            (0..500).collect::<Vec<_>>(),
+            "every record once, in order"
+        );
+        assert_only(&s3, &prefix, &report.objects).await;
+    }
+}
