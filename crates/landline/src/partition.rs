@@ -15,8 +15,9 @@
 //! max_object_bytes` / `max_object_records` like any sequence.
 //!
 //! Memory: at most [`PartitionSpec::max_open`] partitions are open. Opening one more
-//! completes the least recently used one, in the background; a later record of it starts
-//! its next object (`{part}` numbers them; without `{part}` in the URL that is an error, as
+//! completes the least recently used one, in the background (with at most `max_open` being
+//! completed at once: the page thread waits for the oldest beyond that); a later record of
+//! it starts its next object (`{part}` numbers them; without `{part}` in the URL that is an error, as
 //! the object would be overwritten). Every partition's parts take their slots from one pool
 //! of `max_open + max_parts_in_flight`, so the parts alive never exceed it, and no
 //! partition can wait for a slot that only a record of another partition would free.
@@ -288,8 +289,9 @@ impl Starter {
         self.sink.object_url_in(&self.vars, Some(partition), n)
     }
 
-    /// Creates `partition`'s upload, its first object numbered `first`, on the runtime
-    /// (the page thread waits for the store to answer).
+    /// Starts `partition`'s upload, its first object numbered `first`: the compressor and
+    /// the upload task, which creates the object while the first lines are compressed (the
+    /// page thread does not wait for the store).
     fn start(
         &self,
         partition: &str,
@@ -298,21 +300,21 @@ impl Starter {
         let dest = self.first.sibling(&self.url(partition, first))?;
         let in_flight = self.sink.max_parts_in_flight;
         let options = self.options.clone();
+        let open: crate::upload::OpenFirst =
+            Box::pin(async move { ObjectWriter::create_with(&dest, in_flight, options).await });
         let sequence = self.sequence(partition, first);
         let config = self.config.clone();
         let (chunk_bytes, progress) = (self.chunk_bytes, self.progress.clone());
-        self.runtime.block_on(async move {
-            let writer = ObjectWriter::create_with(&dest, in_flight, options).await?;
-            CompressedUpload::start_sequence(
-                writer,
+        // Only spawns: nothing here waits for the network.
+        self.runtime
+            .block_on(CompressedUpload::start_sequence_opening(
+                open,
                 config,
                 chunk_bytes,
                 in_flight,
                 progress,
                 sequence,
-            )
-            .await
-        })
+            ))
     }
 
     /// The objects after the first of `partition`'s upload (object `k` of the stream is
@@ -362,7 +364,9 @@ pub(crate) struct Finished {
 #[derive(Default)]
 struct SharedState {
     uploads: HashMap<String, CompressedUpload>,
-    finishing: Vec<JoinHandle<Finished>>,
+    finishing: std::collections::VecDeque<JoinHandle<Finished>>,
+    /// Partitions completed while the run went on.
+    done: Vec<Finished>,
     /// Why a partition could not be opened: the run's error, which the page thread can
     /// only report as its output having stopped.
     failure: Option<RunError>,
@@ -463,25 +467,53 @@ impl Shared {
                 ended,
             }
         });
-        state.finishing.push(task);
+        state.finishing.push_back(task);
     }
 
-    /// Waits for every partition being completed.
+    /// Waits, on the page thread, until at most `max` partitions are being completed: each
+    /// holds its compressor's buffers until its last part is uploaded, so their number is
+    /// bounded like the open ones'.
+    fn bound_finishing(&self, runtime: &Handle, max: usize) {
+        loop {
+            let oldest = {
+                let mut state = self.lock();
+                if state.finishing.len() <= max {
+                    return;
+                }
+                state.finishing.pop_front()
+            };
+            let Some(oldest) = oldest else { return };
+            let finished = runtime.block_on(joined(oldest));
+            self.lock().done.push(finished);
+        }
+    }
+
+    /// Waits for every partition being completed; returns them with those completed before.
     async fn wait(&self) -> Vec<Finished> {
-        let tasks = std::mem::take(&mut self.lock().finishing);
-        let mut finished = Vec::with_capacity(tasks.len());
+        let (tasks, mut finished) = {
+            let mut state = self.lock();
+            (
+                std::mem::take(&mut state.finishing),
+                std::mem::take(&mut state.done),
+            )
+        };
         for task in tasks {
-            match task.await {
-                Ok(f) => finished.push(f),
-                Err(e) => finished.push(Finished {
-                    records: Vec::new(),
-                    bytes: Vec::new(),
-                    landed: Vec::new(),
-                    ended: Err(RunError::Internal(format!("completing a partition: {e}"))),
-                }),
-            }
+            finished.push(joined(task).await);
         }
         finished
+    }
+}
+
+/// How a partition's completion ended, its task lost or not.
+async fn joined(task: JoinHandle<Finished>) -> Finished {
+    match task.await {
+        Ok(f) => f,
+        Err(e) => Finished {
+            records: Vec::new(),
+            bytes: Vec::new(),
+            landed: Vec::new(),
+            ended: Err(RunError::Internal(format!("completing a partition: {e}"))),
+        },
     }
 }
 
@@ -639,6 +671,8 @@ impl Partitions {
         self.figures.evictions += 1;
         tracing::debug!(partition = %key, "partition completed to make room for another");
         self.shared.complete(&self.starter.runtime, key, open);
+        self.shared
+            .bound_finishing(&self.starter.runtime, self.spec.max_open);
     }
 }
 

@@ -2117,11 +2117,12 @@ pub(crate) fn memory_settings(pipeline: &Pipeline) -> MemorySettings {
         concurrency: 0,
         page_buffer_bytes: 0,
         max_record_bytes: pipeline.transform.max_record_bytes() as u64,
+        // Partitions: those open, and as many being completed.
         open_streams: pipeline
             .sink
             .partition
             .as_ref()
-            .map_or(1, |p| p.max_open as u64),
+            .map_or(1, |p| 2 * p.max_open as u64),
         budget_bytes: 0,
     }
 }

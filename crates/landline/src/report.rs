@@ -61,8 +61,8 @@ pub struct MemorySettings {
     pub page_buffer_bytes: u64,
     /// Longest record accepted, as received and as a JSON line.
     pub max_record_bytes: u64,
-    /// Streams written at once: `[sink] max_open_partitions` with partitions from the
-    /// records, else 1.
+    /// Streams written at once: with partitions from the records, twice `[sink]
+    /// max_open_partitions` (those open and those being completed), else 1.
     pub open_streams: u64,
     /// What these settings allow the process to hold at most ([`MemorySettings::budget`]),
     /// to set beside the measured peak.

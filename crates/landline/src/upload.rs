@@ -26,7 +26,19 @@ use crate::pipeline::RunError;
 use crate::report::Progress;
 use crate::sink::{ObjectWriter, SinkError, UploadHandle, UploadState, Written};
 
-type UploadTask = JoinHandle<(ObjectWriter, Result<(), SinkError>)>;
+/// The upload task: its writer at the end (`None` when the first object could not be
+/// created), and how the uploads went.
+type UploadTask = JoinHandle<(Option<ObjectWriter>, Result<(), SinkError>)>;
+
+/// Creates the first object of an upload that starts before its object exists.
+pub type OpenFirst = futures::future::BoxFuture<'static, Result<ObjectWriter, SinkError>>;
+
+/// The first object of an upload: created already, or created by the upload task while the
+/// compressor starts.
+enum First {
+    Writer(Box<ObjectWriter>),
+    Open(OpenFirst),
+}
 
 /// Opens object `n` (from 2) of a sequence: its writer, its upload created.
 pub type OpenObject = Box<
@@ -109,7 +121,7 @@ type Latest = Option<(UploadState, PartEnd)>;
 pub struct CompressedUpload {
     /// To abort the upload even if the task that owns the writer is lost (the current
     /// object's, in a sequence).
-    handle: Arc<std::sync::Mutex<UploadHandle>>,
+    handle: Arc<std::sync::Mutex<Option<UploadHandle>>>,
     /// The objects of a sequence completed so far, the current one not included.
     landed: Arc<std::sync::Mutex<Vec<Landed>>>,
     /// One slot per part alive; closed to wake a compressor waiting for one.
@@ -158,7 +170,7 @@ impl CompressedUpload {
         progress: Option<Arc<Progress>>,
     ) -> Result<(Self, LineEncoder), RunError> {
         Self::start_with(
-            writer,
+            First::Writer(Box::new(writer)),
             config,
             chunk_bytes,
             max_parts_in_flight,
@@ -185,7 +197,31 @@ impl CompressedUpload {
         sequence: ObjectSequence,
     ) -> Result<(Self, LineEncoder), RunError> {
         Self::start_with(
-            writer,
+            First::Writer(Box::new(writer)),
+            config,
+            chunk_bytes,
+            max_parts_in_flight,
+            None,
+            None,
+            progress,
+            Some(sequence),
+        )
+        .await
+    }
+
+    /// As [`start_sequence`](Self::start_sequence), its first object created by `open` on
+    /// the upload task: the encoder is returned at once, and its chunks wait (bounded, as
+    /// ever) while the store answers. An object that cannot be created fails the upload.
+    pub async fn start_sequence_opening(
+        open: OpenFirst,
+        config: CompressorConfig,
+        chunk_bytes: usize,
+        max_parts_in_flight: usize,
+        progress: Option<Arc<Progress>>,
+        sequence: ObjectSequence,
+    ) -> Result<(Self, LineEncoder), RunError> {
+        Self::start_with(
+            First::Open(open),
             config,
             chunk_bytes,
             max_parts_in_flight,
@@ -215,11 +251,12 @@ impl CompressedUpload {
         let mut all = landed.lock().map(|l| l.clone()).unwrap_or_default();
         match finished {
             Ok((written, stats)) => {
-                if let (Some(written), Ok(handle)) = (written, current.lock()) {
-                    all.push(Landed {
-                        location: handle.location().to_owned(),
-                        written,
-                    });
+                let location = current
+                    .lock()
+                    .ok()
+                    .and_then(|h| h.as_ref().map(|h| h.location().to_owned()));
+                if let (Some(written), Some(location)) = (written, location) {
+                    all.push(Landed { location, written });
                 }
                 (all, Ok(stats))
             }
@@ -238,7 +275,7 @@ impl CompressedUpload {
 
     #[allow(clippy::too_many_arguments)]
     async fn start_with(
-        writer: ObjectWriter,
+        first: First,
         mut config: CompressorConfig,
         chunk_bytes: usize,
         max_parts_in_flight: usize,
@@ -257,7 +294,10 @@ impl CompressedUpload {
         config.cut_at_boundaries = checkpoints.is_some();
         let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
         let (halt_tx, halt_rx) = oneshot::channel();
-        let handle = Arc::new(std::sync::Mutex::new(writer.handle().clone()));
+        let handle = Arc::new(std::sync::Mutex::new(match &first {
+            First::Writer(writer) => Some(writer.handle().clone()),
+            First::Open(_) => None,
+        }));
         let landed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (open, limits) = match sequence {
             Some(s) => (Some(s.open), s.limits),
@@ -279,7 +319,7 @@ impl CompressedUpload {
             None => (None, None),
         };
         let task = tokio::spawn(upload_parts(
-            writer,
+            first,
             parts_rx,
             halt_rx,
             Arc::clone(&slots),
@@ -340,9 +380,13 @@ impl CompressedUpload {
             Ok((writer, _)) => {
                 // Parts after the checkpoint may still be uploading: let them end (or give
                 // up) rather than cut their connections.
-                let _ =
-                    tokio::time::timeout(crate::sink::multipart::SETTLE_IN_FLIGHT, writer.settle())
-                        .await;
+                if let Some(writer) = writer {
+                    let _ = tokio::time::timeout(
+                        crate::sink::multipart::SETTLE_IN_FLIGHT,
+                        writer.settle(),
+                    )
+                    .await;
+                }
                 Ok(Suspended { counters })
             }
             Err(e) => Err(RunError::Internal(format!("upload task: {e}"))),
@@ -381,10 +425,18 @@ impl CompressedUpload {
             }
         };
         drop(self.stop.take());
-        if let Err(e) = uploaded {
-            self.stop_checkpoint_writer().await;
-            return Err(finish_abort(writer, e.into(), &self.checkpoints).await);
-        }
+        let writer = match (writer, uploaded) {
+            (Some(writer), Ok(())) => writer,
+            (writer, Err(e)) => {
+                self.stop_checkpoint_writer().await;
+                return Err(finish_abort(writer, e.into(), &self.checkpoints).await);
+            }
+            (None, Ok(())) => {
+                return Err(RunError::Internal(
+                    "the upload task ended without its object".into(),
+                ));
+            }
+        };
         // The upload task has ended, so the newest checkpoint is queued: let it be written
         // (it waits for nothing the finished pages have not given) before anything deletes it.
         if let Some(writer) = self.checkpoint_writer.take() {
@@ -440,7 +492,7 @@ impl CompressedUpload {
     async fn abort_lost(&self, cause: RunError) -> RunError {
         tracing::warn!(error = %cause, "aborting the upload");
         // The guard goes before the await: only the handle is kept.
-        let handle = self.handle.lock().ok().map(|h| h.clone());
+        let handle = self.handle.lock().ok().and_then(|h| h.clone());
         let aborted = match handle {
             Some(handle) => handle.abort().await,
             None => Ok(()),
@@ -450,14 +502,20 @@ impl CompressedUpload {
     }
 }
 
-/// Aborts `writer`'s upload after `cause`, then deletes the checkpoint.
+/// Aborts `writer`'s upload after `cause` (there is none when its object could not be
+/// created), then deletes the checkpoint.
 async fn finish_abort(
-    writer: ObjectWriter,
+    writer: Option<ObjectWriter>,
     cause: RunError,
     checkpoints: &Option<Arc<Checkpoints>>,
 ) -> RunError {
-    tracing::warn!(error = %cause, "aborting the upload");
-    let cause = with_abort(cause, writer.abort().await);
+    let cause = match writer {
+        Some(writer) => {
+            tracing::warn!(error = %cause, "aborting the upload");
+            with_abort(cause, writer.abort().await)
+        }
+        None => cause,
+    };
     delete_checkpoint(cause, checkpoints).await
 }
 
@@ -546,7 +604,7 @@ enum Step {
 struct Sequence {
     open: Option<OpenObject>,
     /// The current object's upload, for [`CompressedUpload::abort_lost`].
-    handle: Arc<std::sync::Mutex<UploadHandle>>,
+    handle: Arc<std::sync::Mutex<Option<UploadHandle>>>,
     landed: Arc<std::sync::Mutex<Vec<Landed>>>,
 }
 
@@ -564,7 +622,7 @@ impl Sequence {
         let opened = open(next).await?;
         let done = std::mem::replace(writer, opened);
         if let Ok(mut handle) = self.handle.lock() {
-            *handle = writer.handle().clone();
+            *handle = Some(writer.handle().clone());
         }
         let location = done.handle().location().to_owned();
         let written = done.finish().await?;
@@ -582,14 +640,31 @@ impl Sequence {
 /// complete or abort it.
 #[allow(clippy::too_many_arguments)]
 async fn upload_parts(
-    mut writer: ObjectWriter,
+    first: First,
     mut parts: mpsc::Receiver<Part>,
     mut stop: oneshot::Receiver<()>,
     slots: Arc<Semaphore>,
     latest: Option<watch::Sender<Latest>>,
     progress: Option<Arc<Progress>>,
     mut sequence: Sequence,
-) -> (ObjectWriter, Result<(), SinkError>) {
+) -> (Option<ObjectWriter>, Result<(), SinkError>) {
+    // Creating the first object is not cut short by a stop, as going from one object to
+    // the next is not (below).
+    let mut writer = match first {
+        First::Writer(writer) => *writer,
+        First::Open(open) => match open.await {
+            Ok(writer) => {
+                if let Ok(mut handle) = sequence.handle.lock() {
+                    *handle = Some(writer.handle().clone());
+                }
+                writer
+            }
+            Err(e) => {
+                slots.close();
+                return (None, Err(e));
+            }
+        },
+    };
     // Page ends of parts not yet covered by a checkpoint, by part number.
     let mut ends: BTreeMap<u64, PartEnd> = BTreeMap::new();
     loop {
@@ -627,7 +702,7 @@ async fn upload_parts(
         };
         let result = tokio::select! {
             biased;
-            _ = &mut stop => return (writer, Ok(())),
+            _ = &mut stop => return (Some(writer), Ok(())),
             r = step => r,
         };
         // Going from one object to the next is not cut short by a stop: a creation or a
@@ -638,11 +713,11 @@ async fn upload_parts(
         };
         match result {
             Ok(Step::More) | Ok(Step::Object(_)) => {}
-            Ok(Step::End) => return (writer, Ok(())),
+            Ok(Step::End) => return (Some(writer), Ok(())),
             Err(e) => {
                 // The compressor may be waiting for a slot: let it see that nobody will upload.
                 slots.close();
-                return (writer, Err(e));
+                return (Some(writer), Err(e));
             }
         }
     }

@@ -520,3 +520,47 @@ async fn a_time_limited_run_of_several_objects_completes_them_at_each_stop_and_g
         assert_only(&s3, &prefix, &report.objects).await;
     }
 }
+
+#[tokio::test]
+async fn a_partition_whose_object_the_store_refuses_fails_the_run() {
+    use crate::proxy::{Fault, Op, Proxy, Rule};
+    for s3 in s3::servers() {
+        // The objects are created by the upload tasks while the page thread goes on: the
+        // store refusing the fifth (403) must still be the run's error, and end it, with
+        // every other upload aborted and the objects completed before it named.
+        let rule = Rule::new(Op::CreateMultipartUpload, Fault::Status(403))
+            .from(5)
+            .always();
+        let proxy = Proxy::start(&s3, vec![rule]).await;
+        let prefix = s3.unique_prefix("partitions-refused");
+        let server = mock(data(300), |_| {}).await;
+        let text = pipeline_text(
+            &format!(
+                "{}{FAST_RETRY}",
+                Style::Token.source(&server.base_url(), 100)
+            ),
+            &sink(
+                &s3,
+                &prefix,
+                "/created_at:date",
+                "jsonl.gz",
+                "max_open_partitions = 4",
+            ),
+        );
+        let err = run(&pipeline(&text), proxy.env(&s3))
+            .await
+            .expect_err("the run must fail");
+        let message = err.to_string();
+        assert!(message.contains("403"), "{}: {message}", s3.name);
+        assert!(
+            !message.contains("internal error"),
+            "{}: {message}",
+            s3.name
+        );
+        let objects = match err {
+            RunError::ObjectsLeft { objects, .. } => objects,
+            _ => Vec::new(),
+        };
+        assert_only(&s3, &prefix, &objects).await;
+    }
+}
