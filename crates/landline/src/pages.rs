@@ -134,7 +134,7 @@ impl PageClock {
     }
 
     /// A page is done: whether to stop after it.
-    fn due(&mut self) -> bool {
+    pub(crate) fn due(&mut self) -> bool {
         let now = std::time::Instant::now();
         self.longest = self.longest.max(now - self.last);
         self.last = now;
@@ -209,9 +209,10 @@ pub(crate) struct PageWriter {
     pub(crate) transform: Arc<Transform>,
     pub(crate) encoder: crate::partition::RunOutput,
     pub(crate) progress: Arc<Progress>,
-    /// With checkpoints: where each page's counters go, and page ends are marked for the
-    /// compressor.
+    /// With checkpoints: where each page's counters go.
     pub(crate) ledger: Option<Arc<Ledger>>,
+    /// Page ends are marked for the compressor (checkpoints inside one object).
+    pub(crate) mark_pages: bool,
 }
 
 /// Writes a library source's pages, in order, through the transform into the encoder until
@@ -255,7 +256,7 @@ pub(crate) fn write_pages(
             done.record_in(ledger, number);
         }
         let out = writer.output();
-        out.end_page(number, w.ledger.is_some())
+        out.end_page(number, w.mark_pages)
             .map_err(RunError::Compress)?;
         w.progress.page(records, bytes, out.bytes());
         page.clear();

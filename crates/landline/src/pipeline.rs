@@ -393,15 +393,22 @@ pub async fn run_source<S: Source>(
     };
     let start = library_position(&source)?;
     let (mut upload, encoder) = open_upload(pipeline, &prepared, start).await?;
+    let several = pipeline.sink.numbered || pipeline.sink.partition.is_some();
     let ledger = prepared
         .checkpoints
         .as_ref()
+        .filter(|_| !several || prepared.limit.is_some())
         .map(|c| Arc::clone(c.ledger()));
+    let mut clock = prepared
+        .limit
+        .filter(|_| several)
+        .map(pages::PageClock::new);
     let writer = pages::PageWriter {
         transform: Arc::clone(&prepared.transform),
         encoder,
         progress: Arc::clone(&prepared.progress),
         ledger: ledger.clone(),
+        mark_pages: ledger.is_some() && !several,
     };
     let (pages_tx, recycled, processed) = match spawn_page_writer(
         writer,
@@ -422,7 +429,7 @@ pub async fn run_source<S: Source>(
                 .await
                 .map_err(|e| library_error(number, e))?
             {
-                return Ok(());
+                return Ok(None);
             }
             if let Some(ledger) = &ledger {
                 ledger.position(number, library_value(&source)?);
@@ -432,10 +439,16 @@ pub async fn run_source<S: Source>(
                 // The writer stopped: its own error says why.
                 return Err(RunError::Internal("the page writer stopped".into()));
             }
+            // A time-limited run of several objects stops after this page: the writer
+            // writes every page sent, and the objects are completed.
+            if clock.as_mut().is_some_and(pages::PageClock::due) {
+                tracing::info!(page = number, "time is nearly up: stopping after this page");
+                return Ok(Some(number));
+            }
         }
     };
     let driven = tokio::select! {
-        r = fetch => r.map(|()| Stop::No),
+        r = fetch => r.map(|stopped: Option<u64>| stopped.map_or(Stop::No, Stop::AfterPage)),
         () = cancel => Err(RunError::Cancelled),
         counters = upload.stop_point() => Ok(Stop::AtCheckpoint(counters)),
     };
@@ -654,11 +667,6 @@ async fn prepare(
                 location: "[sink] url".into(),
                 reason: reason.to_owned(),
             };
-            if stops && !http {
-                return Err(refuse(
-                    "a library source that writes several objects ({part} or {record:...}) can neither stop at a checkpoint nor resume from one yet",
-                ));
-            }
             if stops && !pipeline.sink.numbered {
                 return Err(refuse(
                     "a run stopped at a time limit goes on in new objects: number them with {part} in [sink] url",
@@ -670,9 +678,6 @@ async fn prepare(
                 return Err(refuse(
                     "the checkpoint was written by a run of one object, and this pipeline writes several",
                 ));
-            }
-            if !http {
-                return Ok(None);
             }
         } else if let Some(cp) = &resume
             && cp.objects.is_some()

@@ -353,3 +353,52 @@ async fn http_pages_as_a_source_land_what_run_lands_and_resume_from_their_paging
         assert_nothing_left(&s3, &prefix).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_library_source_writing_several_objects_completes_them_at_each_stop() {
+    for s3 in s3::servers() {
+        let prefix = s3.unique_prefix("library-objects");
+        let pipeline = pipeline(&format!(
+            "name = \"numbers\"\n\
+             [transform]\nadd = {{ ingest_date = \"{{ingest_date}}\" }}\n\
+             [sink]\nurl = \"s3://{bucket}/{prefix}/date={{ingest_date}}/part-{{part}}.jsonl.gz\"\n\
+             max_object_records = 400\n\
+             [state]\nurl = \"s3://{bucket}/{prefix}/_landline/\"\n",
+            bucket = s3.bucket
+        ));
+        let (report, processes, checkpoints) =
+            run_in_processes(&s3, &pipeline, || Numbers::new(2_000)).await;
+        // One page (250 records) a process: each stop completes the object being written.
+        // The source only says it has ended when asked for a ninth page: the last process
+        // writes nothing, and leaves no object of its own.
+        assert_eq!(processes, 9, "{}", s3.name);
+        assert_eq!(checkpoints.len(), 8, "{}", s3.name);
+        for (i, cp) in checkpoints.iter().enumerate() {
+            let done = cp.objects.as_ref().expect("the objects so far");
+            assert_eq!(done.landed.len(), i + 1, "{}", s3.name);
+            assert_eq!(done.next_part, i as u64 + 2, "{}", s3.name);
+        }
+        assert_eq!(report.objects.len(), 8, "{}: {:?}", s3.name, report.objects);
+        let mut next = 0;
+        for (i, url) in report.objects.iter().enumerate() {
+            assert!(
+                url.ends_with(&format!("part-{:05}.jsonl.gz", i + 1)),
+                "{url}"
+            );
+            let key = url
+                .strip_prefix(&format!("s3://{}/", s3.bucket))
+                .expect("in the bucket");
+            let bytes = s3.get_object(key).await.expect("the object landed");
+            for line in BufReader::new(&gunzip(&bytes)[..]).lines() {
+                let got: Value = serde_json::from_str(&line.expect("utf-8")).expect("JSON");
+                let mut want = record(next);
+                want["ingest_date"] = INGEST_DATE.into();
+                assert_eq!(got, want, "{}: record {next}", s3.name);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 2_000, "{}", s3.name);
+        assert_eq!(report.records, 2_000);
+        assert_nothing_left(&s3, &prefix).await;
+    }
+}
