@@ -430,19 +430,23 @@ impl Shared {
                 .abort_sequence(RunError::Compress(CompressError::OutputClosed))
                 .await;
             landed.extend(done);
-            if own.is_none() && !matches!(err, RunError::Compress(CompressError::OutputClosed)) {
+            if own.is_none() && !is_downstream(&err) {
                 own = Some(err);
             }
         }
         for finished in self.wait().await {
             landed.extend(finished.landed);
+            // A partition completed early may be the one whose upload failed.
+            if let Err(err) = finished.ended
+                && own.is_none()
+                && !is_downstream(&err)
+            {
+                own = Some(err);
+            }
         }
         let own = self.lock().failure.take().or(own);
         let cause = match (cause, own) {
-            (
-                RunError::Compress(CompressError::OutputClosed | CompressError::ThreadGone),
-                Some(own),
-            ) => own,
+            (cause, Some(own)) if is_downstream(&cause) => own,
             (cause, _) => cause,
         };
         landed.sort_by(|a, b| a.location.cmp(&b.location));
@@ -502,6 +506,14 @@ impl Shared {
         }
         finished
     }
+}
+
+/// Whether `err` only says that the uploads stopped (another error is the cause).
+pub(crate) fn is_downstream(err: &RunError) -> bool {
+    matches!(
+        err,
+        RunError::Compress(CompressError::OutputClosed | CompressError::ThreadGone)
+    )
 }
 
 /// How a partition's completion ended, its task lost or not.

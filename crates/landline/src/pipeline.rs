@@ -1144,8 +1144,11 @@ fn partitioned_report(
                 stats.parts += s.parts;
                 stats.objects += s.objects + 1;
             }
+            // The first error that is a cause, not another partition seeing the uploads stop.
             Err(e) => {
-                failure.get_or_insert(e);
+                if failure.as_ref().is_none_or(crate::partition::is_downstream) {
+                    failure = Some(e);
+                }
             }
         }
         for (i, landed) in f.landed.into_iter().enumerate() {
