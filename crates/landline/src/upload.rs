@@ -848,6 +848,31 @@ mod tests {
         }
     }
 
+    /// Each landed object is a whole, readable stream of its own, holding its count of
+    /// lines, and together they are lines `0..lines` in order.
+    async fn check_union(
+        store: &Arc<object_store::memory::InMemory>,
+        compression: Compression,
+        landed: &[Landed],
+        counts: &[u64],
+        lines: u64,
+    ) {
+        let mut all = Vec::new();
+        for (i, object) in landed.iter().enumerate() {
+            let bytes = read(store, object).await;
+            assert_eq!(bytes.len() as u64, object.written.bytes);
+            let jsonl = decode(compression, &bytes);
+            assert_eq!(
+                jsonl.iter().filter(|&&b| b == b'\n').count() as u64,
+                counts[i],
+                "{compression}: object {i}"
+            );
+            all.extend(jsonl);
+        }
+        let expected: Vec<u8> = (0..lines).flat_map(|i| line(i).into_bytes()).collect();
+        assert!(all == expected, "{compression}: the union differs");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sequence_cut_by_records_holds_every_line_once_in_order() {
         let limits = ObjectLimits {
@@ -860,25 +885,14 @@ mod tests {
             ended.unwrap();
             assert_eq!(counts, [1000, 1000, 1000, 500], "{compression}");
             assert_eq!(landed.len(), 4, "{compression}");
-            let mut all = Vec::new();
             for (i, object) in landed.iter().enumerate() {
                 assert!(
                     object
                         .location
                         .ends_with(&format!("part-{:05}.jsonl", i + 1))
                 );
-                let bytes = read(&store, object).await;
-                assert_eq!(bytes.len() as u64, object.written.bytes);
-                // Each object is a whole, readable stream of its own.
-                let jsonl = decode(compression, &bytes);
-                assert_eq!(
-                    jsonl.iter().filter(|&&b| b == b'\n').count() as u64,
-                    counts[i]
-                );
-                all.extend(jsonl);
             }
-            let expected: Vec<u8> = (0..3500).flat_map(|i| line(i).into_bytes()).collect();
-            assert!(all == expected, "{compression}: the union differs");
+            check_union(&store, compression, &landed, &counts, 3500).await;
         }
     }
 
@@ -900,7 +914,6 @@ mod tests {
                 write("by-size", compression, 200_000, limits, None).await;
             ended.unwrap();
             assert!(landed.len() >= 3, "{compression}: {} objects", landed.len());
-            let mut all = Vec::new();
             for (i, object) in landed.iter().enumerate() {
                 assert!(
                     object.written.bytes <= max,
@@ -914,15 +927,8 @@ mod tests {
                         object.written.bytes
                     );
                 }
-                let jsonl = decode(compression, &read(&store, object).await);
-                assert_eq!(
-                    jsonl.iter().filter(|&&b| b == b'\n').count() as u64,
-                    counts[i]
-                );
-                all.extend(jsonl);
             }
-            let expected: Vec<u8> = (0..200_000).flat_map(|i| line(i).into_bytes()).collect();
-            assert!(all == expected, "{compression}: the union differs");
+            check_union(&store, compression, &landed, &counts, 200_000).await;
         }
     }
 
