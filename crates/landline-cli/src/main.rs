@@ -677,9 +677,17 @@ async fn found_checkpoint(
     tracing::warn!(
         checkpoint = %url,
         upload = %cp.upload.upload_id,
-        "found the checkpoint of an earlier run that did not finish: aborting its upload and starting afresh (use --resume auto to continue it instead)"
+        "found the checkpoint of an earlier run that did not finish: aborting its upload, deleting the objects it completed, and starting afresh (use --resume auto to continue it instead)"
     );
-    landline::pipeline::discard_checkpoint(pipeline, &url, &cp, env).await?;
+    let deleted = landline::pipeline::discard_checkpoint(pipeline, &url, &cp, env)
+        .await
+        .context("discarding the earlier run")?;
+    if !deleted.is_empty() {
+        tracing::warn!(
+            objects = deleted.len(),
+            "deleted the objects the unfinished run had completed (this run writes their records again)"
+        );
+    }
     Ok(None)
 }
 

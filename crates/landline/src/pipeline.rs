@@ -1592,13 +1592,17 @@ pub async fn read_checkpoint(
     Ok(Checkpoints::load(&at).await?)
 }
 
-/// Ends the run checkpoint `cp` (at `url`) describes: aborts its upload and deletes it.
+/// Ends the run checkpoint `cp` (at `url`) describes, so that a run can start afresh: aborts
+/// its upload, deletes the objects it completed (a run of several objects stopped at a time
+/// limit; the fresh run writes their records again, and they would otherwise stay beside its
+/// own objects wherever its keys differ), then the checkpoint. Returns the objects deleted;
+/// the checkpoint stays if one could not be.
 pub async fn discard_checkpoint(
     pipeline: &Pipeline,
     url: &str,
     cp: &Checkpoint,
     env: Vec<(String, String)>,
-) -> Result<(), RunError> {
+) -> Result<Vec<String>, RunError> {
     if cp.upload.upload_id.is_empty() {
         // Stopped before it named its upload: any upload of the key not open before it.
         if let Some(before) = &cp.uploads_before {
@@ -1609,12 +1613,49 @@ pub async fn discard_checkpoint(
         let writer = ObjectWriter::resume(&destination, cp.upload.clone(), 1)?;
         writer.abort().await?;
     }
+    let deleted = delete_abandoned(pipeline, cp, &env).await?;
     let at = Destination::open(url, &pipeline.sink.store, env)?;
     let template = cp.clone();
     Checkpoints::new(at, Arc::new(Ledger::default()), template)
         .delete()
         .await?;
-    Ok(())
+    Ok(deleted)
+}
+
+/// Deletes the objects the stopped run `cp` describes completed (only this pipeline's:
+/// under its URL's literal prefix).
+async fn delete_abandoned(
+    pipeline: &Pipeline,
+    cp: &Checkpoint,
+    env: &[(String, String)],
+) -> Result<Vec<String>, RunError> {
+    use object_store::ObjectStoreExt as _;
+    let Some(done) = cp.objects.as_ref().filter(|d| !d.landed.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let first = Destination::open(&cp.destination, &pipeline.sink.store, env.to_vec())?;
+    let mut deleted = Vec::new();
+    for url in done.landed.iter().map(|o| &o.url) {
+        if !url.starts_with(pipeline.sink.url.literal_prefix()) {
+            continue;
+        }
+        let object = first.sibling(url)?;
+        match object.store.delete(&object.path).await {
+            Ok(()) => {
+                tracing::info!(object = %url, "deleted an object of the unfinished run being discarded");
+                deleted.push(url.clone());
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(SinkError::Delete {
+                    location: url.clone(),
+                    source,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// The attributes of the objects a run creates: their `Content-Type`, and their

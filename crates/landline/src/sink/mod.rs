@@ -114,6 +114,15 @@ pub enum SinkError {
         #[source]
         source: Option<Box<object_store::Error>>,
     },
+    /// An object of an unfinished run being discarded could not be deleted.
+    #[error("deleting {location}, an object of the unfinished run being discarded: {}", crate::errors::one_line(.source))]
+    Delete {
+        /// The object.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// An upload failed, and aborting it failed too.
     #[error("{cause}; then {abort}")]
     AbortFailed {

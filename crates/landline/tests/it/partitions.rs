@@ -413,12 +413,13 @@ fn partition_settings_are_checked() {
     assert!(check("url = \"s3://b/e/{record:/meta/region}/{ingest_date}.jsonl.gz\"\n").is_ok());
 }
 
-/// Runs `text` in processes that each stop after their first page (a time limit of 1 ms),
-/// every one going on from the checkpoint the one before it left, until the run is
-/// complete; returns the last report and the number of processes.
-async fn run_in_processes(s3: &S3Server, text: &str) -> (RunReport, usize) {
-    let pipeline = pipeline(text);
-    let options = |resume| landline::RunOptions {
+/// The options of a process that stops after its first page (a time limit of 1 ms),
+/// continuing `resume` if given.
+fn stopping(
+    s3: &S3Server,
+    resume: Option<landline::checkpoint::Checkpoint>,
+) -> landline::RunOptions {
+    landline::RunOptions {
         ingest_date: Some(
             chrono::NaiveDate::parse_from_str(crate::harness::INGEST_DATE, "%Y-%m-%d")
                 .expect("a date"),
@@ -427,7 +428,15 @@ async fn run_in_processes(s3: &S3Server, text: &str) -> (RunReport, usize) {
         resume,
         max_duration: Some(std::time::Duration::from_millis(1)),
         ..landline::RunOptions::default()
-    };
+    }
+}
+
+/// Runs `text` in processes that each stop after their first page (a time limit of 1 ms),
+/// every one going on from the checkpoint the one before it left, until the run is
+/// complete; returns the last report and the number of processes.
+async fn run_in_processes(s3: &S3Server, text: &str) -> (RunReport, usize) {
+    let pipeline = pipeline(text);
+    let options = |resume| stopping(s3, resume);
     let mut report = landline::run(&pipeline, options(None), std::future::pending())
         .await
         .unwrap_or_else(|e| panic!("{}: process 1: {e}", s3.name));
@@ -519,6 +528,66 @@ async fn a_time_limited_run_of_several_objects_completes_them_at_each_stop_and_g
         );
         assert_only(&s3, &prefix, &report.objects).await;
     }
+}
+
+#[tokio::test]
+async fn a_run_started_afresh_over_a_stopped_one_deletes_the_objects_it_completed() {
+    for s3 in s3::servers() {
+        let prefix = s3.unique_prefix("partitions-discard");
+        let served = data(300);
+        let server = mock(served.clone(), |_| {}).await;
+        let pipeline = pipeline(&pipeline_text(
+            &Style::Token.source(&server.base_url(), 100),
+            &sink(&s3, &prefix, "/created_at:date", "jsonl.gz", ""),
+        ));
+        // A process stopped at its time limit after a page: the objects it opened are complete.
+        let stopped = landline::run(&pipeline, stopping(&s3, None), std::future::pending())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        assert_eq!(stopped.status, landline::report::RunStatus::Continue);
+        assert!(!stopped.objects.is_empty());
+        assert_only(&s3, &prefix, &stopped.objects).await;
+
+        // Starting afresh instead of going on (`landline run`'s `--resume never`) discards
+        // that run: its objects go, then its checkpoint.
+        let url = stopped.checkpoint.clone().expect("a checkpoint");
+        let cp = landline::pipeline::read_checkpoint(&url, &Default::default(), s3.env())
+            .await
+            .expect("readable")
+            .expect("written");
+        let mut deleted = landline::pipeline::discard_checkpoint(&pipeline, &url, &cp, s3.env())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        deleted.sort();
+        assert_eq!(deleted, urls_sorted(&stopped.objects), "{}", s3.name);
+        assert_only(&s3, &prefix, &[]).await;
+        assert!(
+            landline::pipeline::read_checkpoint(&url, &Default::default(), s3.env())
+                .await
+                .expect("readable")
+                .is_none()
+        );
+
+        // The fresh run lands every record once, and nothing else is there.
+        let report = landline::run(
+            &pipeline,
+            landline::RunOptions {
+                max_duration: None,
+                ..stopping(&s3, None)
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        check_union(&s3, &report, &served, Compression::Gzip).await;
+        assert_only(&s3, &prefix, &report.objects).await;
+    }
+}
+
+fn urls_sorted(urls: &[String]) -> Vec<String> {
+    let mut urls = urls.to_vec();
+    urls.sort();
+    urls
 }
 
 #[tokio::test]
