@@ -16,16 +16,18 @@
 #     checked: a wrong key is refused, checked below).
 # Tests find them through the LANDLINE_TEST_* variables exported below (see
 # crates/landline/tests/it/s3.rs and stores.rs). No AWS_* or AZURE_* variable is exported.
-# GCS has no emulator here: none that installs from the package registries implements
-# the XML API object_store's GCS client uses (multipart uploads; fake-gcs-server has not
-# even the XML PUT of an object); see the README's "Object storage".
+#   - a second moto, without authentication, for object_store's GCS client: GCS's XML
+#     API (multipart uploads included) is S3's protocol, and no GCS emulator that installs
+#     from the package registries implements it (fake-gcs-server has not even the XML PUT
+#     of an object; see the README's "Object storage"). The client signs in with a
+#     service-account key made here (its self-signed JWT is sent, and not checked).
 #
 # Environment:
 #   LANDLINE_TEST_SKIP_LINT=1   skip cargo fmt, cargo clippy, cargo doc and the deploy templates
 #                               (scripts/validate-deploy.sh: cfn-lint and asl-validator, offline)
 #   LANDLINE_S3S_LOG=info       RUST_LOG of s3s-fs (default warn)
 #   CARGO_TARGET_DIR            the tools go to $CARGO_TARGET_DIR/tools
-# Server logs: target/tools/logs/{moto,s3s-fs,azurite}.log.
+# Server logs: target/tools/logs/{moto,s3s-fs,azurite,moto-gcs}.log.
 set -euo pipefail
 
 MOTO_VERSION=5.2.5
@@ -141,19 +143,21 @@ cat "$LOGS/azurite-install.log" >&2
 MOTO_PID=
 S3S_PID=
 AZURITE_PID=
+GCS_PID=
 S3S_ROOT=$TOOLS/s3s-root-$$
 AZURITE_ROOT=$TOOLS/azurite-root-$$
+GCS_SERVICE_ACCOUNT=$TOOLS/gcs-service-account-$$.json
 
 cleanup() {
     local pid
-    for pid in $MOTO_PID $S3S_PID $AZURITE_PID; do
+    for pid in $MOTO_PID $S3S_PID $AZURITE_PID $GCS_PID; do
         kill "$pid" 2>/dev/null || true
     done
-    for pid in $MOTO_PID $S3S_PID $AZURITE_PID; do
+    for pid in $MOTO_PID $S3S_PID $AZURITE_PID $GCS_PID; do
         wait "$pid" 2>/dev/null || true
     done
-    MOTO_PID= S3S_PID= AZURITE_PID=
-    rm -rf "$S3S_ROOT" "$AZURITE_ROOT"
+    MOTO_PID= S3S_PID= AZURITE_PID= GCS_PID=
+    rm -rf "$S3S_ROOT" "$AZURITE_ROOT" "$GCS_SERVICE_ACCOUNT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -168,13 +172,16 @@ REGION=us-east-1
 AZURITE_ACCOUNT=devstoreaccount1
 AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 CONTAINER=landline-test
+# Letters only: object_store's GCS client percent-encodes a bucket's `-` (as `%2D`), which
+# GCS decodes and moto does not.
+GCS_BUCKET=landlinegcs
 
-# Picks three free ports and starts the servers on them. Another process may take a port
+# Picks four free ports and starts the servers on them. Another process may take a port
 # between the pick and the server's bind: the caller then starts them again.
 start_servers() {
-    read -r MOTO_PORT S3S_PORT AZURITE_PORT < <(python3 -c '
+    read -r MOTO_PORT S3S_PORT AZURITE_PORT GCS_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -183,7 +190,8 @@ print(*(s.getsockname()[1] for s in socks))
     S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT
     # The account's URL, path-style: Azurite takes the account from the path's first segment.
     AZURITE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
-    log "starting moto on $MOTO_ENDPOINT, s3s-fs on $S3S_ENDPOINT and Azurite on $AZURITE_ENDPOINT (logs in $LOGS)"
+    GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
+    log "starting moto on $MOTO_ENDPOINT, s3s-fs on $S3S_ENDPOINT, Azurite on $AZURITE_ENDPOINT and moto for GCS's XML API on $GCS_ENDPOINT (logs in $LOGS)"
     # The first three AWS actions are unauthenticated (the IAM setup below); all
     # the later ones must be signed by the access key created then.
     INITIAL_NO_AUTH_ACTION_COUNT=3 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
@@ -201,6 +209,9 @@ print(*(s.getsockname()[1] for s in socks))
         --skipApiVersionCheck --disableTelemetry \
         >"$LOGS/azurite.log" 2>&1 </dev/null &
     AZURITE_PID=$!
+    # No authentication: GCS clients send an OAuth2 bearer token, not a SigV4 signature.
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$GCS_PORT" >"$LOGS/moto-gcs.log" 2>&1 </dev/null &
+    GCS_PID=$!
 }
 
 # Waits for the servers, sets moto's IAM up, checks that each rejects a bad signature,
@@ -211,6 +222,7 @@ setup_servers() {
         S3S_AK=$S3S_ACCESS_KEY_ID S3S_SK=$S3S_SECRET_ACCESS_KEY BUCKET=$BUCKET REGION=$REGION \
         AZURITE_ENDPOINT=$AZURITE_ENDPOINT AZURITE_PID=$AZURITE_PID AZURITE_ACCOUNT=$AZURITE_ACCOUNT \
         AZURITE_KEY=$AZURITE_KEY CONTAINER=$CONTAINER \
+        GCS_ENDPOINT=$GCS_ENDPOINT GCS_PID=$GCS_PID GCS_BUCKET=$GCS_BUCKET GCS_SERVICE_ACCOUNT=$GCS_SERVICE_ACCOUNT \
         DEADLINE=$SERVER_DEADLINE_SECS "$VENV/bin/python" - <<'EOF'
 import base64, email.utils, hashlib, hmac, json, os, socket, sys, time, urllib.error, urllib.parse, urllib.request
 
@@ -243,9 +255,9 @@ def wait_for(name, pid, probe):
     fail(f"{name} not ready after {env['DEADLINE']} s: {last!r}")
 
 
-def moto_probe():
+def moto_probe(endpoint="MOTO_ENDPOINT"):
     # Not an AWS action: doesn't use up one of the unauthenticated calls.
-    with urllib.request.urlopen(env["MOTO_ENDPOINT"] + "/moto-api/", timeout=2) as r:
+    with urllib.request.urlopen(env[endpoint] + "/moto-api/", timeout=2) as r:
         r.read()
 
 
@@ -377,6 +389,29 @@ status = azurite_put_container(env["AZURITE_KEY"])
 if status != 201:
     fail(f"Azurite: creating the container {env['CONTAINER']} answered {status}")
 
+# GCS's XML API on the second moto: the bucket, and a service-account key (a new RSA key
+# each run, in the file GOOGLE_SERVICE_ACCOUNT names) whose base URL is that moto.
+wait_for("moto (GCS)", env["GCS_PID"], lambda: moto_probe("GCS_ENDPOINT"))
+client("s3", env["GCS_ENDPOINT"], "unused", "unused").create_bucket(Bucket=env["GCS_BUCKET"])
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+fd = os.open(env["GCS_SERVICE_ACCOUNT"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as f:
+    json.dump(
+        {
+            "type": "service_account",
+            "private_key_id": "landline-test",
+            "private_key": pem,
+            "client_email": "landline-test@landline-test.iam.gserviceaccount.com",
+            "gcs_base_url": env["GCS_ENDPOINT"],
+        },
+        f,
+    )
+
 print(ak, sk, role_arn)
 EOF
 }
@@ -388,12 +423,12 @@ for attempt in 1 2 3; do
         break
     fi
     if ((attempt < 3)) && grep -qs "Address already in use\|EADDRINUSE" \
-        "$LOGS/moto.log" "$LOGS/s3s-fs.log" "$LOGS/azurite.log"; then
+        "$LOGS/moto.log" "$LOGS/s3s-fs.log" "$LOGS/azurite.log" "$LOGS/moto-gcs.log"; then
         log "a port was taken before a server could bind it: starting them again on other ports"
         cleanup
         continue
     fi
-    for f in moto s3s-fs azurite; do
+    for f in moto s3s-fs azurite moto-gcs; do
         echo "---- tail of $LOGS/$f.log" >&2
         tail -n 30 "$LOGS/$f.log" >&2 || true
     done
@@ -416,6 +451,9 @@ export LANDLINE_TEST_AZURITE_ENDPOINT=$AZURITE_ENDPOINT
 export LANDLINE_TEST_AZURITE_ACCOUNT=$AZURITE_ACCOUNT
 export LANDLINE_TEST_AZURITE_KEY=$AZURITE_KEY
 export LANDLINE_TEST_AZURITE_CONTAINER=$CONTAINER
+export LANDLINE_TEST_GCS_ENDPOINT=$GCS_ENDPOINT
+export LANDLINE_TEST_GCS_BUCKET=$GCS_BUCKET
+export LANDLINE_TEST_GCS_SERVICE_ACCOUNT=$GCS_SERVICE_ACCOUNT
 
 if ((servers_only)); then
     log "running: $*"

@@ -10,6 +10,7 @@ mod checkpoints;
 mod e2e;
 mod failures;
 mod formats;
+mod gcs;
 mod harness;
 mod idempotence;
 mod incremental;

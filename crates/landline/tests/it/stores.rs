@@ -7,10 +7,9 @@
 //!   Objects land through object_store's block lists (a part is a Put Block, the completion
 //!   a Put Block List); an abort is a no-op there, and the blocks of an upload never
 //!   completed stay uncommitted, out of every listing, until the service drops them.
-//! - **Google Cloud Storage** is not tested here: no emulator that installs from the package
-//!   registries implements the XML API calls object_store's GCS client makes (an XML
-//!   multipart upload, and even a plain XML `PUT` of an object); see the README's
-//!   *Object storage*.
+//! - **Google Cloud Storage** has no emulator here (none that installs from the package
+//!   registries implements the XML API calls object_store's GCS client makes); `gcs.rs`
+//!   runs that client against GCS's XML API as an S3 server serves it.
 //!
 //! A test that finds no emulator fails, saying how to start one; it never skips.
 
