@@ -79,6 +79,7 @@ pub mod drift;
 pub mod encode;
 mod errors;
 pub mod incremental;
+mod left;
 pub mod manifest;
 mod pages;
 pub mod partition;

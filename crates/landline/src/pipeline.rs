@@ -873,10 +873,57 @@ fn object_sequence(pipeline: &Pipeline, prepared: &Prepared, from: u64) -> Objec
 async fn conclude(
     pipeline: &Pipeline,
     prepared: Prepared,
+    upload: Writing,
+    driven: Result<Stop, RunError>,
+    processed: oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
+    figures: SourceFigures,
+) -> Result<RunReport, RunError> {
+    // A run of several objects that fails records the objects it leaves (those of the
+    // processes before this one too); one that completes deletes those an earlier failed
+    // run of its date left and it did not write again.
+    let several = pipeline.sink.numbered || pipeline.sink.partition.is_some();
+    let left = several
+        .then(|| {
+            let url = crate::checkpoint::state_url(
+                &state_prefix(pipeline, prepared.destination.location.as_str()),
+                "left",
+                &pipeline.name,
+                &prepared.vars.ingest_date,
+                &prepared.vars.vars,
+            );
+            crate::left::Record::open(&url, &pipeline.sink.store, &prepared.store_env)
+        })
+        .flatten();
+    let ingest_date = prepared.vars.ingest_date.clone();
+    let mut earlier: Vec<String> = earlier_objects(&prepared)
+        .map(|o| o.landed.iter().map(|l| l.url.clone()).collect())
+        .unwrap_or_default();
+    let result = conclude_run(
+        pipeline,
+        prepared,
+        upload,
+        driven,
+        processed,
+        figures,
+        left.as_ref(),
+    )
+    .await;
+    if let (Err(RunError::ObjectsLeft { objects, .. }), Some(left)) = (&result, &left) {
+        earlier.extend(objects.iter().cloned());
+        left.add(&pipeline.name, &ingest_date, &earlier).await;
+    }
+    result
+}
+
+/// [`conclude`], given where the objects failed runs left are recorded.
+async fn conclude_run(
+    pipeline: &Pipeline,
+    prepared: Prepared,
     mut upload: Writing,
     driven: Result<Stop, RunError>,
     processed: oneshot::Receiver<Result<(RunOutput, Processed), RunError>>,
     figures: SourceFigures,
+    left: Option<&crate::left::Record>,
 ) -> Result<RunReport, RunError> {
     if !matches!(driven, Ok(Stop::No | Stop::AfterPage(_))) {
         upload.halt();
@@ -1004,6 +1051,10 @@ async fn conclude(
         Vec::new()
     };
     report.stale_objects_deleted = stale;
+    if let Some(left) = left {
+        let deleted = delete_left(pipeline, &destination, &report, left).await;
+        report.stale_objects_deleted.extend(deleted);
+    }
     set_format(&mut report, compression);
     after_report(
         pipeline,
@@ -1309,7 +1360,6 @@ async fn delete_unlisted(
     manifest_url: &str,
     env: &EnvVars,
 ) -> Vec<String> {
-    use object_store::ObjectStoreExt as _;
     let earlier = match manifest::read(manifest_url, &pipeline.sink.store, env.clone()).await {
         Ok(Some(m)) => m,
         Ok(None) => return Vec::new(),
@@ -1318,11 +1368,48 @@ async fn delete_unlisted(
             return Vec::new();
         }
     };
+    let urls: Vec<String> = earlier.objects.into_iter().map(|o| o.url).collect();
+    delete_not_written(pipeline, first, report, &urls).await.0
+}
+
+/// Deletes the objects failed runs of this date left (recorded in `left`) that this run did
+/// not write again, then the record, once every one of them is gone.
+async fn delete_left(
+    pipeline: &Pipeline,
+    first: &Destination,
+    report: &RunReport,
+    left: &crate::left::Record,
+) -> Vec<String> {
+    let urls = match left.objects().await {
+        Ok(urls) if urls.is_empty() => return Vec::new(),
+        Ok(urls) => urls,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the objects failed runs left: they stay");
+            return Vec::new();
+        }
+    };
+    let (deleted, all_gone) = delete_not_written(pipeline, first, report, &urls).await;
+    if all_gone {
+        left.clear().await;
+    }
+    deleted
+}
+
+/// Deletes each of `urls` that `report`'s run did not write, of this pipeline's objects only
+/// (an earlier run's list may predate a change of its URL). Returns those deleted, and
+/// whether every one is gone (a failure is a warning).
+async fn delete_not_written(
+    pipeline: &Pipeline,
+    first: &Destination,
+    report: &RunReport,
+    urls: &[String],
+) -> (Vec<String>, bool) {
+    use object_store::ObjectStoreExt as _;
     let written: std::collections::HashSet<&str> =
         report.objects.iter().map(String::as_str).collect();
     let mut deleted = Vec::new();
-    for url in earlier.objects.iter().map(|o| &o.url) {
-        // Only this pipeline's objects: an earlier manifest may predate a change of its URL.
+    let mut all_gone = true;
+    for url in urls {
         if written.contains(url.as_str()) || !url.starts_with(pipeline.sink.url.literal_prefix()) {
             continue;
         }
@@ -1330,19 +1417,23 @@ async fn delete_unlisted(
             Ok(stale) => stale,
             Err(e) => {
                 tracing::warn!(object = %url, error = %e, "could not delete a stale object");
+                all_gone = false;
                 continue;
             }
         };
         match stale.store.delete(&stale.path).await {
             Err(object_store::Error::NotFound { .. }) => {}
             Ok(()) => {
-                tracing::info!(object = %url, "deleted an object the earlier run of this date wrote and this one did not");
+                tracing::info!(object = %url, "deleted an object an earlier run of this date wrote and this one did not");
                 deleted.push(url.clone());
             }
-            Err(e) => tracing::warn!(object = %url, error = %e, "could not delete a stale object"),
+            Err(e) => {
+                tracing::warn!(object = %url, error = %e, "could not delete a stale object");
+                all_gone = false;
+            }
         }
     }
-    deleted
+    (deleted, all_gone)
 }
 
 /// Sets the run's own format in `report`, and the chunk size and memory budget that go

@@ -331,6 +331,44 @@ async fn a_failure_midway_aborts_every_open_partition_and_names_those_completed(
                 assert_eq!(date_of(i, &data(3_000)), partition_of(url));
             }
         }
+        // The run recorded what it left under the state prefix.
+        let record = format!("{prefix}/_landline/left/");
+        assert_eq!(s3.list_keys(&record).await.len(), 1, "{}", s3.name);
+
+        // A complete rerun with room for every partition writes one object each: the failed
+        // run's later objects of a partition (part-00002, ...) are not written again, and
+        // are deleted once the new set has landed, with the record.
+        let served = data(3_000);
+        let report = run_partitioned(
+            &s3,
+            &served,
+            |_| {},
+            100,
+            &sink(
+                &s3,
+                &prefix,
+                "/created_at:date",
+                "jsonl",
+                "max_open_partitions = 64",
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s3.name));
+        check_union(&s3, &report, &served, Compression::None).await;
+        assert_only(&s3, &prefix, &report.objects).await;
+        let gone: Vec<&String> = objects
+            .iter()
+            .filter(|o| !report.objects.contains(o))
+            .collect();
+        assert!(
+            !gone.is_empty(),
+            "{}: the rerun wrote every key again",
+            s3.name
+        );
+        for url in gone {
+            assert!(report.stale_objects_deleted.contains(url), "{url}");
+        }
+        assert!(s3.list_keys(&record).await.is_empty(), "{}", s3.name);
     }
 }
 
