@@ -23,7 +23,8 @@ use landline::{RunOptions, RunReport};
 use landline_mockapi::{Action, DataConfig, Fault, Times, When};
 
 use crate::harness::{
-    Style, TestStore, data, gunzip, key, mock, pipeline_text, run_on, sink, verify,
+    IN_PARTS, Style, TestStore, data, gunzip, key, land_in_parts, mock, pipeline_text, run_on,
+    sink, verify,
 };
 use crate::s3::S3Server;
 
@@ -154,31 +155,12 @@ impl Gcs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gcs_gzip_and_zstd_objects_land_in_parts_and_verify() {
     let gcs = gcs();
-    // As in stores.rs: three 5 MiB parts or more each.
-    let cases = [
-        (Compression::Gzip, "variants.jsonl.gz", 11_000, ""),
-        (
-            Compression::Zstd,
-            "variants.jsonl.zst",
-            11_500,
-            "compression_level = 1\n",
-        ),
-    ];
-    for (compression, name, records, extra) in cases {
-        let data = data(records);
-        let server = mock(data.clone(), |_| {}).await;
+    for case in IN_PARTS {
+        let (compression, name, ..) = case;
         let prefix = gcs.s3.unique_prefix("gcs-formats");
-        let text = pipeline_text(
-            &Style::Token.source(&server.base_url(), 200),
-            &sink(&gcs, &prefix, name, extra),
-        );
-        let report = run_on(&text, &gcs, RunOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
-        assert!(report.parts >= 3, "{compression:?}: {} parts", report.parts);
+        let (data, report) = land_in_parts(&gcs, &prefix, case).await;
         gcs.check_landed(&prefix, &key(&prefix, name), &data, &report, compression)
             .await;
-        server.shutdown().await;
     }
 }
 

@@ -224,6 +224,48 @@ pub(crate) fn key(prefix: &str, name: &str) -> String {
     format!("{prefix}/date={INGEST_DATE}/{name}")
 }
 
+/// Runs that land an object of at least three [`PART`]s in each compressed format:
+/// `(format, object name, records, extra [sink] lines)`. zstd at level 1 compresses the
+/// mock's records 28 times: 11,500 records make three 5 MiB parts; gzip at its default
+/// level, 11,000 records.
+pub(crate) const IN_PARTS: [(landline::compress::Compression, &str, u64, &str); 2] = [
+    (
+        landline::compress::Compression::Gzip,
+        "variants.jsonl.gz",
+        11_000,
+        "",
+    ),
+    (
+        landline::compress::Compression::Zstd,
+        "variants.jsonl.zst",
+        11_500,
+        "compression_level = 1\n",
+    ),
+];
+
+/// Runs `case` (one of [`IN_PARTS`]) from the mock API into `prefix` of `store` (200
+/// records a page) and checks that it took three parts or more; returns what the API
+/// served and the report.
+pub(crate) async fn land_in_parts(
+    store: &impl TestStore,
+    prefix: &str,
+    case: (landline::compress::Compression, &str, u64, &str),
+) -> (DataConfig, RunReport) {
+    let (compression, name, records, extra) = case;
+    let data = data(records);
+    let server = mock(data.clone(), |_| {}).await;
+    let text = pipeline_text(
+        &Style::Token.source(&server.base_url(), 200),
+        &sink(store, prefix, name, extra),
+    );
+    let report = run_on(&text, store, RunOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+    assert!(report.parts >= 3, "{compression:?}: {} parts", report.parts);
+    server.shutdown().await;
+    (data, report)
+}
+
 /// Runs `text` into `store` with `options` (the tests' ingest date and the store's
 /// environment added).
 pub(crate) async fn run_on(

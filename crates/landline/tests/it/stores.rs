@@ -30,7 +30,8 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::harness::{
-    PART, Style, TestStore, data, gunzip, key, mock, pipeline_text, run_on, sink, verify,
+    IN_PARTS, PART, Style, TestStore, data, gunzip, key, land_in_parts, mock, pipeline_text,
+    run_on, sink, verify,
 };
 
 // ------------------------------------------------------------------------------ Azurite --
@@ -446,29 +447,10 @@ const STORED_RECORDS: u64 = 1_500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_gzip_and_zstd_objects_land_in_parts_and_verify() {
     let az = azurite();
-    // zstd at level 1 compresses the mock's records 28 times: 11,500 records make three
-    // 5 MiB parts. gzip at its default level: 11,000 records, three parts too.
-    let cases = [
-        (Compression::Gzip, "variants.jsonl.gz", 11_000, ""),
-        (
-            Compression::Zstd,
-            "variants.jsonl.zst",
-            11_500,
-            "compression_level = 1\n",
-        ),
-    ];
-    for (compression, name, records, extra) in cases {
-        let data = data(records);
-        let server = mock(data.clone(), |_| {}).await;
+    for case in IN_PARTS {
+        let (compression, name, ..) = case;
         let prefix = unique_prefix("azure-formats");
-        let text = pipeline_text(
-            &Style::Token.source(&server.base_url(), 200),
-            &sink(&az, &prefix, name, extra),
-        );
-        let report = run_on(&text, &az, RunOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
-        assert!(report.parts >= 3, "{compression:?}: {} parts", report.parts);
+        let (data, report) = land_in_parts(&az, &prefix, case).await;
         let key = key(&prefix, name);
         check_landed(&az, &prefix, &key, &data, &report, compression).await;
         // object_store's block-list completion sets no attributes: the blob has the
@@ -478,7 +460,6 @@ async fn azure_gzip_and_zstd_objects_land_in_parts_and_verify() {
             properties.get("content-type").and_then(|v| v.to_str().ok()),
             Some("application/octet-stream")
         );
-        server.shutdown().await;
     }
 }
 
